@@ -1,0 +1,178 @@
+"""The dataset side of a run: the ``idx_dict`` split, collation, samplers and loaders.
+
+The split (the seed's ``idx_dict``) divides ``range(len(dataset))`` into ``train`` / ``val`` /
+``dev`` index lists, deterministically from the seed; it is saved as JSON with every run and can be
+reused through ``idx_dict_path``. A project may also provide a ``test`` split (see
+:func:`project_test_indices`).
+
+Collation rule (:func:`collate`): values of a sample dict are stacked per name. NumPy arrays and
+Python numbers become tensors by kind: floating -> ``float32``, signed/unsigned integer -> ``int64``,
+bool -> ``bool``. Torch tensors keep their dtype (the project chose it, e.g. ``uint8`` images).
+Strings are gathered into a list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dlscaffold.errors import UserError
+
+SPLITS = ("train", "val", "dev")
+
+# ------------------------------------------------------------------------------------ split
+
+
+def make_idx_dict(num_points: int, val_ratio: float, dev_num: int, seed: int) -> dict[str, Any]:
+    """Split ``range(num_points)`` into train / val / dev index lists.
+
+    ``val`` holds ``round(val_ratio * N)`` points (at least one when ``val_ratio > 0``), ``train``
+    the rest; ``dev`` is a small subset of ``train`` (about ``dev_num`` points) for CPU debugging.
+    """
+    if num_points < 2:
+        raise UserError(f"dataset: found {num_points} points; expected at least 2 to split into train and val")
+    order = np.random.default_rng(seed).permutation(num_points)
+    num_val = min(max(round(val_ratio * num_points), 1 if val_ratio > 0 else 0), num_points - 1)
+    val, train = order[:num_val], order[num_val:]
+    dev = train[: min(dev_num, len(train))]
+    return {
+        "train": sorted(int(i) for i in train),
+        "val": sorted(int(i) for i in val),
+        "dev": sorted(int(i) for i in dev),
+        "num_points": int(num_points),
+        "seed": int(seed),
+    }
+
+
+def save_idx_dict(idx_dict: dict[str, Any], path: Path) -> None:
+    write_text_atomic(path, json.dumps(idx_dict))
+
+
+def load_idx_dict(path: Path, num_points: int) -> dict[str, Any]:
+    """Read a saved split (a file, or an earlier run's folder) and check it fits the dataset."""
+    if path.is_dir():
+        path = path / "idx_dict.json"
+    if not path.is_file():
+        raise UserError(f"dataloading_params.idx_dict_path: found '{path}', which does not exist; expected an idx_dict.json or a run folder")
+    try:
+        idx_dict = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"dataloading_params.idx_dict_path: '{path}' is not valid JSON ({exc.msg})") from None
+    missing = [s for s in ("train", "val") if not isinstance(idx_dict.get(s), list)]
+    if missing:
+        raise UserError(f"dataloading_params.idx_dict_path: '{path}' has no {' or '.join(missing)} list; expected a saved idx_dict.json")
+    largest = max((max(idx_dict.get(s) or [-1]) for s in SPLITS), default=-1)
+    if idx_dict.get("num_points", num_points) != num_points or largest >= num_points:
+        raise UserError(
+            f"dataloading_params.idx_dict_path: '{path}' splits {idx_dict.get('num_points', largest + 1)} points "
+            f"but the dataset has {num_points}; use a split made for this dataset or leave idx_dict_path empty"
+        )
+    idx_dict.setdefault("dev", idx_dict["train"][:20])
+    return idx_dict
+
+
+def project_test_indices(dataset: Dataset) -> list[int] | None:
+    """The project's test points, if its dataset names them.
+
+    A ``CustomDataSet`` with a ``test_indices()`` method returning dataset indices provides a
+    ``test`` split: those points never enter train / val / dev and ``dlscaffold evaluate --split
+    test`` reads them.
+    """
+    method = getattr(dataset, "test_indices", None)
+    return [int(i) for i in method()] if callable(method) else None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------- collation
+
+
+def _to_tensor(values: list[Any], name: str) -> Any:
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(values)
+    if isinstance(first, str):
+        return list(values)
+    array = np.asarray(values) if not isinstance(first, np.ndarray) else np.stack(values)
+    kind = array.dtype.kind
+    if kind == "f":
+        return torch.from_numpy(array.astype(np.float32, copy=False))
+    if kind in "iu":
+        return torch.from_numpy(array.astype(np.int64, copy=False))
+    if kind == "b":
+        return torch.from_numpy(array)
+    raise UserError(f"dataset item '{name}': found values of dtype {array.dtype}; expected numbers, arrays, tensors or strings")
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack a list of sample dicts into a dict of batched tensors (see the module's rule)."""
+    first = samples[0]
+    if not isinstance(first, dict):
+        raise UserError(f"CustomDataSet.__getitem__ returned {type(first).__name__}; expected a dict of named values")
+    return {name: _to_tensor([s[name] for s in samples], name) for name in first}
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+class EpochSampler(Sampler[int]):
+    """Yields a fixed list of dataset indices, reshuffled each epoch from ``(seed, epoch)``.
+
+    The order depends on nothing but the seed and the epoch, so a resumed run sees the same data
+    order as an uninterrupted one. ``rank`` / ``world_size`` give each data-parallel process its
+    own equal share (padded by repetition, as ``DistributedSampler`` does).
+    """
+
+    def __init__(self, indices: Sequence[int], shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+        self.indices = list(indices)
+        self.shuffle, self.seed = shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 1
+        self.num_samples = math.ceil(len(self.indices) / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.indices
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=generator).tolist()]
+        total = self.num_samples * self.world_size
+        order = (order * math.ceil(total / max(len(order), 1)))[:total]
+        return iter(order[self.rank :: self.world_size])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,
+                num_workers: int, pin_memory: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and an :class:`EpochSampler`."""
+    sampler = EpochSampler(indices, shuffle, seed, rank, world_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        # Workers restart each epoch and draw their seeds from the (checkpointed) torch RNG, so a
+        # resumed run sees the same augmentation as an uninterrupted one.
+        persistent_workers=False,
+    )

@@ -1,0 +1,56 @@
+"""Where tensors live: one small object the loop asks, so that it never branches on CPU/GPU."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dlscaffold.errors import UserError
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The device a run computes on, and how batches get there."""
+
+    device: torch.device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def pin_memory(self) -> bool:
+        # Pinned host memory makes host->GPU copies asynchronous; useless on CPU.
+        return self.is_cuda
+
+    def move(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Move every tensor of a batch to the device (non-blocking from pinned memory)."""
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def select_placement(use_gpu: bool, override: str | None = None) -> Placement:
+    """Pick the device: ``--device`` if given, else CUDA when ``use_GPU`` and available, else CPU.
+
+    Raises:
+        UserError: for a ``--device`` torch does not know or cannot use.
+    """
+    if override:
+        try:
+            device = torch.device(override)
+        except RuntimeError:
+            raise UserError(f"--device: found '{override}'; expected cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device: found '{override}' but CUDA is not available here; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device: found '{override}'; this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return Placement(device)
+    if use_gpu and torch.cuda.is_available():
+        return Placement(torch.device("cuda"))
+    if use_gpu:
+        _logger.warning("use_GPU is set but CUDA is not available: training on the CPU")
+    return Placement(torch.device("cpu"))

@@ -1,0 +1,38 @@
+"""The errors a user can cause and fix, kept apart from bugs.
+
+The CLI turns a :class:`UserError` into one line per problem on stderr and exit code 2; any other
+exception is a bug (ours or in the project's code) and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, files, flags) that they can fix.
+
+    Args:
+        problems: one line each, naming what was found and what is expected.
+    """
+
+    def __init__(self, *problems: str):
+        self.problems = [p for p in problems if p]
+        super().__init__("\n".join(self.problems))
+
+
+class ConfigError(UserError):
+    """Every problem found in a config, reported together."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ``"did you mean 'x'? "`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def available(choices: Iterable[str]) -> str:
+    """Return ``"available: a, b, c"`` (or ``"none available"``)."""
+    names = sorted(str(c) for c in choices)
+    return "available: " + ", ".join(names) if names else "none available"

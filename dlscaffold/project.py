@@ -1,0 +1,72 @@
+"""Find and import a project's own code: ``models.py``, ``dataloader.py``, ``training_utils.py``.
+
+The modules are imported under their plain names with the project folder on ``sys.path``, so that
+the project's files can import each other (``from models import Encoder``) and DataLoader workers
+started with ``spawn`` find ``dataloader.CustomDataSet`` again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from dlscaffold.errors import UserError
+
+MODULE_NAMES = ("models", "dataloader", "training_utils")
+
+
+@dataclass
+class Project:
+    """What a project provides to the runtime."""
+
+    root: Path
+    model_classes: dict[str, type]
+    dataset_class: type
+    losses: dict[str, Callable[..., Any]]
+    evals: dict[str, Callable[..., Any]]
+
+
+def _import(root: Path, name: str) -> ModuleType | None:
+    if not (root / f"{name}.py").is_file():
+        return None
+    cached = sys.modules.get(name)
+    if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve() == (root / f"{name}.py").resolve():
+        return cached
+    sys.modules.pop(name, None)  # another project's module of the same name
+    return importlib.import_module(name)
+
+
+def load_project(root: Path) -> Project:
+    """Import the project in ``root``.
+
+    Raises:
+        UserError: when ``models.py`` or ``dataloader.py`` is missing or lacks its entry point.
+    """
+    root = root.resolve()
+    if not root.is_dir():
+        raise UserError(f"{root}: project folder not found; pass --project DIR")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for name in MODULE_NAMES:  # drop other projects' modules before any import (they import each other)
+        mod = sys.modules.get(name)
+        if mod is not None and Path(getattr(mod, "__file__", "") or "").resolve().parent != root:
+            del sys.modules[name]
+    models, dataloader = _import(root, "models"), _import(root, "dataloader")
+    if models is None or dataloader is None:
+        missing = [f"{n}.py" for n, m in (("models", models), ("dataloader", dataloader)) if m is None]
+        raise UserError(f"{root}: no {' or '.join(missing)} here; run from the project folder or pass --project DIR")
+    if not callable(getattr(models, "get_ref_model_dict", None)):
+        raise UserError(f"{root / 'models.py'}: defines no get_ref_model_dict(); add one returning {{'Name': Class}}")
+    if not isinstance(getattr(dataloader, "CustomDataSet", None), type):
+        raise UserError(f"{root / 'dataloader.py'}: defines no CustomDataSet class")
+    model_classes = dict(models.get_ref_model_dict())
+    losses: dict = {}
+    evals: dict = {}
+    utils = _import(root, "training_utils")
+    if utils is not None and hasattr(utils, "get_project_loss_and_eval_dict"):
+        losses, evals = (dict(d) for d in utils.get_project_loss_and_eval_dict())
+    return Project(root, model_classes, dataloader.CustomDataSet, losses, evals)

@@ -1,0 +1,99 @@
+"""The run directory and what is written into it for machines: ``metrics.jsonl`` and TensorBoard.
+
+``<logging_dir>/<YYYYMMDD>_<N>_<run_notes>/`` is created with one ``mkdir`` (atomic: two runs never
+share a folder; N counts that day's runs). ``run.json`` records the project folder and the
+dlscaffold version, so that ``evaluate`` and ``--resume`` find the project's code again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from dlscaffold import __version__
+from dlscaffold.data import write_text_atomic
+from dlscaffold.errors import UserError
+
+
+def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = None) -> Path:
+    """Create and return a fresh ``<YYYYMMDD>_<N>[_<run_notes>]`` folder under ``logging_dir``."""
+    try:
+        logging_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); choose a writable folder") from None
+    date = (today or dt.date.today()).strftime("%Y%m%d")
+    notes = re.sub(r"[^\w.-]+", "_", run_notes.strip()).strip("_")
+    taken = [int(m.group(1)) for p in logging_dir.iterdir() if (m := re.match(rf"{date}_(\d+)(_|$)", p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        path = logging_dir / (f"{date}_{number}_{notes}" if notes else f"{date}_{number}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # another run took this number first
+            number += 1
+
+
+def write_run_info(run_dir: Path, project_dir: Path) -> None:
+    info = {"project_dir": str(project_dir), "dlscaffold_version": __version__}
+    write_text_atomic(run_dir / "run.json", json.dumps(info, indent=2))
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All rows of a run's ``metrics.jsonl``."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunLog:
+    """Writes ``metrics.jsonl`` rows and TensorBoard scalars (tags ``<split>/<Model>/<name>``).
+
+    Args:
+        run_dir: the run folder.
+        resume_epoch: when resuming, rows after this epoch (written before the interruption, past
+            the last checkpoint) are dropped, and TensorBoard events after ``resume_step`` purged.
+        resume_step: the global step of that checkpoint.
+    """
+
+    def __init__(self, run_dir: Path, resume_epoch: int = 0, resume_step: int = 0):
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow, so only here
+
+        self.path = run_dir / "metrics.jsonl"
+        if resume_epoch:
+            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume_epoch]
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step if resume_epoch else None)
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(f"train_step/{name}", value, step)
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        row = {"epoch": epoch, "split": split, "step": step, **values}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for name, value in values.items():
+            self.writer.add_scalar(f"{split}/{name}", value, step)
+        self.writer.flush()
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Record the run's hyper-parameters with its final metrics (TensorBoard's HPARAMS tab)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+        for summary in hparams(clean, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
