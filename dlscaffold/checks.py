@@ -51,7 +51,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def _kwargs_problem(fn: Callable[..., Any], kwargs: dict, what: str, skip_first: bool = False) -> str | None:
+def kwargs_problem(fn: Callable[..., Any], kwargs: dict, what: str, skip_first: bool = False) -> str | None:
     """Unexpected and missing keyword arguments of ``fn``, in one line (None if they fit)."""
     sig = _signature(fn)
     if sig is None:
@@ -144,13 +144,13 @@ def _check_model(name: str, spec: dict, project: Project, base: Path) -> list[st
         if isinstance(init_args, dict) and model_dir.is_dir():
             init_args = {**saved_init_args(model_dir, name), **init_args}
     if isinstance(init_args, dict):
-        problem = _kwargs_problem(cls, init_args, f"{name}()")
+        problem = kwargs_problem(cls, init_args, f"{name}()")
         if problem:
             problems.append(f"{path}.init_args: {problem}")
     inputs = spec.get("inputs")
     forward = getattr(cls, "forward", None)
     if isinstance(inputs, dict) and forward is not None:
-        problem = _kwargs_problem(forward, dict.fromkeys(inputs), f"{name}.forward()", skip_first=True)
+        problem = kwargs_problem(forward, dict.fromkeys(inputs), f"{name}.forward()", skip_first=True)
         if problem:
             problems.append(f"{path}.inputs: {problem}")
     return problems

@@ -107,5 +107,16 @@ def evaluate(
     _run(action, debug)
 
 
-def main() -> None:
-    app()
+# Commands defined in other modules are registered here.
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    A generated project's ``train.py`` is ``sys.exit(main(["train", "config.yml", *sys.argv[1:]]))``.
+    """
+    try:
+        app(args=argv, prog_name="dlscaffold")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0

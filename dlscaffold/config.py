@@ -133,6 +133,12 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "dataloading_params": DataloadingParams,
+    "training_params": TrainingParams,
+    "logging_params": LoggingParams,
+}
+
 PATH_KEYS = ("dataset_path", "idx_dict_path", "logging_dir", "model_dir")
 
 # ------------------------------------------------------------------------------ reading YAML
@@ -229,7 +235,9 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[str]:
     for key, value in raw.items():
         path = f"{prefix}{key}"
         if key not in fields:
-            problems.append(f"{path}: unknown key; {did_you_mean(key, fields)}expected one of: {', '.join(fields)}")
+            home = [name for name, section in _SECTIONS.items() if key in section.model_fields and section is not model]
+            hint = f"it belongs in {home[0]}" if home else f"{did_you_mean(key, fields)}expected one of: {', '.join(fields)}"
+            problems.append(f"{path}: unknown key; {hint}")
             continue
         sub = _submodel(fields[key].annotation)
         if sub is None or not isinstance(value, dict):

@@ -13,7 +13,7 @@ from dlscaffold.errors import UserError
 from dlscaffold.flow import build_flow
 from dlscaffold.prepare import build_dataset, load_split, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import read_run_info
+from dlscaffold.rundir import is_run_dir, read_run_info
 from dlscaffold.seeding import seed_everything
 from dlscaffold.train import run_epoch
 
@@ -41,8 +41,8 @@ def evaluate(run_dir: Path, epoch: int | None = None, split: str = "val", json_p
         ``{"run_dir", "epoch", "split", "num_samples", "metrics": {"<Model>/<name>": value}}``.
     """
     run_dir = run_dir.resolve()
-    if not (run_dir / "config.yml").is_file():
-        raise UserError(f"{run_dir}: not a run folder (no config.yml in it); pass a folder printed by dlscaffold train")
+    if not is_run_dir(run_dir):
+        raise UserError(f"{run_dir}: not a run folder (no config.yml and idx_dict.json in it); pass a folder printed by dlscaffold train")
     project_dir = project_dir or Path(read_run_info(run_dir).get("project_dir") or run_dir)
     prepared = prepare(run_dir / "config.yml", [], project_dir)
     config = prepared.config

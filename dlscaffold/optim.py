@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlscaffold.checks import kwargs_problem
 from dlscaffold.config import TrainingParams
 from dlscaffold.errors import available, did_you_mean
 
@@ -40,7 +41,8 @@ def check_optim(params: TrainingParams) -> list[str]:
             names = _names(torch.optim, torch.optim.Optimizer)
             problems.append(f"training_params.optimizer.name: unknown optimizer '{spec.name}'; {did_you_mean(spec.name, names)}{available(names)}")
         else:
-            problems += _bind(cls, ([],), _optimizer_kwargs(cls, params), "training_params.optimizer.kwargs")
+            problem = kwargs_problem(cls, _optimizer_kwargs(cls, params), spec.name, skip_first=True)
+            problems += [f"training_params.optimizer.kwargs: {problem}"] if problem else []
     sched = params.lr_scheduler
     if sched is not None:
         module = torch.optim.lr_scheduler
@@ -53,16 +55,9 @@ def check_optim(params: TrainingParams) -> list[str]:
             kwargs = dict(sched.kwargs)
             if sched.name == "OneCycleLR" and "total_steps" not in kwargs and "epochs" not in kwargs:
                 kwargs["total_steps"] = 1
-            problems += _bind(cls, (None,), kwargs, "training_params.lr_scheduler.kwargs")
+            problem = kwargs_problem(cls, kwargs, sched.name, skip_first=True)
+            problems += [f"training_params.lr_scheduler.kwargs: {problem}"] if problem else []
     return problems
-
-
-def _bind(cls: type, args: tuple, kwargs: dict, path: str) -> list[str]:
-    try:
-        inspect.signature(cls).bind(*args, **kwargs)
-    except TypeError as exc:
-        return [f"{path}: {exc} (for {cls.__name__})"]
-    return []
 
 
 def _optimizer_kwargs(cls: type, params: TrainingParams) -> dict[str, Any]:

@@ -47,6 +47,11 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a run folder (it holds the run's config and split)."""
+    return (path / "config.yml").is_file() and (path / "idx_dict.json").is_file()
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All rows of a run's ``metrics.jsonl``."""
     path = run_dir / "metrics.jsonl"

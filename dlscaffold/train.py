@@ -24,7 +24,7 @@ from dlscaffold.flow import Flow, batch_size_of, build_flow, resolve_init_args
 from dlscaffold.optim import build_optimizer, build_scheduler
 from dlscaffold.prepare import Prepared, build_dataset, load_split, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import RunLog, create_run_dir, read_run_info, write_run_info
+from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, read_run_info, write_run_info
 from dlscaffold.seeding import forked_rng, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -156,8 +156,8 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
     """
     if resume is not None:
         resume = resume.resolve()
-        if not (resume / "config.yml").is_file():
-            raise UserError(f"--resume: {resume} is not a run folder (no config.yml in it)")
+        if not is_run_dir(resume):
+            raise UserError(f"--resume: {resume} is not a run folder (no config.yml and idx_dict.json in it)")
         config_path = resume / "config.yml"
     assert config_path is not None
     if project_dir is None:  # a run's saved config: its code is in the recorded project

@@ -1,0 +1,49 @@
+"""Shared fixtures: copies of the tiny test projects, and ways to run the real CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).parent
+
+
+def copy_project(name: str, dest: Path) -> Path:
+    shutil.copytree(HERE / name, dest, ignore=shutil.ignore_patterns("__pycache__", "runs"))
+    return dest
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Path:
+    """A fresh copy of tests/toyproject (encoder -> classifier + decoder on generated blobs)."""
+    return copy_project("toyproject", tmp_path / "toy")
+
+
+def write_config(project: Path, name: str = "config.yml", **changes: object) -> Path:
+    """Copy the project's config.yml to ``name`` with dotted-key changes applied."""
+    raw = yaml.safe_load((project / "config.yml").read_text())
+    for key, value in changes.items():
+        node = raw
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = project / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``python -m dlscaffold ARGS`` as a user would, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "dlscaffold", *args], cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300)
+
+
+def run_dirs(project: Path) -> list[Path]:
+    logs = project / "runs"
+    return sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []

@@ -1,0 +1,51 @@
+"""The idx_dict split, the collation rule and the epoch sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dlscaffold.data import EpochSampler, collate, make_idx_dict
+
+
+def test_split_is_deterministic_disjoint_and_complete() -> None:
+    a = make_idx_dict(100, 0.2, 10, seed=7)
+    assert a == make_idx_dict(100, 0.2, 10, seed=7)
+    assert a != make_idx_dict(100, 0.2, 10, seed=8)
+    assert len(a["val"]) == 20 and sorted(a["train"] + a["val"]) == list(range(100))
+    assert len(a["dev"]) == 10 and set(a["dev"]) <= set(a["train"])
+
+
+def test_collation_rule() -> None:
+    samples = [
+        {"x": np.ones(3, dtype=np.float64), "n": 3, "f": 0.5, "mask": np.array([True]), "img": torch.zeros(2, dtype=torch.uint8),
+         "u": np.uint8(7), "name": "a"},
+        {"x": np.zeros(3, dtype=np.float64), "n": 4, "f": 1.5, "mask": np.array([False]), "img": torch.ones(2, dtype=torch.uint8),
+         "u": np.uint8(9), "name": "b"},
+    ]
+    batch = collate(samples)
+    assert batch["x"].dtype == torch.float32 and batch["x"].shape == (2, 3)
+    assert batch["n"].dtype == torch.int64 and batch["n"].tolist() == [3, 4]
+    assert batch["f"].dtype == torch.float32
+    assert batch["mask"].dtype == torch.bool
+    assert batch["img"].dtype == torch.uint8  # tensors keep the dtype the project chose
+    assert batch["u"].dtype == torch.int64
+    assert batch["name"] == ["a", "b"]
+
+
+def test_epoch_sampler_order_depends_only_on_seed_and_epoch() -> None:
+    sampler = EpochSampler(range(10), shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    first = list(sampler)
+    torch.manual_seed(123)  # the global RNG does not matter
+    again = EpochSampler(range(10), shuffle=True, seed=3)
+    again.set_epoch(2)
+    assert list(again) == first and sorted(first) == list(range(10))
+    again.set_epoch(3)
+    assert list(again) != first
+
+
+def test_epoch_sampler_shards_for_data_parallel_ranks() -> None:
+    shards = [list(EpochSampler(range(7), shuffle=True, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 4
+    assert set(shards[0]) | set(shards[1]) == set(range(7))
