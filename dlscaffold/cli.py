@@ -107,6 +107,10 @@ def evaluate(
     _run(action, debug)
 
 
+from dlscaffold.arch import arch  # noqa: E402
+
+app.command("arch")(arch)
+
 # Commands defined in other modules are registered here.
 
 
