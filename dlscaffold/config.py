@@ -69,6 +69,8 @@ class TrainingParams(_Section):
     optimizer: Optional[OptimizerSpec] = None
     lr_scheduler: Optional[SchedulerSpec] = None
     grad_clip_norm: Optional[float] = Field(None, gt=0.0)
+    # "bf16": forward and losses under torch.autocast with bfloat16 (CPU or GPU; no loss scaling needed).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class LoggingParams(_Section):

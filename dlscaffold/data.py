@@ -89,6 +89,17 @@ def project_test_indices(dataset: Dataset) -> list[int] | None:
     return [int(i) for i in method()] if callable(method) else None
 
 
+def batch_transform(dataset: Dataset) -> Any:
+    """The dataset's ``transform_batch(batch, train) -> batch``, or the identity.
+
+    A ``CustomDataSet`` may define it to normalise and augment whole batches after they reach the
+    device (cheap, vectorised, and on the GPU when there is one); ``train`` is True for training
+    batches only, so augmentation can be skipped for validation and evaluation.
+    """
+    method = getattr(dataset, "transform_batch", None)
+    return method if callable(method) else (lambda batch, train: batch)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary name and rename, so a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")

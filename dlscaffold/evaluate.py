@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlscaffold.checks import saved_epochs
-from dlscaffold.data import make_loader, write_text_atomic
+from dlscaffold.data import batch_transform, make_loader, write_text_atomic
 from dlscaffold.device import select_placement
 from dlscaffold.errors import UserError
 from dlscaffold.flow import build_flow
@@ -59,11 +59,11 @@ def evaluate(run_dir: Path, epoch: int | None = None, split: str = "val", json_p
     idx_dict = load_split(config, dataset, saved=run_dir)
     if split not in idx_dict or not isinstance(idx_dict[split], list):
         raise UserError(f"--split: found '{split}'; this run has splits: {', '.join(k for k, v in idx_dict.items() if isinstance(v, list))}")
-    placement = select_placement(config.training_params.use_GPU, device)
+    placement = select_placement(config.training_params.use_GPU, device, config.training_params.precision)
     flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device, (run_dir, epoch))
     dl = config.dataloading_params
     loader = make_loader(dataset, idx_dict[split], dl.batch_size, False, 0, dl.num_workers, placement.pin_memory)
-    metrics, count = run_epoch(flow, loader, placement, Progress(progress_bar), split)
+    metrics, count = run_epoch(flow, loader, placement, batch_transform(dataset), Progress(progress_bar), split)
     result = {"run_dir": str(run_dir), "epoch": epoch, "split": split, "num_samples": count, "metrics": metrics}
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(result, indent=2))

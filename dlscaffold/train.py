@@ -17,7 +17,7 @@ import torch
 
 from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, save_checkpoint, set_rng_state
 from dlscaffold.config import dump_config
-from dlscaffold.data import collate, make_loader, save_idx_dict, write_text_atomic
+from dlscaffold.data import batch_transform, collate, make_loader, save_idx_dict, write_text_atomic
 from dlscaffold.device import Placement, select_placement
 from dlscaffold.errors import UserError
 from dlscaffold.flow import Flow, batch_size_of, build_flow, resolve_init_args
@@ -62,13 +62,15 @@ class Trainer:
     schedulers: dict[str, Any]
     scheduler_interval: str
     grad_clip_norm: float | None
+    placement: Placement
     step: int = 0
     params: list[torch.nn.Parameter] = field(default_factory=list)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        outputs = self.flow.forward(batch)
-        values = self.flow.values(self.flow.losses, batch, outputs)
-        objective = sum(t.weight * values[t.name].mean() for t in self.flow.losses)
+        with self.placement.autocast():
+            outputs = self.flow.forward(batch)
+            values = self.flow.values(self.flow.losses, batch, outputs)
+            objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
         objective.backward()
         if self.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
@@ -79,18 +81,19 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
         self.step += 1
-        with torch.no_grad():
+        with torch.no_grad(), self.placement.autocast():
             values.update(self.flow.values(self.flow.evals, batch, outputs))
         return values
 
 
-def train_epoch(trainer: Trainer, loader: Any, placement: Placement, log: RunLog | None,
+def train_epoch(trainer: Trainer, loader: Any, transform: Callable, log: RunLog | None,
                 log_every: int, progress: Progress) -> dict[str, float]:
+    placement = trainer.placement
     trainer.flow.set_mode(training=True)
     epoch_sums = Sums(trainer.flow.term_names, placement.device)
     window = Sums(trainer.flow.term_names, placement.device)
     for batch in progress.track(loader, "train"):
-        batch = placement.move(batch)
+        batch = transform(placement.move(batch), True)
         values = trainer.train_step(batch)
         size = batch_size_of(batch)
         epoch_sums.add(values, size)
@@ -106,15 +109,16 @@ def train_epoch(trainer: Trainer, loader: Any, placement: Placement, log: RunLog
 
 
 @torch.no_grad()
-def run_epoch(flow: Flow, loader: Any, placement: Placement, progress: Progress, label: str) -> tuple[dict[str, float], int]:
+def run_epoch(flow: Flow, loader: Any, placement: Placement, transform: Callable, progress: Progress,
+              label: str) -> tuple[dict[str, float], int]:
     """Every loss and eval over ``loader`` in eval mode; returns sample means and the sample count."""
     flow.set_mode(training=False)
     sums = Sums(flow.term_names, placement.device)
     for batch in progress.track(loader, label):
-        batch = placement.move(batch)
-        outputs = flow.forward(batch)
-        values = flow.values(flow.losses, batch, outputs)
-        values.update(flow.values(flow.evals, batch, outputs))
+        batch = transform(placement.move(batch), False)
+        with placement.autocast():
+            outputs = flow.forward(batch)
+            values = flow.values(flow.losses + flow.evals, batch, outputs)
         sums.add(values, batch_size_of(batch))
     return sums.means(), sums.count
 
@@ -125,8 +129,8 @@ def check_one_batch(flow: Flow, dataset: Any, indices: list[int], placement: Pla
     Runs in eval mode without gradients and with every RNG forked, so it changes no state a
     resumed run would have to reproduce.
     """
-    with forked_rng(), torch.no_grad():
-        batch = placement.move(collate([dataset[i] for i in indices[:2]]))
+    with forked_rng(), torch.no_grad(), placement.autocast():
+        batch = batch_transform(dataset)(placement.move(collate([dataset[i] for i in indices[:2]])), True)
         flow.set_mode(training=False)
         outputs = flow.forward(batch)
         flow.values(flow.losses + flow.evals, batch, outputs)
@@ -174,7 +178,7 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
     train_idx, val_idx = (idx_dict["dev"], idx_dict["dev"]) if tp.use_dev else (idx_dict["train"], idx_dict["val"])
     if not val_idx:
         raise UserError("dataloading_params.val_ratio: the validation split is empty; expected val_ratio > 0")
-    placement = select_placement(tp.use_GPU, device)
+    placement = select_placement(tp.use_GPU, device, tp.precision)
     dl = config.dataloading_params
     train_loader = make_loader(dataset, train_idx, dl.batch_size, True, tp.seed, dl.num_workers, placement.pin_memory)
     val_loader = make_loader(dataset, val_idx, dl.batch_size, False, tp.seed, dl.num_workers, placement.pin_memory)
@@ -185,7 +189,7 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
     optimizers = {n: build_optimizer(flow.models[n], tp) for n in flow.trained}
     schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, tp, len(train_loader))) is not None}
     trainer = Trainer(flow, optimizers, schedulers, tp.lr_scheduler.interval if tp.lr_scheduler else "epoch",
-                      tp.grad_clip_norm, params=[p for n in flow.trained for p in flow.models[n].parameters()])
+                      tp.grad_clip_norm, placement, params=[p for n in flow.trained for p in flow.models[n].parameters()])
     check_one_batch(flow, dataset, train_idx, placement)
     if debug:
         torch.autograd.set_detect_anomaly(True)
@@ -211,18 +215,18 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
     echo(f"Training {', '.join(flow.trained) or 'nothing'} on {placement.device} "
          f"({len(train_idx)} train / {len(val_idx)} val points{', dev set' if tp.use_dev else ''})")
 
-    progress = Progress(progress_bar)
+    progress, transform = Progress(progress_bar), batch_transform(dataset)
     last_val: dict[str, float] = {}
     started = time.perf_counter()
     for epoch in range(start_epoch, tp.max_training_epochs + 1):
         epoch_start = time.perf_counter()
         train_loader.sampler.set_epoch(epoch)
-        train_values = train_epoch(trainer, train_loader, placement, log, tp.log_every, progress)
+        train_values = train_epoch(trainer, train_loader, transform, log, tp.log_every, progress)
         line = f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
         if log is not None:
             log.epoch_row(epoch, "train", trainer.step, train_values)
         if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
-            last_val, _ = run_epoch(flow, val_loader, placement, progress, "val")
+            last_val, _ = run_epoch(flow, val_loader, placement, transform, progress, "val")
             line += f"  | val: {_format(last_val)}"
             if log is not None:
                 log.epoch_row(epoch, "val", trainer.step, last_val)

@@ -181,3 +181,29 @@ def test_evaluate_errors_are_one_line(toy: Path) -> None:
     assert result.returncode == 2 and "holds Encoder weights for epochs: 1" in result.stderr
     result = run_cli("evaluate", str(run), "--split", "test", cwd=toy)
     assert result.returncode == 2 and "this run has splits: train, val, dev" in result.stderr
+
+
+def test_transform_batch_runs_on_every_batch_with_the_train_flag(toy: Path) -> None:
+    source = (toy / "dataloader.py").read_text()
+    (toy / "dataloader.py").write_text(source + '''
+    calls = []
+
+    def transform_batch(self, batch, train):
+        CustomDataSet.calls.append(train)
+        batch["features"] = batch["features"] * 0.5
+        return batch
+''')
+    assert train_in_process(str(toy / "config.yml"), "training_params.max_training_epochs=1") == 0
+    import sys
+
+    calls = sys.modules["dataloader"].CustomDataSet.calls
+    # the one-batch check, 6 training batches (180 / 32), then 2 validation batches (60 / 32)
+    assert calls == [True] * 7 + [False] * 2
+
+
+def test_bf16_precision_trains(toy: Path) -> None:
+    assert train_in_process(str(toy / "config.yml"), "training_params.precision=bf16", "training_params.max_training_epochs=2") == 0
+    (run,) = run_dirs(toy)
+    rows = read_metrics(run)
+    assert all(0.0 < r["Classifier/ce"] < 5.0 for r in rows)
+    assert rows[-1]["Classifier/ce"] < rows[1]["Classifier/ce"]
