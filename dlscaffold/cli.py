@@ -112,6 +112,10 @@ from dlscaffold.arch import arch  # noqa: E402
 app.command("arch")(arch)
 
 # Commands defined in other modules are registered here.
+from dlscaffold.scaffold import new, update  # noqa: E402
+
+app.command()(new)
+app.command()(update)
 
 
 def main(argv: list[str] | None = None) -> int:

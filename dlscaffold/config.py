@@ -36,6 +36,13 @@ class DataloadingParams(_Section):
     num_workers: int = Field(0, ge=0)
     batch_size: int = Field(128, ge=1)
     idx_dict_path: Optional[Path] = None
+    # Free-form options for the project's CustomDataSet (cfg["dataloading_params"]["dataset_args"]).
+    dataset_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dataset_args", mode="before")
+    @classmethod
+    def _no_args_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class OptimizerSpec(_Section):

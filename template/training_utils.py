@@ -1,0 +1,33 @@
+"""Project-specific losses and evals, added to dlscaffold's built-ins by name.
+
+config.yml names a function under a model's ``losses`` or ``evals``; its ``inputs`` are passed
+positionally, in the order listed. A function returns one value per sample, shape ``(B,)`` (or a
+scalar, taken as the batch mean); the runtime weights, averages over samples and logs them. A name
+that clashes with a built-in (``MultinomialNLL``, ``MSE``, ``MultinomialAccuracy``, ...) is an
+error, not a silent override.
+"""
+
+import torch
+import torch.nn.functional as F
+
+LABEL_SMOOTHING = 0.1
+
+
+def label_smoothing_nll(class_logits: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+    """Cross entropy against targets smoothed towards uniform: a guard against over-confidence.
+
+    Args:
+        class_logits: ``(B, K)`` scores from a model.
+        class_idx: ``(B,)`` class labels from the dataset.
+
+    Returns:
+        ``(B,)`` the loss of each sample.
+    """
+    return F.cross_entropy(class_logits, class_idx.long().view(-1), reduction="none", label_smoothing=LABEL_SMOOTHING)
+
+
+def get_project_loss_and_eval_dict():
+    """``(losses, evals)``: the names config.yml may use, mapped to their functions."""
+    losses = {"LabelSmoothingNLL": label_smoothing_nll}
+    evals = {}
+    return losses, evals
