@@ -83,7 +83,42 @@ def _check_input(x: torch.Tensor, input_size: tuple[int, ...], owner: str) -> No
         )
 
 
-class CONV2DN(nn.Module):
+class _ConvStack(nn.Module):
+    """What the four stacks share: build ``blocks`` from the plan, check the input's shape."""
+
+    spatial_dims: int
+    transposed: bool
+
+    def __init__(
+        self,
+        input_size: Sequence[int],
+        output_size: Sequence[int],
+        *,
+        nonlinear: bool = False,
+        batchnorm: bool = True,
+        dropout: bool = False,
+        dropout_prob: float = 0.5,
+        uc: bool = False,
+        adaptive_pool: bool = False,
+    ):
+        super().__init__()
+        self.plan = plan_conv(input_size, output_size, transposed=self.transposed,
+                              spatial_dims=self.spatial_dims, adaptive_pool=adaptive_pool)
+        self.input_size = self.plan[0].input_shape
+        self.output_size = self.plan[-1].output_shape
+        self.blocks = build_conv_blocks(
+            self.plan, nonlinear=nonlinear, batchnorm=batchnorm, dropout=dropout,
+            dropout_prob=dropout_prob, uc=uc,
+        )  # fmt: skip
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *spatial_in) -> (N, C_out, *spatial_out)."""
+        _check_input(x, self.input_size, type(self).__name__)
+        return self.blocks(x)
+
+
+class CONV2DN(_ConvStack):
     """2-D convolution stack from ``(C, H, W)`` down to ``(C, H, W)``.
 
     Strides come from the prime factors of ``H_in / H_out`` and ``W_in / W_out``; channels grow
@@ -113,35 +148,10 @@ class CONV2DN(nn.Module):
         torch.Size([2, 64, 1, 1])
     """
 
-    def __init__(
-        self,
-        input_size: Sequence[int],
-        output_size: Sequence[int],
-        *,
-        nonlinear: bool = False,
-        batchnorm: bool = True,
-        dropout: bool = False,
-        dropout_prob: float = 0.5,
-        uc: bool = False,
-        adaptive_pool: bool = False,
-    ):
-        super().__init__()
-        self.plan = plan_conv(input_size, output_size, spatial_dims=2, adaptive_pool=adaptive_pool)
-        self.input_size = self.plan[0].input_shape
-        self.output_size = self.plan[-1].output_shape
-        self.blocks = build_conv_blocks(
-            self.plan, nonlinear=nonlinear, batchnorm=batchnorm, dropout=dropout,
-            dropout_prob=dropout_prob, uc=uc,
-        )  # fmt: skip
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, H_in, W_in) -> (N, C_out, H_out, W_out)."""
-        _check_input(x, self.input_size, type(self).__name__)
-        return self.blocks(x)
+    spatial_dims, transposed = 2, False
 
 
-class DECONV2DN(nn.Module):
+class DECONV2DN(_ConvStack):
     """2-D transposed-convolution stack from ``(C, H, W)`` up to ``(C, H, W)``.
 
     The mirror of ``CONV2DN``: ``DECONV2DN(b, a)`` has the layers of ``CONV2DN(a, b)`` in
@@ -165,37 +175,10 @@ class DECONV2DN(nn.Module):
         torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(
-        self,
-        input_size: Sequence[int],
-        output_size: Sequence[int],
-        *,
-        nonlinear: bool = False,
-        batchnorm: bool = True,
-        dropout: bool = False,
-        dropout_prob: float = 0.5,
-        uc: bool = False,
-        adaptive_pool: bool = False,
-    ):
-        super().__init__()
-        self.plan = plan_conv(
-            input_size, output_size, transposed=True, spatial_dims=2, adaptive_pool=adaptive_pool
-        )
-        self.input_size = self.plan[0].input_shape
-        self.output_size = self.plan[-1].output_shape
-        self.blocks = build_conv_blocks(
-            self.plan, nonlinear=nonlinear, batchnorm=batchnorm, dropout=dropout,
-            dropout_prob=dropout_prob, uc=uc,
-        )  # fmt: skip
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, H_in, W_in) -> (N, C_out, H_out, W_out)."""
-        _check_input(x, self.input_size, type(self).__name__)
-        return self.blocks(x)
+    spatial_dims, transposed = 2, True
 
 
-class CONV1DN(nn.Module):
+class CONV1DN(_ConvStack):
     """1-D convolution stack from ``(C, L)`` down to ``(C, L)``, e.g. for short time series.
 
     Args:
@@ -216,35 +199,10 @@ class CONV1DN(nn.Module):
         torch.Size([2, 16, 1])
     """
 
-    def __init__(
-        self,
-        input_size: Sequence[int],
-        output_size: Sequence[int],
-        *,
-        nonlinear: bool = False,
-        batchnorm: bool = True,
-        dropout: bool = False,
-        dropout_prob: float = 0.5,
-        uc: bool = False,
-        adaptive_pool: bool = False,
-    ):
-        super().__init__()
-        self.plan = plan_conv(input_size, output_size, spatial_dims=1, adaptive_pool=adaptive_pool)
-        self.input_size = self.plan[0].input_shape
-        self.output_size = self.plan[-1].output_shape
-        self.blocks = build_conv_blocks(
-            self.plan, nonlinear=nonlinear, batchnorm=batchnorm, dropout=dropout,
-            dropout_prob=dropout_prob, uc=uc,
-        )  # fmt: skip
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, L_in) -> (N, C_out, L_out)."""
-        _check_input(x, self.input_size, type(self).__name__)
-        return self.blocks(x)
+    spatial_dims, transposed = 1, False
 
 
-class DECONV1DN(nn.Module):
+class DECONV1DN(_ConvStack):
     """1-D transposed-convolution stack from ``(C, L)`` up to ``(C, L)``; the mirror of ``CONV1DN``.
 
     Args:
@@ -265,31 +223,4 @@ class DECONV1DN(nn.Module):
         torch.Size([2, 4, 30])
     """
 
-    def __init__(
-        self,
-        input_size: Sequence[int],
-        output_size: Sequence[int],
-        *,
-        nonlinear: bool = False,
-        batchnorm: bool = True,
-        dropout: bool = False,
-        dropout_prob: float = 0.5,
-        uc: bool = False,
-        adaptive_pool: bool = False,
-    ):
-        super().__init__()
-        self.plan = plan_conv(
-            input_size, output_size, transposed=True, spatial_dims=1, adaptive_pool=adaptive_pool
-        )
-        self.input_size = self.plan[0].input_shape
-        self.output_size = self.plan[-1].output_shape
-        self.blocks = build_conv_blocks(
-            self.plan, nonlinear=nonlinear, batchnorm=batchnorm, dropout=dropout,
-            dropout_prob=dropout_prob, uc=uc,
-        )  # fmt: skip
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, L_in) -> (N, C_out, L_out)."""
-        _check_input(x, self.input_size, type(self).__name__)
-        return self.blocks(x)
+    spatial_dims, transposed = 1, True
