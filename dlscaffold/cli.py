@@ -78,6 +78,8 @@ def train(
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder printed by `dlscaffold train`.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.", show_default=False)] = None,
     epoch: Annotated[Optional[int], typer.Option(help="Saved epoch to load [default: the last].")] = None,
     split: Annotated[str, typer.Option(help="train, val, dev, or test where the project provides one.")] = "val",
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
@@ -93,7 +95,7 @@ def evaluate(
 
         from dlscaffold.evaluate import evaluate as run_evaluate
 
-        result = run_evaluate(run_dir, epoch, split, json_file, project, device, sys.stdout.isatty())
+        result = run_evaluate(run_dir, epoch, split, json_file, project, device, sys.stdout.isatty(), list(overrides or []))
         typer.echo(f"{run_dir}: epoch {result['epoch']}, split '{split}', {result['num_samples']} samples")
         table = Table()
         table.add_column("metric")

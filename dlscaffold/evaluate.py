@@ -13,7 +13,7 @@ from dlscaffold.errors import UserError
 from dlscaffold.flow import build_flow
 from dlscaffold.prepare import build_dataset, load_split, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import is_run_dir, read_run_info
+from dlscaffold.rundir import is_run_dir, recorded_project
 from dlscaffold.seeding import seed_everything
 from dlscaffold.train import run_epoch
 
@@ -27,7 +27,8 @@ def last_saved_epoch(run_dir: Path, models: list[str]) -> int:
 
 
 def evaluate(run_dir: Path, epoch: int | None = None, split: str = "val", json_path: Path | None = None,
-             project_dir: Path | None = None, device: str | None = None, progress_bar: bool = False) -> dict[str, Any]:
+             project_dir: Path | None = None, device: str | None = None, progress_bar: bool = False,
+             overrides: list[str] = ()) -> dict[str, Any]:
     """Load a run's config, split and weights and compute its losses and evals over ``split``.
 
     Args:
@@ -36,6 +37,7 @@ def evaluate(run_dir: Path, epoch: int | None = None, split: str = "val", json_p
         split: ``train``, ``val``, ``dev`` or ``test`` (when the project provides one).
         json_path: also write the result there.
         project_dir: the project's code (default: the one recorded with the run).
+        overrides: dotted ``key=value`` changes to the run's config, e.g. a moved ``dataset_path``.
 
     Returns:
         ``{"run_dir", "epoch", "split", "num_samples", "metrics": {"<Model>/<name>": value}}``.
@@ -43,8 +45,8 @@ def evaluate(run_dir: Path, epoch: int | None = None, split: str = "val", json_p
     run_dir = run_dir.resolve()
     if not is_run_dir(run_dir):
         raise UserError(f"{run_dir}: not a run folder (no config.yml and idx_dict.json in it); pass a folder printed by dlscaffold train")
-    project_dir = project_dir or Path(read_run_info(run_dir).get("project_dir") or run_dir)
-    prepared = prepare(run_dir / "config.yml", [], project_dir)
+    project_dir = project_dir or recorded_project(run_dir) or run_dir
+    prepared = prepare(run_dir / "config.yml", list(overrides), project_dir)
     config = prepared.config
     models = list(config.info_flow)
     if epoch is None:

@@ -42,9 +42,11 @@ def write_run_info(run_dir: Path, project_dir: Path) -> None:
     write_text_atomic(run_dir / "run.json", json.dumps(info, indent=2))
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
+def recorded_project(run_dir: Path) -> Path | None:
+    """The project folder a run recorded (a relative one starts at the run folder), if any."""
     path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    value = json.loads(path.read_text()).get("project_dir") if path.is_file() else None
+    return (run_dir / value).resolve() if value else None
 
 
 def is_run_dir(path: Path) -> bool:

@@ -24,7 +24,7 @@ from dlscaffold.flow import Flow, batch_size_of, build_flow, resolve_init_args
 from dlscaffold.optim import build_optimizer, build_scheduler
 from dlscaffold.prepare import Prepared, build_dataset, load_split, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, read_run_info, write_run_info
+from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, recorded_project, write_run_info
 from dlscaffold.seeding import forked_rng, seed_everything
 
 _logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
         config_path = resume / "config.yml"
     assert config_path is not None
     if project_dir is None:  # a run's saved config: its code is in the recorded project
-        project_dir = Path(read_run_info(config_path.parent).get("project_dir") or config_path.resolve().parent)
+        project_dir = recorded_project(config_path.resolve().parent) or config_path.resolve().parent
     prepared = prepare(config_path, overrides, project_dir)
     config, tp = prepared.config, prepared.config.training_params
     if dev or debug:

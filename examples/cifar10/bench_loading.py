@@ -1,0 +1,62 @@
+"""Does data loading keep up with training? Images per second of each, measured in one process.
+
+``python bench_loading.py [config.yml]`` times (1) the DataLoader with the runtime's collation plus
+``transform_batch`` (augmentation and normalisation) over 10,240 training images and (2) training
+steps of the configured model on the same batches, then prints the share of a training step that
+data preparation takes. Loading runs in the training process here (``num_workers: 0``), so that
+share is time the model waits.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dlscaffold.data import batch_transform, make_loader
+from dlscaffold.device import select_placement
+from dlscaffold.flow import build_flow
+from dlscaffold.prepare import build_dataset, load_split, prepare
+from dlscaffold.optim import build_optimizer
+
+HERE = Path(__file__).resolve().parent
+IMAGES = 10_240
+
+
+def main(config_path: Path) -> None:
+    prepared = prepare(config_path, [], HERE)
+    config = prepared.config
+    tp, dl = config.training_params, config.dataloading_params
+    dataset = build_dataset(prepared)
+    idx_dict = load_split(config, dataset)
+    loader = make_loader(dataset, idx_dict["train"][:IMAGES], dl.batch_size, True, tp.seed, dl.num_workers, False)
+    transform = batch_transform(dataset)
+
+    start = time.perf_counter()
+    batches = [transform(batch, True) for batch in loader]
+    loading = IMAGES / (time.perf_counter() - start)
+
+    placement = select_placement(False, "cpu", tp.precision)
+    flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device)
+    (name,) = flow.trained
+    optimizer = build_optimizer(flow.models[name], tp)
+    flow.set_mode(training=True)
+    start, seen = None, 0
+    for i, batch in enumerate(batches):
+        if i == 2:  # the first steps warm up kernels
+            start, seen = time.perf_counter(), 0
+        with placement.autocast():
+            outputs = flow.forward(batch)
+            loss = sum(t.weight * v.float().mean() for t, v in zip(flow.losses, flow.values(flow.losses, batch, outputs).values()))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += len(batch["class_idx"])
+    training = seen / (time.perf_counter() - start)
+    print(f"data loading + augmentation: {loading:8.0f} images/s")
+    print(f"training steps ({tp.precision}):    {training:8.0f} images/s  ({torch.get_num_threads()} threads)")
+    print(f"data preparation is {100 * training / loading:.1f}% of a training step's time")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "config.yml")

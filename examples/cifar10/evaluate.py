@@ -1,0 +1,18 @@
+"""Evaluate a run: ``python evaluate.py RUN_DIR [--epoch N] [--split val] [--json FILE]``.
+
+The same as ``dlscaffold evaluate RUN_DIR ...`` with this folder as the project: every loss and
+eval of the run's config over one split, from the run's last (or ``--epoch N``) checkpoint.
+"""
+
+import sys
+from pathlib import Path
+
+from dlscaffold.cli import main
+
+HERE = Path(__file__).resolve().parent
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if not any(a == "--project" or a.startswith("--project=") for a in args):
+        args = [*args, "--project", str(HERE)]
+    sys.exit(main(["evaluate", *args]))

@@ -1,0 +1,160 @@
+"""examples/cifar10: both data layouts, a dev epoch through the CLI, the seed config, the baseline.
+
+Tiny CIFAR-10 look-alikes are generated in both layouts; the real images are used only by the
+baseline test, which unpacks ``shared/data/cifar10-jpg.tar.gz`` when it can find it and skips
+otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_seed_config import SEED_CONFIG
+
+from dlscaffold.errors import UserError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cifar10"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def example_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"cifar10_example_{name}", EXAMPLE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class)  # class-major, as ImageFolder reads them
+    return rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8), labels
+
+
+def write_python_batches(folder: Path, train, test) -> Path:
+    folder.mkdir(parents=True)
+    parts = np.array_split(np.arange(len(train[1])), 5)
+    for i, part in enumerate(parts, start=1):
+        entry = {b"data": train[0][part].reshape(len(part), -1), b"labels": train[1][part].tolist()}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(entry))
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": test[0].reshape(len(test[1]), -1), b"labels": test[1].tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}))
+    return folder
+
+
+def write_image_folder(root: Path, train, test) -> Path:
+    for split, (images, labels) in (("train", train), ("test", test)):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")  # PNG: lossless
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cifar")
+    train, test = tiny_images(3, seed=0), tiny_images(2, seed=1)
+    return {
+        "batches": write_python_batches(root / "official" / "cifar-10-batches-py", train, test).parent,
+        "folder": write_image_folder(root / "imagefolder", train, test),
+    }
+
+
+def dataset(path: Path):
+    cfg = {"dataloading_params": {"dataset_path": str(path), "dataset_args": {}}}
+    return example_module("dataloader").CustomDataSet(cfg)
+
+
+def test_both_layouts_give_the_same_tensors(tiny: dict[str, Path]) -> None:
+    official, folder = dataset(tiny["batches"]), dataset(tiny["folder"])
+    assert len(official) == len(folder) == 50
+    assert official.images.dtype == torch.uint8 and official.images.shape == (50, 3, 32, 32)
+    assert torch.equal(official.images, folder.images)
+    assert np.array_equal(official.labels, folder.labels)
+    assert list(official.test_indices()) == list(range(30, 50))
+    for i in (0, 29, 49):
+        a, b = official[i], folder[i]
+        assert torch.equal(a["image"], b["image"]) and a["class_idx"] == b["class_idx"]
+
+
+def test_no_cifar_found_names_both_layouts(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="official python batches .* or an ImageFolder tree"):
+        dataset(tmp_path)
+
+
+def test_augmentation_crops_and_flips_each_image() -> None:
+    crop_flip = example_module("dataloader").random_crop_flip
+    images = torch.rand(64, 3, 32, 32)
+    out = crop_flip(images, padding=0)  # no padding: each image is itself or its mirror image
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images)]
+    assert all(m or torch.equal(o, i) for m, o, i in zip(mirrored, out, images))
+    assert 10 < sum(mirrored) < 54
+    shifted = crop_flip(images, padding=4)
+    assert shifted.shape == images.shape and not torch.equal(shifted, images)
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+
+
+def test_one_dev_epoch_through_the_cli_then_evaluate_the_test_split(tiny: dict[str, Path], tmp_path: Path) -> None:
+    result = run(str(EXAMPLE / "train.py"), "--dev", f"dataloading_params.dataset_path={tiny['folder']}",
+                 f"logging_params.logging_dir={tmp_path}", "training_params.max_training_epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "idx_dict.json").read_text())["test"] == list(range(30, 50))
+    result = run(str(EXAMPLE / "evaluate.py"), str(run_dir), "--split", "test", "--json", "out.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads((tmp_path / "out.json").read_text())
+    assert evaluation["num_samples"] == 20 and 0.0 <= evaluation["metrics"]["Cifar10ResNet/Accuracy"] <= 1.0
+
+
+def test_seed_config_trains_one_dev_epoch_against_the_example(tiny: dict[str, Path], tmp_path: Path) -> None:
+    config = tmp_path / "example_learning_config.yml"
+    config.write_text(SEED_CONFIG.replace("DATASET_PATH", str(tiny["batches"])).replace("LOGGING_DIR", str(tmp_path / "logs")))
+    result = run("-m", "dlscaffold", "train", str(config), "--project", str(EXAMPLE), "--dev",
+                 "training_params.max_training_epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = list((tmp_path / "logs").iterdir())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["train", "val"] and "Cifar10Classifier/Cifar-10 Accuracy" in rows[1]
+
+
+def cifar10_images(tmp_path_factory) -> Path | None:
+    """The real images: unpacked in the example, or unpacked here from shared/data."""
+    unpacked = EXAMPLE / "data" / "cifar10-jpg"
+    if (unpacked / "test").is_dir():
+        return unpacked
+    for parent in Path(__file__).resolve().parents:
+        archive = parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+        if archive.is_file():
+            dest = tmp_path_factory.mktemp("cifar10-jpg")
+            with tarfile.open(archive) as tar:
+                tar.extractall(dest, filter="data")
+            return dest
+    return None
+
+
+def test_shipped_baseline_reproduces_the_readme_test_accuracy(tmp_path_factory, tmp_path: Path) -> None:
+    images = cifar10_images(tmp_path_factory)
+    if images is None:
+        pytest.skip("the CIFAR-10 images are not here (see examples/cifar10/README.md)")
+    readme = (EXAMPLE / "README.md").read_text()
+    claimed = float(re.search(r"baseline test accuracy: \*\*([\d.]+)%\*\*", readme).group(1))
+    out = tmp_path / "baseline.json"
+    result = run("-m", "dlscaffold", "evaluate", str(EXAMPLE / "baseline"), f"dataloading_params.dataset_path={images}",
+                 "--split", "test", "--json", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    accuracy = json.loads(out.read_text())["metrics"]["Cifar10ResNet/Accuracy"] * 100
+    assert abs(accuracy - claimed) <= 0.1
