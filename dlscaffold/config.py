@@ -290,7 +290,11 @@ def validate_raw(raw: dict[str, Any]) -> tuple[Config | None, list[str]]:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        return None, problems + _pydantic_problems(exc)
+        # A misspelled required key is one mistake: its did-you-mean line says it all.
+        suggested = {m.group(1) for p in problems if (m := re.search(r"did you mean '([^']+)'", p))}
+        missing = [p for p in _pydantic_problems(exc) if p.endswith(": missing; this key is required")
+                   and p.split(":")[0].rsplit(".", 1)[-1] in suggested]
+        return None, problems + [p for p in _pydantic_problems(exc) if p not in missing]
     return (None if problems else config), problems
 
 

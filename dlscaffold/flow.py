@@ -57,7 +57,11 @@ class Flow:
         outputs: dict[str, dict[str, torch.Tensor]] = {}
         for name, model in self.models.items():
             kwargs = {t: _fetch(batch, outputs, t, src, f"model '{name}'") for t, src in self.inputs[name]}
-            out = model(**kwargs)
+            try:
+                out = model(**kwargs)
+            except Exception as exc:  # free unless raised; lets the one-batch check name the model
+                exc.dlscaffold_where = f"info_flow.{name}: {name}.forward"
+                raise
             if not isinstance(out, dict):
                 raise UserError(f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors")
             outputs[name] = out
@@ -65,10 +69,15 @@ class Flow:
 
     def values(self, terms: list[Term], batch: dict[str, Any], outputs: dict) -> dict[str, torch.Tensor]:
         """Each term's per-sample values ``(B,)``, or a scalar batch mean."""
-        return {
-            t.name: per_sample(t.fn(*(_fetch(batch, outputs, tensor, src, t.path) for tensor, src in t.sources)))
-            for t in terms
-        }
+        values = {}
+        for t in terms:
+            args = [_fetch(batch, outputs, tensor, src, t.path) for tensor, src in t.sources]
+            try:
+                values[t.name] = per_sample(t.fn(*args))
+            except Exception as exc:
+                exc.dlscaffold_where = t.path
+                raise
+        return values
 
 
 def _fetch(batch: dict, outputs: dict, tensor: str, source: str, who: str) -> Any:

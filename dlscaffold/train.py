@@ -132,8 +132,17 @@ def check_one_batch(flow: Flow, dataset: Any, indices: list[int], placement: Pla
     with forked_rng(), torch.no_grad(), placement.autocast():
         batch = batch_transform(dataset)(placement.move(collate([dataset[i] for i in indices[:2]])), True)
         flow.set_mode(training=False)
-        outputs = flow.forward(batch)
-        flow.values(flow.losses + flow.evals, batch, outputs)
+        try:
+            outputs = flow.forward(batch)
+            flow.values(flow.losses + flow.evals, batch, outputs)
+        except UserError:
+            raise
+        except Exception as exc:  # e.g. init_args that do not fit the data's shapes
+            where = getattr(exc, "dlscaffold_where", None)
+            if where is None:
+                raise
+            message = (str(exc).strip().splitlines() or [""])[0]
+            raise UserError(f"{where} failed on a batch of 2 before training: {type(exc).__name__}: {message}") from exc
 
 
 def _format(values: dict[str, float]) -> str:

@@ -123,3 +123,11 @@ def test_optimizer_and_scheduler_names_are_checked(toy: Path) -> None:
     ))
     assert problems[0].startswith("training_params.optimizer.name: unknown optimizer 'Adamm'; did you mean 'Adam'?")
     assert problems[1].startswith("training_params.lr_scheduler.kwargs:") and "step_sise" in problems[1]
+
+
+def test_a_misspelled_required_section_is_one_problem(toy: Path) -> None:
+    raw = (toy / "config.yml").read_text().replace("info_flow:", "info_flows:")
+    (toy / "bad.yml").write_text(raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(toy / "bad.yml")
+    assert len(info.value.problems) == 1 and "did you mean 'info_flow'?" in info.value.problems[0]

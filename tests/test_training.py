@@ -207,3 +207,12 @@ def test_bf16_precision_trains(toy: Path) -> None:
     rows = read_metrics(run)
     assert all(0.0 < r["Classifier/ce"] < 5.0 for r in rows)
     assert rows[-1]["Classifier/ce"] < rows[1]["Classifier/ce"]
+
+
+def test_a_shape_mistake_in_a_model_fails_before_training_in_one_line(toy: Path) -> None:
+    config = write_config(toy, "bad.yml", info_flow__Encoder__init_args={"in_dim": 6, "enc_dim": 4})
+    result = run_cli("train", str(config), cwd=toy)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: info_flow.Encoder: Encoder.forward failed on a batch of 2 before training: RuntimeError:")
+    assert not (toy / "runs").exists()
