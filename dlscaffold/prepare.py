@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from dlscaffold.optim import check_optim
 from dlscaffold.project import Project, load_project
 from dlscaffold.registry import Registry, build_registries
 
-_logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -7,7 +7,6 @@ loops over epochs: train (:func:`train_epoch`), validate every ``val_every`` epo
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from dlscaffold.progress import Progress
 from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, recorded_project, write_run_info
 from dlscaffold.seeding import forked_rng, seed_everything
 
-_logger = logging.getLogger(__name__)
 
 
 class Sums:
@@ -145,6 +143,25 @@ def check_one_batch(flow: Flow, dataset: Any, indices: list[int], placement: Pla
             raise UserError(f"{where} failed on a batch of 2 before training: {type(exc).__name__}: {message}") from exc
 
 
+def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> int:
+    """Load optimizer, scheduler and RNG states and the step from a checkpoint; returns the next epoch."""
+    for name, optimizer in trainer.optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    for name, scheduler in trainer.schedulers.items():
+        scheduler.load_state_dict(state["schedulers"][name])
+    set_rng_state(state["rng"])
+    trainer.step = state["step"]
+    return state["epoch"] + 1
+
+
+def open_run_log(run_dir: Path, prepared: Prepared, idx_dict: dict[str, Any], state: dict[str, Any] | None) -> RunLog:
+    """Write the run's config, split and run.json; open its metrics log (trimmed when resuming)."""
+    write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
+    save_idx_dict(idx_dict, run_dir / "idx_dict.json")
+    write_run_info(run_dir, prepared.project.root)
+    return RunLog(run_dir, state["epoch"] if state else 0, state["step"] if state else 0)
+
+
 def _format(values: dict[str, float]) -> str:
     return "  ".join(f"{name} {value:.4g}" for name, value in values.items())
 
@@ -203,24 +220,14 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
     if debug:
         torch.autograd.set_detect_anomaly(True)
 
+    start_epoch = restore_trainer(trainer, state) if state is not None else 1
     run_dir = None if debug else (resume or create_run_dir(config.logging_params.logging_dir, config.logging_params.run_notes))
-    start_epoch = 1
-    if state is not None:
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, scheduler in schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][name])
-        set_rng_state(state["rng"])
-        start_epoch, trainer.step = state["epoch"] + 1, state["step"]
     if run_dir is None:
         echo("Debug run: dev set, anomaly detection on, nothing is written.")
         log = None
     else:
         echo(f"Logging and Model Saving Directory: {run_dir}")
-        write_text_atomic(run_dir / "config.yml", dump_config(config))
-        save_idx_dict(idx_dict, run_dir / "idx_dict.json")
-        write_run_info(run_dir, prepared.project.root)
-        log = RunLog(run_dir, state["epoch"] if state else 0, state["step"] if state else 0)
+        log = open_run_log(run_dir, prepared, idx_dict, state)
     echo(f"Training {', '.join(flow.trained) or 'nothing'} on {placement.device} "
          f"({len(train_idx)} train / {len(val_idx)} val points{', dev set' if tp.use_dev else ''})")
 

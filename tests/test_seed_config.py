@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import copy_project, run_cli, run_dirs
+from conftest import copy_project, run_cli
 
 from dlscaffold.prepare import prepare
 

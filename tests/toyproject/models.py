@@ -1,6 +1,5 @@
 """A tiny three-model project for the runtime's tests: encoder -> classifier, encoder -> decoder."""
 
-import torch
 from torch import nn
 
 

@@ -1,6 +1,5 @@
 """A project eval added to the built-ins."""
 
-import torch
 
 
 def top2_accuracy(class_logits, class_idx):
