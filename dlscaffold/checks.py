@@ -19,15 +19,22 @@ from dlscaffold.registry import Registry
 DATASET = "dataset"
 
 
+def checkpoint_folder(model_dir: Path) -> Path:
+    """Where a run keeps its weights: ``<run>/checkpoints``, or ``model_dir`` itself when it is
+    that folder (or a seed-style folder holding the ``.pt`` files directly)."""
+    nested = model_dir / "checkpoints"
+    return nested if nested.is_dir() else model_dir
+
+
 def checkpoint_path(model_dir: Path, name: str, epoch: int) -> Path:
-    """Where a run keeps ``name``'s weights after ``epoch``: ``checkpoints/<name>_<epoch:06d>.pt``."""
-    return model_dir / "checkpoints" / f"{name}_{epoch:06d}.pt"
+    """The file with ``name``'s weights after ``epoch``: ``<name>_<epoch:06d>.pt``."""
+    return checkpoint_folder(model_dir) / f"{name}_{epoch:06d}.pt"
 
 
 def saved_epochs(model_dir: Path, name: str) -> list[int]:
     """The epochs for which ``model_dir`` holds weights of ``name``."""
     epochs = []
-    for path in (model_dir / "checkpoints").glob(f"{name}_*.pt"):
+    for path in checkpoint_folder(model_dir).glob(f"{name}_*.pt"):
         suffix = path.stem[len(name) + 1 :]
         if suffix.isdigit():
             epochs.append(int(suffix))
@@ -36,12 +43,14 @@ def saved_epochs(model_dir: Path, name: str) -> list[int]:
 
 def saved_init_args(model_dir: Path, name: str) -> dict[str, Any]:
     """``init_args`` of ``name`` in the config saved with an earlier run (empty if none)."""
-    try:
-        raw = read_yaml(model_dir / "config.yml")
-    except UserError:
-        return {}
-    entry = (raw.get("info_flow") or {}).get(name) or {}
-    return dict(entry.get("init_args") or {})
+    for folder in (model_dir, model_dir.parent):
+        try:
+            raw = read_yaml(folder / "config.yml")
+        except UserError:
+            continue
+        entry = (raw.get("info_flow") or {}).get(name) or {}
+        return dict(entry.get("init_args") or {})
+    return {}
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:

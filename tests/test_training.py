@@ -216,3 +216,15 @@ def test_a_shape_mistake_in_a_model_fails_before_training_in_one_line(toy: Path)
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: info_flow.Encoder: Encoder.forward failed on a batch of 2 before training: RuntimeError:")
     assert not (toy / "runs").exists()
+
+
+def test_model_dir_may_name_the_checkpoints_folder_itself(toy: Path) -> None:
+    assert train_in_process(str(toy / "config.yml"), "training_params.max_training_epochs=1") == 0
+    (first,) = run_dirs(toy)
+    config = write_config(toy, "head.yml", info_flow__Encoder={
+        "train": 0, "model_dir": str(first / "checkpoints"), "epoch": 1, "inputs": {"features": "dataset"}})
+    assert train_in_process(str(config), "training_params.max_training_epochs=1", "logging_params.run_notes=head") == 0
+    second = [r for r in run_dirs(toy) if r != first][0]
+    a = torch.load(first / "checkpoints" / "Encoder_000001.pt", weights_only=True)
+    b = torch.load(second / "checkpoints" / "Encoder_000001.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
