@@ -37,13 +37,15 @@ class Sums:
 
     def __init__(self, names: list[str], device: torch.device):
         self.names = names
-        self.totals = torch.zeros(len(names), dtype=torch.float64, device=device)
+        # float64 keeps long epochs' sums exact; Apple's MPS has no float64
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.totals = torch.zeros(len(names), dtype=self.dtype, device=device)
         self.count = 0
 
     def add(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
         # A scalar is a batch mean: weigh it by the batch size so epoch values are sample means.
         totals = [v.detach().sum() if v.dim() else v.detach() * batch_size for v in values.values()]
-        self.totals += torch.stack(totals).to(torch.float64)
+        self.totals += torch.stack(totals).to(self.dtype)
         self.count += batch_size
 
     def means(self) -> dict[str, float]:
@@ -217,8 +219,7 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
     trainer = Trainer(flow, optimizers, schedulers, tp.lr_scheduler.interval if tp.lr_scheduler else "epoch",
                       tp.grad_clip_norm, placement, params=[p for n in flow.trained for p in flow.models[n].parameters()])
     check_one_batch(flow, dataset, train_idx, placement)
-    if debug:
-        torch.autograd.set_detect_anomaly(True)
+    torch.autograd.set_detect_anomaly(debug)  # global: also switch it off after an earlier --debug run
 
     start_epoch = restore_trainer(trainer, state) if state is not None else 1
     run_dir = None if debug else (resume or create_run_dir(config.logging_params.logging_dir, config.logging_params.run_notes))
