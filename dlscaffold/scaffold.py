@@ -259,9 +259,14 @@ def update(
             raise UserError(f"{project / ANSWERS_FILE}: no _src_path; set it to the path or URL of a dlscaffold checkout")
         _check_template_source(str(src), answers.get("_commit"))
         new_answers = _parse_data(list(data or []), _questions(str(src)))
+        from copier.errors import DirtyLocalWarning
+
         try:
-            copier.run_update(project, data=new_answers, vcs_ref=vcs_ref, defaults=True, overwrite=True,
-                              conflict="inline", unsafe=False, quiet=True)
+            with warnings.catch_warnings():
+                # a project inside the template's own checkout (like examples/) makes it look dirty
+                warnings.simplefilter("ignore", DirtyLocalWarning)
+                copier.run_update(project, data=new_answers, vcs_ref=vcs_ref, defaults=True, overwrite=True,
+                                  conflict="inline", unsafe=False, quiet=True)
         except _copier_errors() as exc:
             raise _copier_error(exc, "dlscaffold update") from exc
         before, after = answers.get("_commit"), _read_answers(project).get("_commit")
