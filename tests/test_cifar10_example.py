@@ -158,3 +158,12 @@ def test_shipped_baseline_reproduces_the_readme_test_accuracy(tmp_path_factory, 
     assert result.returncode == 0, result.stderr
     accuracy = json.loads(out.read_text())["metrics"]["Cifar10ResNet/Accuracy"] * 100
     assert abs(accuracy - claimed) <= 0.1
+
+
+def test_official_layout_with_fewer_training_batches(tmp_path: Path) -> None:
+    train, test = tiny_images(1, seed=2), tiny_images(1, seed=3)
+    folder = write_python_batches(tmp_path / "cifar", train, test)
+    for i in (2, 3, 4, 5):  # keep only data_batch_1 (a subset, as some mirrors ship)
+        (folder / f"data_batch_{i}").unlink()
+    data = dataset(folder)
+    assert len(data) == len(np.array_split(np.arange(10), 5)[0]) + 10

@@ -26,7 +26,6 @@ import torch
 from dlscaffold.errors import UserError  # a one-line error for the CLI, no traceback
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 # per-channel statistics of the CIFAR-10 training images, on the 0..1 scale
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -90,7 +89,7 @@ def load_cifar10(path: Path):
     Images are uint8 ``(N, 3, 32, 32)``, labels int ``(N,)`` in the official class order.
     """
     for folder in (path, path / "cifar-10-batches-py"):
-        if all((folder / name).is_file() for name in [*BATCH_FILES, "test_batch"]):
+        if (folder / "test_batch").is_file() and _batch_files(folder):
             return load_python_batches(folder)
     if (path / "train").is_dir() and (path / "test").is_dir():
         return load_image_folder(path / "train"), load_image_folder(path / "test")
@@ -107,8 +106,14 @@ def _read_batch(file: Path):
     return images, np.asarray(entry[b"labels"], dtype=np.int64)
 
 
+def _batch_files(folder: Path) -> list[Path]:
+    """``data_batch_1`` .. ``data_batch_5`` (or however many there are), in numeric order."""
+    files = [f for f in folder.glob("data_batch_*") if f.name.split("_")[-1].isdigit()]
+    return sorted(files, key=lambda f: int(f.name.split("_")[-1]))
+
+
 def load_python_batches(folder: Path):
-    train = [_read_batch(folder / name) for name in BATCH_FILES]
+    train = [_read_batch(file) for file in _batch_files(folder)]
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return (train_x, train_y), _read_batch(folder / "test_batch")
