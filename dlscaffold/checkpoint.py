@@ -13,7 +13,6 @@ half-written checkpoint under a good name. Everything is loaded with ``weights_o
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,15 @@ import torch
 from torch import nn
 
 from dlscaffold.errors import UserError
+from dlscaffold.rundir import atomic_file
 
 FORMAT_VERSION = 1
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``<path>.tmp``, flush to disk, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    """``torch.save`` through :func:`~dlscaffold.rundir.atomic_file`."""
+    with atomic_file(path, "wb") as fh:
         torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -24,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dlscaffold.errors import UserError
+from dlscaffold.rundir import write_text_atomic
 
 SPLITS = ("train", "val", "dev")
 
@@ -98,16 +98,6 @@ def batch_transform(dataset: Dataset) -> Any:
     """
     method = getattr(dataset, "transform_batch", None)
     return method if callable(method) else (lambda batch, train: batch)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name and rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # -------------------------------------------------------------------------------- collation

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from dlscaffold.checks import saved_epochs
-from dlscaffold.data import batch_transform, make_loader, write_text_atomic
+from dlscaffold.data import batch_transform, make_loader
 from dlscaffold.device import select_placement
 from dlscaffold.errors import UserError
 from dlscaffold.flow import build_flow
 from dlscaffold.prepare import build_dataset, load_split, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import is_run_dir, recorded_project
+from dlscaffold.rundir import is_run_dir, recorded_project, write_text_atomic
 from dlscaffold.seeding import seed_everything
 from dlscaffold.train import run_epoch
 

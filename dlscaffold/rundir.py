@@ -7,15 +7,33 @@ dlscaffold version, so that ``evaluate`` and ``--resume`` find the project's cod
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 from dlscaffold import __version__
-from dlscaffold.data import write_text_atomic
 from dlscaffold.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Write to ``<path>.tmp``, flush it to disk, then rename it over ``path``, so that a crash
+    never leaves a half-written file under a good name."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as fh:
+        fh.write(text)
 
 
 def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = None) -> Path:

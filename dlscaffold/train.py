@@ -16,14 +16,14 @@ import torch
 
 from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, save_checkpoint, set_rng_state
 from dlscaffold.config import dump_config
-from dlscaffold.data import batch_transform, collate, make_loader, save_idx_dict, write_text_atomic
+from dlscaffold.data import batch_transform, collate, make_loader, save_idx_dict
 from dlscaffold.device import Placement, select_placement
 from dlscaffold.errors import UserError
 from dlscaffold.flow import Flow, batch_size_of, build_flow, resolve_init_args
 from dlscaffold.optim import build_optimizer, build_scheduler
 from dlscaffold.prepare import Prepared, build_dataset, load_split, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, recorded_project, write_run_info
+from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, recorded_project, write_run_info, write_text_atomic
 from dlscaffold.seeding import forked_rng, seed_everything
 
 
@@ -116,11 +116,15 @@ def run_epoch(flow: Flow, loader: Any, placement: Placement, transform: Callable
     sums = Sums(flow.term_names, placement.device)
     for batch in progress.track(loader, label):
         batch = transform(placement.move(batch), False)
-        with placement.autocast():
-            outputs = flow.forward(batch)
-            values = flow.values(flow.losses + flow.evals, batch, outputs)
-        sums.add(values, batch_size_of(batch))
+        sums.add(evaluate_batch(flow, batch, placement), batch_size_of(batch))
     return sums.means(), sums.count
+
+
+def evaluate_batch(flow: Flow, batch: dict[str, Any], placement: Placement) -> dict[str, torch.Tensor]:
+    """Every loss and eval of one batch (the caller sets eval mode and no_grad)."""
+    with placement.autocast():
+        outputs = flow.forward(batch)
+        return flow.values(flow.losses + flow.evals, batch, outputs)
 
 
 def check_one_batch(flow: Flow, dataset: Any, indices: list[int], placement: Placement) -> None:
@@ -129,12 +133,11 @@ def check_one_batch(flow: Flow, dataset: Any, indices: list[int], placement: Pla
     Runs in eval mode without gradients and with every RNG forked, so it changes no state a
     resumed run would have to reproduce.
     """
-    with forked_rng(), torch.no_grad(), placement.autocast():
+    with forked_rng(), torch.no_grad():
         batch = batch_transform(dataset)(placement.move(collate([dataset[i] for i in indices[:2]])), True)
         flow.set_mode(training=False)
         try:
-            outputs = flow.forward(batch)
-            flow.values(flow.losses + flow.evals, batch, outputs)
+            evaluate_batch(flow, batch, placement)
         except UserError:
             raise
         except Exception as exc:  # e.g. init_args that do not fit the data's shapes

@@ -18,6 +18,7 @@ from dlscaffold.device import select_placement
 from dlscaffold.flow import build_flow
 from dlscaffold.prepare import build_dataset, load_split, prepare
 from dlscaffold.optim import build_optimizer
+from dlscaffold.train import Trainer
 
 HERE = Path(__file__).resolve().parent
 IMAGES = 10_240
@@ -38,19 +39,14 @@ def main(config_path: Path) -> None:
 
     placement = select_placement(False, "cpu", tp.precision)
     flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device)
-    (name,) = flow.trained
-    optimizer = build_optimizer(flow.models[name], tp)
+    optimizers = {name: build_optimizer(flow.models[name], tp) for name in flow.trained}
+    trainer = Trainer(flow, optimizers, {}, "epoch", tp.grad_clip_norm, placement)  # the runtime's own step
     flow.set_mode(training=True)
     start, seen = None, 0
     for i, batch in enumerate(batches):
         if i == 2:  # the first steps warm up kernels
             start, seen = time.perf_counter(), 0
-        with placement.autocast():
-            outputs = flow.forward(batch)
-            loss = sum(t.weight * v.float().mean() for t, v in zip(flow.losses, flow.values(flow.losses, batch, outputs).values()))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trainer.train_step(batch)
         seen += len(batch["class_idx"])
     training = seen / (time.perf_counter() - start)
     print(f"data loading + augmentation: {loading:8.0f} images/s")
