@@ -200,6 +200,7 @@ def new(
             raise UserError(f"{dest}: already exists and is not empty; choose a new folder")
         source = _template_source(template)
         answers = _parse_data(list(data or []), _questions(source))
+        notes = _template_notes(source)  # before copying: a project made inside the checkout dirties it
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DirtyLocalWarning)  # said below, with what it means
@@ -210,7 +211,7 @@ def new(
         answers_path = target / ANSWERS_FILE
         recorded = (yaml.safe_load(answers_path.read_text()) or {}) if answers_path.is_file() else {}
         typer.echo(f"Created {target} from the template at {source} ({recorded.get('_commit', 'no git version')}).")
-        for note in _template_notes(source):
+        for note in notes:
             typer.echo(f"note: {note}", err=True)
         typer.echo(f"Next: cd {target} && python train.py")
 
