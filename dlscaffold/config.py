@@ -1,9 +1,10 @@
 """The run config: the seed's four sections, typed, with dotted command-line overrides.
 
-Reading order: :func:`load_config` reads the YAML file, applies ``key.path=value`` overrides, checks
-the structure (unknown keys with a did-you-mean, types, ranges) and resolves relative paths against
-the config file's folder. Checks that need the project's code (model, loss and eval names,
-``init_args``, tensor sources) live in :mod:`dlscaffold.checks`; both report every problem at once.
+Reading order: :func:`load_raw` reads the YAML file, applies ``key.path=value`` overrides and
+resolves relative paths against the config file's folder (once, here); :func:`validate_raw` checks
+the structure (unknown keys with a did-you-mean, types, ranges) and reports every problem at once.
+:func:`load_config` does all three. Checks that need the project's code (model, loss and eval
+names, ``init_args``, tensor sources) are part of the pre-run phase in :mod:`dlscaffold.prepare`.
 
 This module does not import torch.
 """
@@ -19,7 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dlscaffold.errors import ConfigError, UserError, did_you_mean
+from dlscaffold.errors import ConfigError, UserError, closest, did_you_mean
 
 # ----------------------------------------------------------------------------------- schema
 
@@ -27,6 +28,11 @@ from dlscaffold.errors import ConfigError, UserError, did_you_mean
 class _Section(BaseModel):
     # Unknown keys are reported by _unknown_keys (with a did-you-mean), so pydantic ignores them.
     model_config = ConfigDict(extra="ignore", validate_default=True)
+
+
+def _none_is_empty(value: Any) -> Any:
+    """An empty YAML key (``init_args:``) means an empty mapping."""
+    return {} if value is None else value
 
 
 class DataloadingParams(_Section):
@@ -39,10 +45,7 @@ class DataloadingParams(_Section):
     # Free-form options for the project's CustomDataSet (cfg["dataloading_params"]["dataset_args"]).
     dataset_args: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("dataset_args", mode="before")
-    @classmethod
-    def _no_args_is_empty(cls, value: Any) -> Any:
-        return {} if value is None else value
+    _empty_dataset_args = field_validator("dataset_args", mode="before")(_none_is_empty)
 
 
 class OptimizerSpec(_Section):
@@ -125,10 +128,7 @@ class ModelSpec(_Section):
             return value == 1
         raise ValueError("expected 1 (train) or 0 (frozen)")
 
-    @field_validator("init_args", "inputs", "losses", "evals", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return {} if value is None else value
+    _empty_mappings = field_validator("init_args", "inputs", "losses", "evals", mode="before")(_none_is_empty)
 
 
 class Config(_Section):
@@ -149,6 +149,11 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 PATH_KEYS = ("dataset_path", "idx_dict_path", "logging_dir", "model_dir")
+# Source names in info_flow inputs: tensors of the dataset's items, and the trainer's clock
+# ({epoch: trainer} and {step: trainer}: the current epoch, from 1, and global step).
+DATASET = "dataset"
+TRAINER = "trainer"
+TRAINER_TENSORS = ("epoch", "step")
 
 # ------------------------------------------------------------------------------ reading YAML
 
@@ -238,15 +243,17 @@ def _submodel(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     return None
 
 
-def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[str]:
-    problems = []
+def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[tuple[str, str | None]]:
+    """Each unknown key as (problem line, the key path it was probably meant to be, or None)."""
+    problems: list[tuple[str, str | None]] = []
     fields = model.model_fields
     for key, value in raw.items():
         path = f"{prefix}{key}"
         if key not in fields:
             home = [name for name, section in _SECTIONS.items() if key in section.model_fields and section is not model]
+            close = closest(key, fields)
             hint = f"it belongs in {home[0]}" if home else f"{did_you_mean(key, fields)}expected one of: {', '.join(fields)}"
-            problems.append(f"{path}: unknown key; {hint}")
+            problems.append((f"{path}: unknown key; {hint}", f"{prefix}{close}" if close and not home else None))
             continue
         sub = _submodel(fields[key].annotation)
         if sub is None or not isinstance(value, dict):
@@ -268,17 +275,17 @@ def _show(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
+def _pydantic_problems(exc: ValidationError, meant: set[str]) -> list[str]:
+    """One line per pydantic error; a missing key that an unknown key was meant to be is left out
+    (a misspelled required key is one mistake: its did-you-mean line says it all)."""
     problems = []
     for err in exc.errors():
-        if err["type"] == "extra_forbidden":
-            continue
         path = ".".join(str(part) for part in err["loc"])
-        msg = err["msg"]
         if err["type"] == "missing":
-            problems.append(f"{path}: missing; this key is required")
+            if path not in meant:
+                problems.append(f"{path}: missing; this key is required")
             continue
-        msg = re.sub(r"^(Value error, |Input should be |Input should have )", "", msg)
+        msg = re.sub(r"^(Value error, |Input should be |Input should have )", "", err["msg"])
         expected = msg if msg.startswith("expected") else f"expected {msg}"
         problems.append(f"{path}: found {_show(err['input'])}; {expected}")
     return problems
@@ -286,44 +293,45 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
 
 def validate_raw(raw: dict[str, Any]) -> tuple[Config | None, list[str]]:
     """Check a raw config dict's structure; return the typed config (or None) and the problems."""
-    problems = _unknown_keys(raw, Config, "")
+    unknown = _unknown_keys(raw, Config, "")
+    problems = [line for line, _ in unknown]
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        # A misspelled required key is one mistake: its did-you-mean line says it all.
-        suggested = {m.group(1) for p in problems if (m := re.search(r"did you mean '([^']+)'", p))}
-        missing = [p for p in _pydantic_problems(exc) if p.endswith(": missing; this key is required")
-                   and p.split(":")[0].rsplit(".", 1)[-1] in suggested]
-        return None, problems + [p for p in _pydantic_problems(exc) if p not in missing]
+        return None, problems + _pydantic_problems(exc, {meant for _, meant in unknown if meant})
     return (None if problems else config), problems
 
 
-def resolve_paths(config: Config, base: Path) -> Config:
-    """Make every relative path absolute against ``base`` (the config file's folder)."""
+def resolve_raw_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make every relative path of a raw config absolute against ``base`` (the config file's folder).
 
-    def absolute(path: Path | None) -> Path | None:
-        if path is None or str(path) == "":
-            return None
-        path = Path(path).expanduser()
-        return path if path.is_absolute() else (base / path).resolve()
+    The one place paths are resolved; an empty path means "not set". Values that are not strings
+    are left for validation to report.
+    """
 
-    dl, lg = config.dataloading_params, config.logging_params
-    dl.dataset_path = absolute(dl.dataset_path)
-    dl.idx_dict_path = absolute(dl.idx_dict_path)
-    lg.logging_dir = absolute(lg.logging_dir)
-    for spec in config.info_flow.values():
-        spec.model_dir = absolute(spec.model_dir)
-    return config
+    def absolute(node: Any, key: str) -> None:
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, (str, Path)):
+            path = Path(value).expanduser() if str(value).strip() else None
+            node[key] = None if path is None else str(path if path.is_absolute() else (base / path).resolve())
+
+    for section, key in (("dataloading_params", "dataset_path"), ("dataloading_params", "idx_dict_path"),
+                         ("logging_params", "logging_dir")):
+        absolute(raw.get(section), key)
+    flow = raw.get("info_flow")
+    for spec in flow.values() if isinstance(flow, dict) else []:
+        absolute(spec, "model_dir")
+    return raw
 
 
 def load_raw(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> dict[str, Any]:
-    """Read the YAML file and apply overrides, without validating."""
-    raw = read_yaml(path)
-    return apply_overrides(raw, list(overrides), cwd or Path.cwd())
+    """Read the YAML file, apply overrides and resolve relative paths, without validating."""
+    raw = apply_overrides(read_yaml(path), list(overrides), cwd or Path.cwd())
+    return resolve_raw_paths(raw, path.resolve().parent)
 
 
 def load_config(path: Path, overrides: list[str] = (), cwd: Path | None = None) -> Config:
-    """Read, override, validate and resolve a config file.
+    """Read, override, resolve and validate a config file (structure only, no project code).
 
     Args:
         path: the YAML file.
@@ -333,11 +341,10 @@ def load_config(path: Path, overrides: list[str] = (), cwd: Path | None = None) 
     Raises:
         ConfigError: with every structural problem, one line each.
     """
-    raw = load_raw(path, overrides, cwd)
-    config, problems = validate_raw(raw)
+    config, problems = validate_raw(load_raw(path, overrides, cwd))
     if problems:
         raise ConfigError(*problems)
-    return resolve_paths(config, path.resolve().parent)
+    return config
 
 
 def dump_config(config: Config) -> str:

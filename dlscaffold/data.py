@@ -55,27 +55,30 @@ def save_idx_dict(idx_dict: dict[str, Any], path: Path) -> None:
     write_text_atomic(path, json.dumps(idx_dict))
 
 
-def load_idx_dict(path: Path, num_points: int) -> dict[str, Any]:
-    """Read a saved split (a file, or an earlier run's folder) and check it fits the dataset."""
-    if path.is_dir():
-        path = path / "idx_dict.json"
-    if not path.is_file():
-        raise UserError(f"dataloading_params.idx_dict_path: found '{path}', which does not exist; expected an idx_dict.json or a run folder")
-    try:
-        idx_dict = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"dataloading_params.idx_dict_path: '{path}' is not valid JSON ({exc.msg})") from None
-    missing = [s for s in ("train", "val") if not isinstance(idx_dict.get(s), list)]
-    if missing:
-        raise UserError(f"dataloading_params.idx_dict_path: '{path}' has no {' or '.join(missing)} list; expected a saved idx_dict.json")
-    largest = max((max(idx_dict.get(s) or [-1]) for s in SPLITS), default=-1)
-    if idx_dict.get("num_points", num_points) != num_points or largest >= num_points:
-        raise UserError(
-            f"dataloading_params.idx_dict_path: '{path}' splits {idx_dict.get('num_points', largest + 1)} points "
-            f"but the dataset has {num_points}; use a split made for this dataset or leave idx_dict_path empty"
-        )
-    idx_dict.setdefault("dev", idx_dict["train"][:20])
-    return idx_dict
+def split_problem(idx_dict: dict[str, Any], num_points: int | None) -> str | None:
+    """What is wrong with a saved split, in one line (None when it is sound).
+
+    Each split must hold unique integer indices in ``[0, num_points)``, and ``train`` and ``val``
+    must not share a point. ``num_points`` None: the range is checked later, against the dataset.
+    """
+    for name in (*SPLITS, "test"):
+        indices = idx_dict.get(name)
+        if indices is None and name in ("dev", "test"):
+            continue
+        if not isinstance(indices, list):
+            return f"split '{name}': found {type(indices).__name__}; expected a list of dataset indices"
+        seen: set[int] = set()
+        for i in indices:
+            if not isinstance(i, int) or isinstance(i, bool) or i < 0 or (num_points is not None and i >= num_points):
+                limit = f" below {num_points}" if num_points is not None else ""
+                return f"split '{name}': index {i!r} is not a dataset index; expected integers from 0{limit}"
+            if i in seen:
+                return f"split '{name}': index {i} appears twice; expected each point once"
+            seen.add(i)
+    shared = sorted(set(idx_dict["train"]) & set(idx_dict["val"]))
+    if shared:
+        return f"splits 'train' and 'val' share {len(shared)} point(s), the first {shared[0]}; expected disjoint splits"
+    return None
 
 
 def project_test_indices(dataset: Dataset) -> list[int] | None:

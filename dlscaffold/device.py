@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 
@@ -19,13 +18,6 @@ class Placement:
     """The device a run computes on, and how batches get there."""
 
     device: torch.device
-    precision: str = "fp32"
-
-    def autocast(self) -> ContextManager:
-        """The context forward passes and losses run in (``bf16``: autocast to bfloat16)."""
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     @property
     def is_cuda(self) -> bool:
@@ -41,7 +33,7 @@ class Placement:
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def select_placement(use_gpu: bool, override: str | None = None, precision: str = "fp32") -> Placement:
+def select_placement(use_gpu: bool, override: str | None = None) -> Placement:
     """Pick the device: ``--device`` if given, else CUDA when ``use_GPU`` and available, else CPU.
 
     Raises:
@@ -56,9 +48,9 @@ def select_placement(use_gpu: bool, override: str | None = None, precision: str 
             raise UserError(f"--device: found '{override}' but CUDA is not available here; use --device cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device: found '{override}'; this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return Placement(device, precision)
+        return Placement(device)
     if use_gpu and torch.cuda.is_available():
-        return Placement(torch.device("cuda"), precision)
+        return Placement(torch.device("cuda"))
     if use_gpu:
         _logger.warning("use_GPU is set but CUDA is not available: training on the CPU")
-    return Placement(torch.device("cpu"), precision)
+    return Placement(torch.device("cpu"))

@@ -26,10 +26,16 @@ class ConfigError(UserError):
     """Every problem found in a config, reported together."""
 
 
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to ``name``, if any is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ``"did you mean 'x'? "`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'? " if close else ""
+    close = closest(name, choices)
+    return f"did you mean '{close}'? " if close else ""
 
 
 def available(choices: Iterable[str]) -> str:

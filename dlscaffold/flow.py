@@ -3,21 +3,22 @@
 Tensors flow dataset -> models (in ``info_flow`` order) -> losses / evals. A model's ``forward``
 receives the tensors named in its ``inputs`` as keyword arguments and returns a dict of named
 tensors; a loss or eval receives its ``inputs`` positionally, in the order the config lists them.
+The source ``trainer`` gives the current ``epoch`` (from 1) and global ``step`` as 0-dim tensors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from dlscaffold.checks import DATASET, checkpoint_path, saved_init_args
-from dlscaffold.config import Config
+from dlscaffold.checkpoint import load_weights, weights_path
+from dlscaffold.config import DATASET, TRAINER, Config
 from dlscaffold.errors import UserError
-from dlscaffold.losses import per_sample
+from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
 from dlscaffold.registry import Registry
 
@@ -30,7 +31,14 @@ class Term:
     path: str  # its key path in the config, for messages
     fn: Callable[..., torch.Tensor]
     weight: float
-    sources: list[tuple[str, str]]  # (tensor name, "dataset" or model name), in call order
+    sources: list[tuple[str, str]]  # (tensor name, "dataset", "trainer" or model name), in call order
+    members: Callable[..., torch.Tensor] | None = None  # an ensemble eval's per-member values (B, E)
+    num_members: int = 0  # E, known after the first batch
+
+    @property
+    def names(self) -> list[str]:
+        """The names it logs: its own, then ``<name>_<i>`` for each ensemble member."""
+        return [self.name, *(f"{self.name}_{i}" for i in range(self.num_members))]
 
 
 @dataclass
@@ -42,10 +50,12 @@ class Flow:
     trained: list[str]
     losses: list[Term]
     evals: list[Term]
+    device: torch.device | None = None  # where the models are
+    clock: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "step": 0})  # the "trainer" source
 
     @property
     def term_names(self) -> list[str]:
-        return [t.name for t in self.losses + self.evals]
+        return [name for t in self.losses + self.evals for name in t.names]
 
     def set_mode(self, training: bool) -> None:
         """Trained models follow ``training``; frozen ones stay in eval mode."""
@@ -56,39 +66,49 @@ class Flow:
         """Run every model in order; returns each model's dict of named outputs."""
         outputs: dict[str, dict[str, torch.Tensor]] = {}
         for name, model in self.models.items():
-            kwargs = {t: _fetch(batch, outputs, t, src, f"model '{name}'") for t, src in self.inputs[name]}
+            kwargs = {t: self.fetch(batch, outputs, t, src, f"model '{name}'") for t, src in self.inputs[name]}
             try:
                 out = model(**kwargs)
-            except Exception as exc:  # free unless raised; lets the one-batch check name the model
+            except Exception as exc:  # free unless raised; lets error messages name the model
                 exc.dlscaffold_where = f"info_flow.{name}: {name}.forward"
                 raise
             if not isinstance(out, dict):
-                raise UserError(f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors")
+                raise UserError(f"info_flow.{name}: {name}.forward returned {type(out).__name__}; "
+                                "expected a dict of named tensors")
             outputs[name] = out
         return outputs
 
+    def term_args(self, term: Term, batch: dict[str, Any], outputs: dict) -> list[Any]:
+        """A term's input tensors, in the config's order."""
+        return [self.fetch(batch, outputs, tensor, src, term.path) for tensor, src in term.sources]
+
     def values(self, terms: list[Term], batch: dict[str, Any], outputs: dict) -> dict[str, torch.Tensor]:
-        """Each term's per-sample values ``(B,)``, or a scalar batch mean."""
+        """Each term's per-sample values ``(B,)`` (or a scalar batch mean), and its members' values."""
         values = {}
         for t in terms:
-            args = [_fetch(batch, outputs, tensor, src, t.path) for tensor, src in t.sources]
+            args = self.term_args(t, batch, outputs)
             try:
                 values[t.name] = per_sample(t.fn(*args))
+                if t.members is not None:
+                    members = t.members(*args)  # (B, E)
+                    t.num_members = members.shape[1]
+                    values.update({f"{t.name}_{i}": members[:, i] for i in range(t.num_members)})
             except Exception as exc:
                 exc.dlscaffold_where = t.path
                 raise
         return values
 
-
-def _fetch(batch: dict, outputs: dict, tensor: str, source: str, who: str) -> Any:
-    pool = batch if source == DATASET else outputs[source]
-    try:
-        return pool[tensor]
-    except KeyError:
-        origin = "the dataset's items" if source == DATASET else f"model '{source}'"
-        raise UserError(
-            f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: {', '.join(pool) or 'nothing'}"
-        ) from None
+    def fetch(self, batch: dict, outputs: dict, tensor: str, source: str, who: str) -> Any:
+        """One named tensor from the batch, a model's outputs, or the trainer's clock."""
+        if source == TRAINER:  # only built when asked for: a host-to-device copy
+            return torch.tensor(self.clock[tensor], device=self.device)
+        pool = batch if source == DATASET else outputs[source]
+        try:
+            return pool[tensor]
+        except KeyError:
+            origin = "the dataset's items" if source == DATASET else f"model '{source}'"
+            raise UserError(f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: "
+                            f"{', '.join(pool) or 'nothing'}") from None
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
@@ -96,13 +116,6 @@ def batch_size_of(batch: dict[str, Any]) -> int:
         if isinstance(value, (torch.Tensor, list)):
             return len(value)
     raise UserError("dataset items hold no tensors; CustomDataSet.__getitem__ must return named values")
-
-
-def resolve_init_args(config: Config) -> None:
-    """Fill each loaded model's ``init_args`` from its earlier run's config (explicit ones win)."""
-    for name, spec in config.info_flow.items():
-        if spec.model_dir is not None:
-            spec.init_args = {**saved_init_args(spec.model_dir, name), **spec.init_args}
 
 
 def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
@@ -115,22 +128,20 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                 fn=registry.get(term.function or key),
                 weight=getattr(term, "weight", 0.0),
                 sources=list(term.inputs.items()),
+                members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
             ))
-    names = [t.name for t in terms]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise UserError(f"info_flow: {kind} logged twice as {', '.join(duplicates)}; give each a distinct logging_name")
     return terms
 
 
-def load_weights(model: nn.Module, path: Path, who: str) -> None:
-    """Load a saved ``state_dict`` (``weights_only``: a checkpoint can never run code)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _construct(cls: type, init_args: dict[str, Any], name: str) -> nn.Module:
+    """``cls(**init_args)``; a value the constructor rejects is the user's to fix, in one line."""
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise UserError(f"{who}: weights in {path} do not fit the model ({first}); check init_args") from None
+        return cls(**init_args)
+    except Exception as exc:
+        message = (str(exc).strip().splitlines() or [""])[0]
+        shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
+        raise UserError(f"info_flow.{name}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
+                        "rerun with --debug for the traceback") from exc
 
 
 def build_flow(config: Config, project: Project, losses: Registry, evals: Registry,
@@ -138,7 +149,7 @@ def build_flow(config: Config, project: Project, losses: Registry, evals: Regist
     """Build the models in ``info_flow`` order and the loss / eval terms.
 
     Args:
-        config: a validated config whose ``init_args`` were resolved (:func:`resolve_init_args`).
+        config: a config from :func:`~dlscaffold.prepare.prepare` (loaded models' ``init_args`` filled in).
         project: the project's model classes.
         losses, evals: where term names are looked up.
         device: where the models go.
@@ -147,11 +158,11 @@ def build_flow(config: Config, project: Project, losses: Registry, evals: Regist
     """
     models, inputs, trained = {}, {}, []
     for name, spec in config.info_flow.items():
-        model = project.model_classes[name](**spec.init_args)
+        model = _construct(project.model_classes[name], spec.init_args, name)
         if weights is not None:
-            load_weights(model, checkpoint_path(weights[0], name, weights[1]), f"info_flow.{name}")
+            load_weights(model, weights_path(weights[0], name, weights[1]), f"info_flow.{name}")
         elif spec.model_dir is not None:
-            load_weights(model, checkpoint_path(spec.model_dir, name, spec.epoch), f"info_flow.{name}.model_dir")
+            load_weights(model, weights_path(spec.model_dir, name, spec.epoch), f"info_flow.{name}.model_dir")
         model.to(device)
         if spec.train:
             trained.append(name)
@@ -159,4 +170,4 @@ def build_flow(config: Config, project: Project, losses: Registry, evals: Regist
             model.requires_grad_(False)  # frozen: in no optimizer, but gradients still pass through
             model.eval()
         models[name], inputs[name] = model, list(spec.inputs.items())
-    return Flow(models, inputs, trained, _terms(config, "losses", losses), _terms(config, "evals", evals))
+    return Flow(models, inputs, trained, _terms(config, "losses", losses), _terms(config, "evals", evals), device)

@@ -1,8 +1,10 @@
 """The run directory and what is written into it for machines: ``metrics.jsonl`` and TensorBoard.
 
 ``<logging_dir>/<YYYYMMDD>_<N>_<run_notes>/`` is created with one ``mkdir`` (atomic: two runs never
-share a folder; N counts that day's runs). ``run.json`` records the project folder and the
-dlscaffold version, so that ``evaluate`` and ``--resume`` find the project's code again.
+share a folder; N counts that day's runs). ``run.json`` records the run's status, provenance and
+the project folder it was trained from. :class:`RunLog` writes the machines' record of a run;
+:class:`NullLog` takes the same calls and writes nothing (``--debug`` runs), so the loop never asks
+whether it has a log.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import re
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from dlscaffold import __version__
 from dlscaffold.errors import UserError
 
 
@@ -55,16 +56,19 @@ def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = No
             number += 1
 
 
-def write_run_info(run_dir: Path, project_dir: Path) -> None:
-    info = {"project_dir": str(project_dir), "dlscaffold_version": __version__}
-    write_text_atomic(run_dir / "run.json", json.dumps(info, indent=2))
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """A run's ``run.json`` (empty when it has none or it cannot be read)."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
-def recorded_project(run_dir: Path) -> Path | None:
-    """The project folder a run recorded (a relative one starts at the run folder), if any."""
-    path = run_dir / "run.json"
-    value = json.loads(path.read_text()).get("project_dir") if path.is_file() else None
-    return (run_dir / value).resolve() if value else None
+def update_run_info(run_dir: Path, **fields: Any) -> None:
+    """Merge ``fields`` into the run's ``run.json`` (written atomically)."""
+    info = {**read_run_info(run_dir), **fields}
+    write_text_atomic(run_dir / "run.json", json.dumps(info, indent=2, allow_nan=False))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -122,3 +126,19 @@ class RunLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class NullLog:
+    """A :class:`RunLog` that writes nothing (a ``--debug`` run keeps no record)."""
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,8 +1,8 @@
 """``dlscaffold train``: the training run, top to bottom.
 
-:func:`train` validates, builds data and models, checks one batch, creates the run folder, then
-loops over epochs: train (:func:`train_epoch`), validate every ``val_every`` epochs
-(:func:`run_epoch` without gradients), log, checkpoint every ``save_every`` epochs.
+:func:`train` is :func:`setup` (check, build, create the run folder) followed by :func:`fit` (the
+epoch loop: train, validate every ``val_every`` epochs, log, checkpoint every ``save_every``).
+:class:`Trainer` owns one training step.
 """
 
 from __future__ import annotations
@@ -14,43 +14,31 @@ from typing import Any, Callable
 
 import torch
 
+from dlscaffold.builder import Run, build_run
 from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, save_checkpoint, set_rng_state
 from dlscaffold.config import dump_config
-from dlscaffold.data import batch_transform, collate, make_loader, save_idx_dict
-from dlscaffold.device import Placement, select_placement
+from dlscaffold.data import save_idx_dict
+from dlscaffold.epoch import Sums, run_epoch
 from dlscaffold.errors import UserError
-from dlscaffold.flow import Flow, batch_size_of, build_flow, resolve_init_args
+from dlscaffold.flow import Flow, batch_size_of
 from dlscaffold.optim import build_optimizer, build_scheduler
-from dlscaffold.prepare import Prepared, build_dataset, load_split, prepare
+from dlscaffold.precision import Precision
+from dlscaffold.prepare import Prepared, check_batch, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import RunLog, create_run_dir, is_run_dir, recorded_project, write_run_info, write_text_atomic
-from dlscaffold.seeding import forked_rng, seed_everything
+from dlscaffold.rundir import NullLog, RunLog, create_run_dir, is_run_dir, update_run_info, write_text_atomic
+
+Echo = Callable[[str], None]
 
 
+@dataclass
+class TrainOptions:
+    """How to run, beside the config: the ``dlscaffold train`` flags."""
 
-class Sums:
-    """Sample-weighted sums of per-sample values, kept on the device.
-
-    Adding never synchronises with the GPU; only :meth:`means` reads values back (a ``.item()`` per
-    step would stall the GPU pipeline).
-    """
-
-    def __init__(self, names: list[str], device: torch.device):
-        self.names = names
-        # float64 keeps long epochs' sums exact; Apple's MPS has no float64
-        self.dtype = torch.float32 if device.type == "mps" else torch.float64
-        self.totals = torch.zeros(len(names), dtype=self.dtype, device=device)
-        self.count = 0
-
-    def add(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
-        # A scalar is a batch mean: weigh it by the batch size so epoch values are sample means.
-        totals = [v.detach().sum() if v.dim() else v.detach() * batch_size for v in values.values()]
-        self.totals += torch.stack(totals).to(self.dtype)
-        self.count += batch_size
-
-    def means(self) -> dict[str, float]:
-        values = (self.totals / max(self.count, 1)).tolist()  # the one sync point
-        return dict(zip(self.names, values))
+    dev: bool = False  # train and validate on the dev set
+    no_save: bool = False  # log, but keep no checkpoints
+    debug: bool = False  # dev set, anomaly detection, nothing written
+    device: str | None = None  # force a device (cpu, cuda, cuda:1)
+    progress_bar: bool = False  # show a progress bar (on a terminal)
 
 
 @dataclass
@@ -60,205 +48,183 @@ class Trainer:
     flow: Flow
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, Any]
-    scheduler_interval: str
+    scheduler_interval: str  # "epoch" or "step"
     grad_clip_norm: float | None
-    placement: Placement
+    precision: Precision
+    params: list[torch.nn.Parameter] = field(default_factory=list)  # every trained parameter, for clipping
     step: int = 0
-    params: list[torch.nn.Parameter] = field(default_factory=list)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        with self.placement.autocast():
+        self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
+        with self.precision.forward_context():
             outputs = self.flow.forward(batch)
             values = self.flow.values(self.flow.losses, batch, outputs)
             objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
-        objective.backward()
-        if self.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip_norm)
-        for optimizer in self.optimizers.values():
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if self.scheduler_interval == "step":
+        self.precision.backward(objective)
+        self.precision.step(list(self.optimizers.values()), self.params, self.grad_clip_norm)
+        if self.scheduler_interval == "step":  # after the optimizer step, as torch expects
             for scheduler in self.schedulers.values():
                 scheduler.step()
         self.step += 1
-        with torch.no_grad(), self.placement.autocast():
+        with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
             values.update(self.flow.values(self.flow.evals, batch, outputs))
         return values
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step,
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+                "precision": self.precision.state_dict()}
 
-def train_epoch(trainer: Trainer, loader: Any, transform: Callable, log: RunLog | None,
-                log_every: int, progress: Progress) -> dict[str, float]:
-    placement = trainer.placement
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.precision.load_state_dict(state.get("precision", {}))
+        self.step = state["step"]
+
+
+def build_trainer(run: Run, steps_per_epoch: int) -> Trainer:
+    """One optimizer (and scheduler) per trained model."""
+    tp, flow = run.config.training_params, run.flow
+    optimizers = {n: build_optimizer(flow.models[n].parameters(), tp) for n in flow.trained}
+    schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, tp, steps_per_epoch)) is not None}
+    interval = tp.lr_scheduler.interval if tp.lr_scheduler else "epoch"
+    params = [p for n in flow.trained for p in flow.models[n].parameters()]
+    return Trainer(flow, optimizers, schedulers, interval, tp.grad_clip_norm, run.precision, params)
+
+
+@dataclass
+class Session:
+    """A training run, set up: what :func:`fit` loops over."""
+
+    run: Run
+    trainer: Trainer
+    log: RunLog | NullLog
+    run_dir: Path | None  # None: a --debug run writes nothing
+    start_epoch: int
+    options: TrainOptions
+
+    @property
+    def saves(self) -> bool:
+        return self.run_dir is not None and not self.options.no_save
+
+
+def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: Path | None = None,
+          resume: Path | None = None, options: TrainOptions | None = None, echo: Echo = print) -> Path | None:
+    """Train the models of a config; returns the run folder (None when nothing is written).
+
+    Args:
+        config_path: the config file (ignored with ``resume``: the run's own config is used).
+        overrides: dotted ``key=value`` overrides.
+        project_dir: folder with the project's code; default: the config's folder, or for
+            ``resume`` the project recorded in the run's ``run.json``.
+        resume: a run folder to continue from its last checkpoint, in place.
+        options: the command's flags (:class:`TrainOptions`).
+        echo: where the human-readable lines go.
+    """
+    session = setup(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo)
+    return fit(session, echo)
+
+
+def setup(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
+          options: TrainOptions, echo: Echo) -> Session:
+    """Check everything, build data, models and trainer, then create (or reopen) the run folder."""
+    if resume is not None:
+        resume = resume.resolve()
+        if not is_run_dir(resume):
+            raise UserError(f"--resume: {resume} is not a run folder (no config.yml and idx_dict.json in it)")
+        config_path = resume / "config.yml"
+    if options.dev or options.debug:
+        overrides = [*overrides, "training_params.use_dev=true"]
+    prepared = prepare(config_path, overrides, project_dir, run_dir=resume)
+    dev = prepared.config.training_params.use_dev
+    splits = ("dev", "dev") if dev else ("train", "val")
+    if resume is not None:
+        echo(f"Resuming {resume} with the code of the project in {prepared.project.root}")
+    state = load_trainer_state(last_trainer_state(resume)) if resume is not None else None
+    weights = (resume, state["epoch"]) if state is not None else None
+    run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights)
+    trainer = build_trainer(run, len(run.loaders["train"]))
+    check_batch(run, run.idx_dict[splits[0]])
+    torch.autograd.set_detect_anomaly(options.debug)  # global: also switch it off after an earlier --debug run
+    if state is not None:
+        trainer.load_state_dict(state)
+        set_rng_state(state["rng"])  # last: building and checking above drew from the RNGs
+    run_dir = None if options.debug else (resume or create_run_dir(prepared.config.logging_params.logging_dir,
+                                                                   prepared.config.logging_params.run_notes))
+    log = NullLog() if run_dir is None else open_run_log(run_dir, prepared, run.idx_dict, state)
+    echo("Debug run: dev set, anomaly detection on, nothing is written." if run_dir is None
+         else f"Logging and Model Saving Directory: {run_dir}")
+    echo(f"Training {', '.join(run.flow.trained) or 'nothing'} on {run.placement.device} "
+         f"({len(run.loaders['train'].sampler)} train / {len(run.loaders['val'].sampler)} val points"
+         f"{', dev set' if dev else ''})")
+    return Session(run, trainer, log, run_dir, state["epoch"] + 1 if state else 1, options)
+
+
+def open_run_log(run_dir: Path, prepared: Prepared, idx_dict: dict[str, Any], state: dict[str, Any] | None) -> RunLog:
+    """Write the run's config, split and run.json; open its metrics log (trimmed when resuming)."""
+    from dlscaffold import __version__
+
+    write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
+    save_idx_dict(idx_dict, run_dir / "idx_dict.json")
+    update_run_info(run_dir, project_dir=str(prepared.project.root), dlscaffold_version=__version__)
+    return RunLog(run_dir, state["epoch"] if state else 0, state["step"] if state else 0)
+
+
+def train_epoch(trainer: Trainer, run: Run, log: RunLog | NullLog, log_every: int,
+                progress: Progress) -> dict[str, float]:
+    """One pass over the training loader; returns the epoch's sample means."""
+    device = run.placement.device
     trainer.flow.set_mode(training=True)
-    epoch_sums = Sums(trainer.flow.term_names, placement.device)
-    window = Sums(trainer.flow.term_names, placement.device)
-    for batch in progress.track(loader, "train"):
-        batch = transform(placement.move(batch), True)
+    epoch_sums, window = Sums(trainer.flow.term_names, device), Sums(trainer.flow.term_names, device)
+    for batch in progress.track(run.loaders["train"], "train"):
+        batch = run.transform(run.placement.move(batch), True)
         values = trainer.train_step(batch)
         size = batch_size_of(batch)
         epoch_sums.add(values, size)
         window.add(values, size)
-        if trainer.step % log_every == 0:
-            if log is not None:
-                log.step_scalars(trainer.step, window.means())
-            window = Sums(trainer.flow.term_names, placement.device)
+        if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
+            log.step_scalars(trainer.step, window.means())
+            window = Sums(trainer.flow.term_names, device)
     if trainer.scheduler_interval == "epoch":
         for scheduler in trainer.schedulers.values():
             scheduler.step()
     return epoch_sums.means()
 
 
-@torch.no_grad()
-def run_epoch(flow: Flow, loader: Any, placement: Placement, transform: Callable, progress: Progress,
-              label: str) -> tuple[dict[str, float], int]:
-    """Every loss and eval over ``loader`` in eval mode; returns sample means and the sample count."""
-    flow.set_mode(training=False)
-    sums = Sums(flow.term_names, placement.device)
-    for batch in progress.track(loader, label):
-        batch = transform(placement.move(batch), False)
-        sums.add(evaluate_batch(flow, batch, placement), batch_size_of(batch))
-    return sums.means(), sums.count
-
-
-def evaluate_batch(flow: Flow, batch: dict[str, Any], placement: Placement) -> dict[str, torch.Tensor]:
-    """Every loss and eval of one batch (the caller sets eval mode and no_grad)."""
-    with placement.autocast():
-        outputs = flow.forward(batch)
-        return flow.values(flow.losses + flow.evals, batch, outputs)
-
-
-def check_one_batch(flow: Flow, dataset: Any, indices: list[int], placement: Placement) -> None:
-    """Forward, losses and evals on two samples, so a wrong tensor name fails in seconds.
-
-    Runs in eval mode without gradients and with every RNG forked, so it changes no state a
-    resumed run would have to reproduce.
-    """
-    with forked_rng(), torch.no_grad():
-        batch = batch_transform(dataset)(placement.move(collate([dataset[i] for i in indices[:2]])), True)
-        flow.set_mode(training=False)
-        try:
-            evaluate_batch(flow, batch, placement)
-        except UserError:
-            raise
-        except Exception as exc:  # e.g. init_args that do not fit the data's shapes
-            where = getattr(exc, "dlscaffold_where", None)
-            if where is None:
-                raise
-            message = (str(exc).strip().splitlines() or [""])[0]
-            raise UserError(f"{where} failed on a batch of 2 before training: {type(exc).__name__}: {message}") from exc
-
-
-def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> int:
-    """Load optimizer, scheduler and RNG states and the step from a checkpoint; returns the next epoch."""
-    for name, optimizer in trainer.optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
-    for name, scheduler in trainer.schedulers.items():
-        scheduler.load_state_dict(state["schedulers"][name])
-    set_rng_state(state["rng"])
-    trainer.step = state["step"]
-    return state["epoch"] + 1
-
-
-def open_run_log(run_dir: Path, prepared: Prepared, idx_dict: dict[str, Any], state: dict[str, Any] | None) -> RunLog:
-    """Write the run's config, split and run.json; open its metrics log (trimmed when resuming)."""
-    write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
-    save_idx_dict(idx_dict, run_dir / "idx_dict.json")
-    write_run_info(run_dir, prepared.project.root)
-    return RunLog(run_dir, state["epoch"] if state else 0, state["step"] if state else 0)
+def fit(session: Session, echo: Echo) -> Path | None:
+    """The epoch loop: train, validate, log, checkpoint; then the summary. Returns the run folder."""
+    run, trainer, log = session.run, session.trainer, session.log
+    tp = run.config.training_params
+    progress = Progress(session.options.progress_bar)
+    last_val: dict[str, float] = {}
+    started = time.perf_counter()
+    for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
+        epoch_start = time.perf_counter()
+        run.loaders["train"].sampler.set_epoch(epoch)  # the epoch's order depends on (seed, epoch) only
+        run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
+        train_values = train_epoch(trainer, run, log, tp.log_every, progress)
+        log.epoch_row(epoch, "train", trainer.step, train_values)
+        line = f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
+        last_epoch = epoch == tp.max_training_epochs
+        if epoch % tp.val_every == 0 or last_epoch:
+            last_val, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
+                                    progress, "val")
+            log.epoch_row(epoch, "val", trainer.step, last_val)
+            line += f"  | val: {_format(last_val)}"
+        if session.saves and (epoch % tp.save_every == 0 or last_epoch):
+            save_checkpoint(session.run_dir, epoch, run.flow.models, trainer.state_dict())
+        echo(f"{line}  ({time.perf_counter() - epoch_start:.1f}s)")
+    log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
+    log.close()
+    _summary(echo, session, last_val, time.perf_counter() - started)
+    return session.run_dir
 
 
 def _format(values: dict[str, float]) -> str:
     return "  ".join(f"{name} {value:.4g}" for name, value in values.items())
-
-
-def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: Path | None = None,
-          resume: Path | None = None, dev: bool = False, no_save: bool = False, debug: bool = False,
-          device: str | None = None, echo: Callable[[str], None] = print, progress_bar: bool = False) -> Path | None:
-    """Train the models of a config; returns the run folder (None when nothing is written).
-
-    Args:
-        config_path: the config file (ignored with ``resume``: the run's own config is used).
-        overrides: dotted ``key=value`` overrides.
-        project_dir: folder with the project's code; default: the config's folder, or for a run's
-            saved config the project recorded in its ``run.json``.
-        resume: a run folder to continue from its last checkpoint, in place.
-        dev: train and validate on the dev set.
-        no_save: log, but keep no checkpoints.
-        debug: dev set, anomaly detection, nothing written.
-        device: force a device (``cpu``, ``cuda``, ``cuda:1``).
-        echo: where the human-readable lines go.
-        progress_bar: show a progress bar (on a terminal).
-    """
-    if resume is not None:
-        resume = resume.resolve()
-        if not is_run_dir(resume):
-            raise UserError(f"--resume: {resume} is not a run folder (no config.yml and idx_dict.json in it)")
-        config_path = resume / "config.yml"
-    assert config_path is not None
-    if project_dir is None:  # a run's saved config: its code is in the recorded project
-        project_dir = recorded_project(config_path.resolve().parent) or config_path.resolve().parent
-    prepared = prepare(config_path, overrides, project_dir)
-    config, tp = prepared.config, prepared.config.training_params
-    if dev or debug:
-        tp.use_dev = True
-    resolve_init_args(config)
-    seed_everything(tp.seed)
-
-    dataset = build_dataset(prepared)
-    idx_dict = load_split(config, dataset, saved=resume)
-    train_idx, val_idx = (idx_dict["dev"], idx_dict["dev"]) if tp.use_dev else (idx_dict["train"], idx_dict["val"])
-    if not val_idx:
-        raise UserError("dataloading_params.val_ratio: the validation split is empty; expected val_ratio > 0")
-    placement = select_placement(tp.use_GPU, device, tp.precision)
-    dl = config.dataloading_params
-    train_loader = make_loader(dataset, train_idx, dl.batch_size, True, tp.seed, dl.num_workers, placement.pin_memory)
-    val_loader = make_loader(dataset, val_idx, dl.batch_size, False, tp.seed, dl.num_workers, placement.pin_memory)
-
-    state = load_trainer_state(last_trainer_state(resume)) if resume is not None else None
-    weights = (resume, state["epoch"]) if state is not None else None
-    flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device, weights)
-    optimizers = {n: build_optimizer(flow.models[n], tp) for n in flow.trained}
-    schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, tp, len(train_loader))) is not None}
-    trainer = Trainer(flow, optimizers, schedulers, tp.lr_scheduler.interval if tp.lr_scheduler else "epoch",
-                      tp.grad_clip_norm, placement, params=[p for n in flow.trained for p in flow.models[n].parameters()])
-    check_one_batch(flow, dataset, train_idx, placement)
-    torch.autograd.set_detect_anomaly(debug)  # global: also switch it off after an earlier --debug run
-
-    start_epoch = restore_trainer(trainer, state) if state is not None else 1
-    run_dir = None if debug else (resume or create_run_dir(config.logging_params.logging_dir, config.logging_params.run_notes))
-    if run_dir is None:
-        echo("Debug run: dev set, anomaly detection on, nothing is written.")
-        log = None
-    else:
-        echo(f"Logging and Model Saving Directory: {run_dir}")
-        log = open_run_log(run_dir, prepared, idx_dict, state)
-    echo(f"Training {', '.join(flow.trained) or 'nothing'} on {placement.device} "
-         f"({len(train_idx)} train / {len(val_idx)} val points{', dev set' if tp.use_dev else ''})")
-
-    progress, transform = Progress(progress_bar), batch_transform(dataset)
-    last_val: dict[str, float] = {}
-    started = time.perf_counter()
-    for epoch in range(start_epoch, tp.max_training_epochs + 1):
-        epoch_start = time.perf_counter()
-        train_loader.sampler.set_epoch(epoch)
-        train_values = train_epoch(trainer, train_loader, transform, log, tp.log_every, progress)
-        line = f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
-        if log is not None:
-            log.epoch_row(epoch, "train", trainer.step, train_values)
-        if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
-            last_val, _ = run_epoch(flow, val_loader, placement, transform, progress, "val")
-            line += f"  | val: {_format(last_val)}"
-            if log is not None:
-                log.epoch_row(epoch, "val", trainer.step, last_val)
-        if run_dir is not None and not no_save and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs):
-            save_checkpoint(run_dir, epoch, trainer.step, flow.models, optimizers, schedulers)
-        echo(f"{line}  ({time.perf_counter() - epoch_start:.1f}s)")
-
-    if log is not None:
-        log.hparams(_hparams(config), {f"val/{k}": v for k, v in last_val.items()})
-        log.close()
-    _summary(echo, run_dir, tp.max_training_epochs, last_val, time.perf_counter() - started, no_save)
-    return run_dir
 
 
 def _hparams(config: Any) -> dict[str, Any]:
@@ -268,15 +234,15 @@ def _hparams(config: Any) -> dict[str, Any]:
             "max_training_epochs": tp.max_training_epochs, "run_notes": config.logging_params.run_notes}
 
 
-def _summary(echo: Callable[[str], None], run_dir: Path | None, epochs: int, last_val: dict[str, float],
-             seconds: float, no_save: bool) -> None:
+def _summary(echo: Echo, session: Session, last_val: dict[str, float], seconds: float) -> None:
+    epochs, run_dir = session.run.config.training_params.max_training_epochs, session.run_dir
     echo(f"Done: {epochs} epochs in {seconds:.1f}s.")
     if last_val:
         echo(f"Final val: {_format(last_val)}")
     if run_dir is not None:
         echo(f"Run folder: {run_dir}")
         echo("  metrics:     metrics.jsonl (one row per epoch and split)")
-        if not no_save:
+        if session.saves:
             echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt")
         echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
         echo(f"  evaluate:    dlscaffold evaluate {run_dir}")

@@ -9,10 +9,5 @@ from pathlib import Path
 
 from dlscaffold.cli import main
 
-HERE = Path(__file__).resolve().parent
-
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not any(a == "--project" or a.startswith("--project=") for a in args):
-        args = [*args, "--project", str(HERE)]
-    sys.exit(main(["evaluate", *args]))
+    sys.exit(main(["evaluate", *sys.argv[1:]], project=Path(__file__).resolve().parent))

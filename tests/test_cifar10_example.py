@@ -154,7 +154,7 @@ def test_shipped_baseline_reproduces_the_readme_test_accuracy(tmp_path_factory, 
     claimed = float(re.search(r"baseline test accuracy: \*\*([\d.]+)%\*\*", readme).group(1))
     out = tmp_path / "baseline.json"
     result = run("-m", "dlscaffold", "evaluate", str(EXAMPLE / "baseline"), f"dataloading_params.dataset_path={images}",
-                 "--split", "test", "--json", str(out), cwd=tmp_path)
+                 "--split", "test", "--json", str(out), "--project", str(EXAMPLE), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     accuracy = json.loads(out.read_text())["metrics"]["Cifar10ResNet/Accuracy"] * 100
     assert abs(accuracy - claimed) <= 0.1

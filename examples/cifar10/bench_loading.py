@@ -13,12 +13,10 @@ from pathlib import Path
 
 import torch
 
-from dlscaffold.data import batch_transform, make_loader
-from dlscaffold.device import select_placement
-from dlscaffold.flow import build_flow
-from dlscaffold.prepare import build_dataset, load_split, prepare
-from dlscaffold.optim import build_optimizer
-from dlscaffold.train import Trainer
+from dlscaffold.builder import build_run
+from dlscaffold.data import make_loader
+from dlscaffold.prepare import prepare
+from dlscaffold.train import build_trainer
 
 HERE = Path(__file__).resolve().parent
 IMAGES = 10_240
@@ -26,22 +24,17 @@ IMAGES = 10_240
 
 def main(config_path: Path) -> None:
     prepared = prepare(config_path, [], HERE)
-    config = prepared.config
-    tp, dl = config.training_params, config.dataloading_params
-    dataset = build_dataset(prepared)
-    idx_dict = load_split(config, dataset)
-    loader = make_loader(dataset, idx_dict["train"][:IMAGES], dl.batch_size, True, tp.seed, dl.num_workers, False)
-    transform = batch_transform(dataset)
+    tp, dl = prepared.config.training_params, prepared.config.dataloading_params
+    run = build_run(prepared, {}, device="cpu")  # the runtime's own dataset, split and models
+    loader = make_loader(run.dataset, run.idx_dict["train"][:IMAGES], dl.batch_size, True, tp.seed, dl.num_workers,
+                         pin_memory=False)
 
     start = time.perf_counter()
-    batches = [transform(batch, True) for batch in loader]
+    batches = [run.transform(batch, True) for batch in loader]
     loading = IMAGES / (time.perf_counter() - start)
 
-    placement = select_placement(False, "cpu", tp.precision)
-    flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device)
-    optimizers = {name: build_optimizer(flow.models[name], tp) for name in flow.trained}
-    trainer = Trainer(flow, optimizers, {}, "epoch", tp.grad_clip_norm, placement)  # the runtime's own step
-    flow.set_mode(training=True)
+    trainer = build_trainer(run, len(batches))  # the runtime's own training step
+    run.flow.set_mode(training=True)
     start, seen = None, 0
     for i, batch in enumerate(batches):
         if i == 2:  # the first steps warm up kernels

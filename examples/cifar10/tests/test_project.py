@@ -16,9 +16,6 @@ from dlscaffold.prepare import prepare
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIG = PROJECT / "config.yml"
 
-if not (PROJECT / "data" / "cifar10-jpg" / "train").is_dir():
-    pytest.skip("unpack the CIFAR-10 images first (see README.md)", allow_module_level=True)
-
 
 def test_config_validates():
     prepared = prepare(CONFIG)  # raises ConfigError listing every problem

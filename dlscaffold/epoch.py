@@ -1,0 +1,60 @@
+"""Passes over data without gradients, shared by training (validation) and ``dlscaffold evaluate``.
+
+:class:`Sums` accumulates sample-weighted sums on the device; :func:`evaluate_batch` computes every
+loss and eval of one batch; :func:`run_epoch` does a whole split.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from dlscaffold.device import Placement
+from dlscaffold.flow import Flow, batch_size_of
+from dlscaffold.precision import Precision
+from dlscaffold.progress import Progress
+
+
+class Sums:
+    """Sample-weighted sums of per-sample values, kept on the device.
+
+    Adding never synchronises with the GPU; only :meth:`means` reads values back (a ``.item()`` per
+    step would stall the GPU pipeline).
+    """
+
+    def __init__(self, names: list[str], device: torch.device):
+        self.names = names
+        # float64 keeps long epochs' sums exact; Apple's MPS has no float64
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.totals = torch.zeros(len(names), dtype=self.dtype, device=device)
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        # A scalar is a batch mean: weigh it by the batch size so epoch values are sample means.
+        totals = [v.detach().sum() if v.dim() else v.detach() * batch_size for v in map(values.get, self.names)]
+        self.totals += torch.stack(totals).to(self.dtype)
+        self.count += batch_size
+
+    def means(self) -> dict[str, float]:
+        values = (self.totals / max(self.count, 1)).tolist()  # note: the one GPU sync point
+        return dict(zip(self.names, values, strict=True))
+
+
+def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision) -> dict[str, torch.Tensor]:
+    """Every loss and eval of one batch (the caller sets eval mode and no_grad)."""
+    with precision.forward_context():
+        outputs = flow.forward(batch)
+        return flow.values(flow.losses + flow.evals, batch, outputs)
+
+
+@torch.no_grad()
+def run_epoch(flow: Flow, loader: Any, placement: Placement, precision: Precision, transform: Callable,
+              progress: Progress, label: str) -> tuple[dict[str, float], int]:
+    """Every loss and eval over ``loader`` in eval mode; returns sample means and the sample count."""
+    flow.set_mode(training=False)
+    sums = Sums(flow.term_names, placement.device)
+    for batch in progress.track(loader, label):
+        batch = transform(placement.move(batch), False)
+        sums.add(evaluate_batch(flow, batch, precision), batch_size_of(batch))
+    return sums.means(), sums.count
