@@ -14,9 +14,13 @@ from dlscaffold.registry import Registry, build_registries
 
 
 def test_design_names_are_registered() -> None:
-    loss_names = {"MultinomialNLL", "BinomialNLL", "MultinomialEntropy", "MultinomialKL", "GaussianNLL",
-                  "GaussianKL", "IdentityLoss", "MSE", "L1", "SmoothL1"}
-    eval_names = {"MultinomialAccuracy", "MultinomialEntropy", "BinomialAccuracy", "ContinuousAccuracy", "ContinuousErrorMag"}
+    # the older deep_learning tool's names (its utils_sl.py and deep_learning/ registries) plus the everyday regressions
+    loss_names = {"MultinomialNLL", "MultinomialNLLwSoftmax", "BinomialNLL", "MultinomialEntropy", "MultinomialKL",
+                  "MultinomialKLEnsemble", "GaussianNLL", "GaussianKL", "IdentityLoss", "MSE", "L2", "L1", "L1Ensemble",
+                  "SmoothL1"}
+    eval_names = {"MultinomialAccuracy", "MultinomialEntropy", "BinomialAccuracy", "ContinuousAccuracy",
+                  "ContinuousErrorMag", "MultinomialAccuracyEnsemble", "MultinomialEntropyEnsemble",
+                  "ContinuousAccuracyEnsemble", "ContinuousErrorMagEnsemble"}
     assert loss_names <= set(losses.LOSSES) and eval_names <= set(losses.EVALS)
 
 
