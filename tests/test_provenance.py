@@ -1,0 +1,122 @@
+"""Provenance: versions, the project's git state and its uncommitted changes, never an exception."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dlscaffold import __version__, provenance
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
+                            stdin=subprocess.DEVNULL)
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository holding a committed project folder ``proj`` (runs/ ignored)."""
+    root = tmp_path / "repo"
+    project = root / "proj"
+    project.mkdir(parents=True)
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "test@example.com")
+    git(root, "config", "user.name", "Test")
+    git(root, "config", "commit.gpgsign", "false")
+    (project / "models.py").write_text("WIDTH = 8\n")
+    (project / ".gitignore").write_text("runs/\n")
+    (root / "outside.txt").write_text("not the project\n")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "initial")
+    return project
+
+
+def test_collect_clean_repo(repo: Path) -> None:
+    info = provenance.collect(repo, ["dlscaffold", "train", "config.yml"], "cpu")
+    assert info["git"] == {"commit": git(repo, "rev-parse", "HEAD"), "dirty": False}
+    assert info["command"] == ["dlscaffold", "train", "config.yml"]
+    assert info["dlscaffold"] == __version__
+    assert info["python"].count(".") == 2
+    assert info["torch"] and info["host"] and info["device_name"]
+    assert info["template"] is None
+    json.dumps(info, allow_nan=False)  # JSON-safe
+    run_dir = repo / "runs" / "20260101_1"
+    run_dir.mkdir(parents=True)
+    assert provenance.write_git_diff(repo, run_dir) is False
+    assert not (run_dir / "git.diff").exists()
+
+
+def test_dirty_repo_diff(repo: Path) -> None:
+    commit = git(repo, "rev-parse", "HEAD")
+    (repo / "models.py").write_text("WIDTH = 16\n")
+    (repo / "notes.txt").write_text("new\n")
+    (repo.parent / "outside.txt").write_text("changed outside the project\n")
+    info = provenance.collect(repo, [], None)
+    assert info["git"] == {"commit": commit, "dirty": True}
+    run_dir = repo / "runs" / "20260101_1"
+    run_dir.mkdir(parents=True)
+    assert provenance.write_git_diff(repo, run_dir) is True
+    diff = (run_dir / "git.diff").read_text()
+    assert "-WIDTH = 8" in diff and "+WIDTH = 16" in diff
+    assert "notes.txt" in diff
+    assert "outside.txt" not in diff  # scoped to the project folder
+    assert not (run_dir / "git.diff.tmp").exists()
+    # the saved diff restores the tracked changes on the recorded commit
+    git(repo, "checkout", "-q", "--", "models.py")
+    git(repo, "apply", str(run_dir / "git.diff"))
+    assert (repo / "models.py").read_text() == "WIDTH = 16\n"
+
+
+def test_only_untracked_files_outside_the_run_folder_count(repo: Path) -> None:
+    run_dir = repo / "logs" / "20260101_1"  # a logging folder that git does not ignore
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yml").write_text("a: 1\n")
+    assert provenance.write_git_diff(repo, run_dir) is False
+    (repo / "extra.py").write_text("X = 1\n")
+    assert provenance.write_git_diff(repo, run_dir) is True
+    diff = (run_dir / "git.diff").read_text()
+    assert "extra.py" in diff and "config.yml" not in diff
+
+
+def test_not_a_repo(tmp_path: Path) -> None:
+    project = tmp_path / "plain"
+    project.mkdir()
+    info = provenance.collect(project, ["x"], "cpu")
+    assert info["git"] is None
+    assert provenance.write_git_diff(project, project) is False
+
+
+def test_missing_git_or_folder_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert provenance.git_state(tmp_path / "gone") is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert provenance.git_state(tmp_path) is None
+    assert provenance.write_git_diff(tmp_path, tmp_path) is False
+
+
+def test_git_timeout_gives_null(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def hang(*args: object, **kwargs: object) -> None:
+        raise subprocess.TimeoutExpired(cmd="git", timeout=provenance.GIT_TIMEOUT_S)
+
+    monkeypatch.setattr(provenance.subprocess, "run", hang)
+    assert provenance.git_state(repo) is None
+
+
+def test_template_answers(tmp_path: Path) -> None:
+    (tmp_path / ".copier-answers.yml").write_text(
+        "# Changes here will be overwritten by Copier\n"
+        "_commit: v0.2.0\n_src_path: gh:org/dlscaffold\nproject_name: X\n")
+    info = provenance.collect(tmp_path, [], "cpu")
+    assert info["template"] == {"src_path": "gh:org/dlscaffold", "commit": "v0.2.0"}
+
+
+@pytest.mark.parametrize("text", ["_commit: [unclosed\n", "- a list\n", ""])
+def test_broken_answers_file_is_ignored(tmp_path: Path, text: str) -> None:
+    (tmp_path / ".copier-answers.yml").write_text(text)
+    assert provenance.template_answers(tmp_path) is None

@@ -1,0 +1,160 @@
+"""``dlscaffold runs``: run folders summarised from their files, sorted, as a table or strict JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+
+from dlscaffold.errors import UserError
+from dlscaffold.runs import format_table, list_runs, sort_runs, to_json
+
+
+def make_run(logs: Path, name: str, info: dict[str, Any] | str | None, rows: list[dict[str, Any]],
+             notes: str | None = None) -> Path:
+    """A hand-made run folder; ``info`` is run.json (a str is written as is, None leaves it out)."""
+    run = logs / name
+    (run / "checkpoints").mkdir(parents=True)
+    config = {"logging_params": {"logging_dir": str(logs)}}
+    if notes is not None:
+        config["logging_params"]["run_notes"] = notes
+    (run / "config.yml").write_text(yaml.safe_dump(config))
+    (run / "idx_dict.json").write_text(json.dumps({"train": [0, 1], "val": [2], "dev": [0]}))
+    if info is not None:
+        (run / "run.json").write_text(info if isinstance(info, str) else json.dumps(info))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def rows_for(epochs: int, acc: list[float]) -> list[dict[str, Any]]:
+    out = []
+    for epoch in range(1, epochs + 1):
+        out.append({"epoch": epoch, "split": "train", "step": 10 * epoch, "Classifier/loss": 1.0 / epoch})
+        if epoch <= len(acc):
+            out.append({"epoch": epoch, "split": "val", "step": 10 * epoch, "Classifier/acc": acc[epoch - 1],
+                        "Classifier/loss": 2.0 / epoch})
+    return out
+
+
+def info(status: str, best: dict[str, Any] | None, started: str, ended: str | None, **extra: Any) -> dict[str, Any]:
+    return {"project_dir": "..", "dlscaffold_version": "0.1.0", "status": status, "best": best,
+            "started": started, "ended": ended, "provenance": {}, **extra}
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    logs = tmp_path / "runs"
+    make_run(logs, "20261127_1_baseline", info("completed", {"epoch": 3, "metric": "Classifier/acc", "value": 0.9},
+                                               "2026-11-27T09:00:00+00:00", "2026-11-27T09:10:00+00:00"),
+             rows_for(3, [0.5, 0.9, 0.8]), notes="baseline")
+    make_run(logs, "20261127_2", info("failed", None, "2026-11-27T10:00:00+00:00", "2026-11-27T10:00:30+00:00",
+                                      error="RuntimeError: CUDA out of memory"),
+             rows_for(1, []))
+    make_run(logs, "20261127_10_wide", info("interrupted", {"epoch": 1, "metric": "Classifier/acc", "value": 0.95},
+                                            "2026-11-27T11:00:00+00:00", "2026-11-27T11:02:00+00:00"),
+             rows_for(2, [0.95]) + [{"epoch": 3, "split": "val", "step": 30, "Classifier/acc": float("nan")}],
+             notes="wide [net]")
+    make_run(logs, "20261128_1", '{"status": "completed", ', rows_for(2, [0.7, 0.75]))  # broken run.json
+    (logs / "not_a_run").mkdir()
+    (logs / "not_a_run" / "config.yml").write_text("a: 1\n")
+    (logs / "stray.txt").write_text("x")
+    return logs
+
+
+def listed(logs: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    warnings: list[str] = []
+    return list_runs(logs, warnings.append), warnings
+
+
+def test_list_runs(logs: Path) -> None:
+    rows, warnings = listed(logs)
+    assert [r["run"] for r in rows] == ["20261127_1_baseline", "20261127_2", "20261127_10_wide", "20261128_1"]
+    assert all(list(r) == ["run", "status", "epochs", "best", "last_val", "seconds", "run_notes"] for r in rows)
+    done, failed, stopped, broken = rows
+    assert done == {"run": "20261127_1_baseline", "status": "completed", "epochs": 3,
+                    "best": {"epoch": 3, "metric": "Classifier/acc", "value": 0.9},
+                    "last_val": {"Classifier/acc": 0.8, "Classifier/loss": 2.0 / 3}, "seconds": 600.0,
+                    "run_notes": "baseline"}
+    assert (failed["status"], failed["epochs"], failed["last_val"], failed["seconds"]) == ("failed", 1, {}, 30.0)
+    assert failed["best"] is None and failed["run_notes"] == ""
+    assert stopped["status"] == "interrupted" and stopped["epochs"] == 2 and stopped["seconds"] == 120.0
+    assert broken["status"] == "unknown" and broken["best"] is None and broken["seconds"] is None
+    assert broken["epochs"] == 2 and broken["last_val"]["Classifier/acc"] == 0.75
+    assert len(warnings) == 1 and "20261128_1" in warnings[0] and "run.json" in warnings[0]
+
+
+def test_old_and_running_runs(tmp_path: Path) -> None:
+    make_run(tmp_path, "20250101_1", {"project_dir": "..", "dlscaffold_version": "0.0.1"}, [])
+    make_run(tmp_path, "20250101_2", info("running", None, "2025-01-01T09:00:00+00:00", None), rows_for(1, [0.1]))
+    make_run(tmp_path, "20250101_3", None, [])
+    rows, warnings = listed(tmp_path)
+    assert [(r["status"], r["seconds"], r["epochs"]) for r in rows] == [
+        ("unknown", None, 0), ("running", None, 1), ("unknown", None, 0)]
+    assert warnings == []
+
+
+def test_broken_metrics_gives_one_warning(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "20250101_1", info("running", None, "2025-01-01T09:00:00+00:00", None), rows_for(2, [0.3]))
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 3, "split": "tr\n[1, 2]\n')
+    rows, warnings = listed(tmp_path)
+    assert rows[0]["epochs"] == 2 and rows[0]["last_val"]["Classifier/acc"] == 0.3
+    assert len(warnings) == 1 and "metrics.jsonl" in warnings[0]
+
+
+def test_missing_logging_dir(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        list_runs(tmp_path / "nope", print)
+    assert len(err.value.problems) == 1 and "nope" in err.value.problems[0]
+
+
+def names(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["run"] for r in rows]
+
+
+def test_sort(logs: Path) -> None:
+    rows, _ = listed(logs)
+    assert names(sort_runs(rows)) == names(rows)
+    assert names(sort_runs(rows, "-run"))[0] == "20261128_1"
+    assert names(sort_runs(rows, "epochs")) == ["20261127_1_baseline", "20261127_10_wide", "20261128_1", "20261127_2"]
+    assert names(sort_runs(rows, "seconds")) == ["20261127_1_baseline", "20261127_10_wide", "20261127_2", "20261128_1"]
+    assert names(sort_runs(rows, "best")) == ["20261127_10_wide", "20261127_1_baseline", "20261127_2", "20261128_1"]
+    # NaN and missing values last, whichever the direction
+    assert names(sort_runs(rows, "val:Classifier/acc")) == [
+        "20261127_1_baseline", "20261128_1", "20261127_2", "20261127_10_wide"]
+    assert names(sort_runs(rows, "-val:Classifier/acc")) == [
+        "20261128_1", "20261127_1_baseline", "20261127_2", "20261127_10_wide"]
+    assert names(sort_runs(rows, "status"))[:2] == ["20261127_1_baseline", "20261127_2"]
+
+
+def test_sort_unknown_key(logs: Path) -> None:
+    rows, _ = listed(logs)
+    with pytest.raises(UserError) as err:
+        sort_runs(rows, "epoch")
+    assert len(err.value.problems) == 1
+    assert "did you mean 'epochs'" in err.value.problems[0] and "seconds" in err.value.problems[0]
+    with pytest.raises(UserError, match="Classifier/acc"):
+        sort_runs(rows, "val:Classifier/ac")
+
+
+def test_json_is_strict(logs: Path) -> None:
+    rows, _ = listed(logs)
+    text = to_json(rows)
+    assert "NaN" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert data[2]["last_val"] == {"Classifier/acc": None}
+    assert data[0]["best"]["value"] == 0.9
+
+
+def test_table(logs: Path) -> None:
+    rows, _ = listed(logs)
+    console = Console(width=250, record=True, color_system=None)
+    console.print(format_table(rows))
+    text = console.export_text()
+    for cell in ("run", "last val", "notes", "20261127_10_wide", "completed", "interrupted", "unknown",
+                 "3: Classifier/acc=0.9", "Classifier/loss=0.6667", "wide [net]", "600"):
+        assert cell in text, cell
