@@ -1,29 +1,28 @@
-"""``dlscaffold arch``: print the layer plan of a size-driven module, without training anything.
+"""The layer plan of a size-driven module, as a table, without training anything.
 
-Example::
+:func:`plan_table` backs ``dlscaffold arch`` (declared in :mod:`dlscaffold.cli`, which prints the
+table)::
 
     dlscaffold arch conv2d --input 3,32,32 --output 64,1,1
     dlscaffold arch resnetfcn --input 64 --output 10 --num-layers 3
 
 The table shows one row per entry of ``module.plan`` with the parameters of the block built from
 it, and the total, which equals ``sum(p.numel() for p in module.parameters())``. Sizes the
-heuristic cannot serve print a one-line error naming sizes that would work, with exit code 2.
+heuristic cannot serve raise a :class:`~dlscaffold.errors.UserError` naming sizes that would work.
 
-Registered by the CLI as ``app.command("arch")(arch)``. torch is imported inside the command, so
-importing this module, and so starting the CLI, stays cheap.
+torch and rich are imported inside :func:`plan_table`, so importing this module, and so starting
+the CLI, stays cheap.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
+from dlscaffold.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
+    from rich.table import Table
     from torch import nn
 
 
@@ -57,52 +56,28 @@ _OPTION_KINDS = {
 _PART_NAMES = {"norm": "bn"}
 
 
-def arch(
-    kind: Annotated[ArchKind, typer.Argument(help="Which module to plan.")],
-    input_size: Annotated[
-        str,
-        typer.Option(
-            "--input",
-            help="Input size, comma-separated: C,H,W (conv2d, deconv2d), C,L (conv1d, "
-            "deconv1d) or a feature count (fcn, resnetfcn).",
-        ),
-    ],
-    output_size: Annotated[
-        str, typer.Option("--output", help="Output size, in the same layout as --input.")
-    ],
-    num_layers: Annotated[
-        int | None,
-        typer.Option(min=1, help="Linear layers, fcn and resnetfcn only (default 2)."),
-    ] = None,
-    hidden_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Hidden width, fcn only (default max(input, output))."),
-    ] = None,
-    batchnorm: Annotated[
-        bool | None,
-        typer.Option(
-            "--batchnorm/--no-batchnorm",
-            help="BatchNorm in hidden layers (default on, off for resnetfcn).",
-        ),
-    ] = None,
-    nonlinear: Annotated[
-        bool,
-        typer.Option("--nonlinear", help="Norm/activation/dropout after the last layer too."),
-    ] = False,
-    dropout: Annotated[
-        bool, typer.Option("--dropout", help="Dropout after each activation.")
-    ] = False,
-    adaptive_pool: Annotated[
-        bool,
-        typer.Option(
-            "--adaptive-pool",
-            help="Reach sizes the strides cannot by adaptive pooling (conv kinds).",
-        ),
-    ] = False,
-) -> None:
-    """Print the layers a module would build from the given sizes, with parameter counts."""
-    # Options left at their defaults are not passed on: each module keeps its own default, and
-    # an option a kind does not take is an error only when the user actually gave it.
+def plan_table(
+    kind: ArchKind | str,
+    input_size: str,
+    output_size: str,
+    num_layers: int | None = None,
+    hidden_size: int | None = None,
+    batchnorm: bool | None = None,
+    nonlinear: bool = False,
+    dropout: bool = False,
+    adaptive_pool: bool = False,
+) -> Table:
+    """The layers a module of ``kind`` would build between the comma-separated sizes, as a rich table.
+
+    Options left at their defaults (None, False) are not passed on: each module keeps its own
+    default, and an option a kind does not take is an error only when it is given. Raises
+    :class:`UserError` for sizes or options that do not fit.
+    """
+    kinds = [k.value for k in ArchKind]
+    if str(getattr(kind, "value", kind)) not in kinds:
+        raise UserError(f"unknown module kind '{kind}'; {did_you_mean(str(kind), kinds)}expected one of: "
+                        f"{', '.join(kinds)}")
+    kind = ArchKind(getattr(kind, "value", kind))
     options: dict[str, object] = {"nonlinear": nonlinear, "dropout": dropout}
     if batchnorm is not None:
         options["batchnorm"] = batchnorm
@@ -117,16 +92,9 @@ def arch(
         size_out = _parse_size(output_size, "--output")
         module = _build(kind, size_in, size_out, options)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc)) from None
     title = f"{_CLASS_NAMES[kind]} {_shape(size_in)} -> {_shape(size_out)}"
-    table = _dense_table(module, title) if kind in _DENSE else _conv_table(module, title)
-    console = Console()
-    # Never squeeze the table below its natural width: a narrow terminal then wraps lines
-    # instead of rich cutting digits off the parameter counts.
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    console.width = max(console.width, natural)
-    console.print(table)
+    return _dense_table(module, title) if kind in _DENSE else _conv_table(module, title)
 
 
 def _parse_size(text: str, flag: str) -> tuple[int, ...]:
@@ -178,6 +146,8 @@ def _parts(block: nn.Module, first: str) -> str:
 
 def _table(title: str, *headers: str) -> Table:
     """A table with the given column headers and a right-aligned "params" column last."""
+    from rich.table import Table
+
     table = Table(title=title)
     for header in headers:
         table.add_column(header, no_wrap=True)
@@ -187,7 +157,7 @@ def _table(title: str, *headers: str) -> Table:
 
 def _conv_table(module: nn.Module, title: str) -> Table:
     table = _table(title, "#", "layers", "channels", "kernel", "stride", "pad", "output")
-    for i, (spec, block) in enumerate(zip(module.plan, module.blocks)):
+    for i, (spec, block) in enumerate(zip(module.plan, module.blocks, strict=True)):
         table.add_row(
             str(i),
             _parts(block, spec.kind),
@@ -205,7 +175,7 @@ def _conv_table(module: nn.Module, title: str) -> Table:
 
 def _dense_table(module: nn.Module, title: str) -> Table:
     table = _table(title, "#", "kind", "layers", "features")
-    for i, (spec, block) in enumerate(zip(module.plan, module.blocks)):
+    for i, (spec, block) in enumerate(zip(module.plan, module.blocks, strict=True)):
         table.add_row(
             str(i),
             spec.kind,

@@ -1,40 +1,82 @@
-"""``dlscaffold new`` and ``dlscaffold update``: generate a project from the template, update it later.
+"""Generate a project from the template (:func:`new_project`) and update it later (:func:`update_project`).
 
-Both wrap copier (imported inside the commands, so ``dlscaffold --help`` stays fast) and never
-prompt: questions not answered with ``--data key=value`` take their defaults. The template is the
+Plain functions around copier (imported inside them, so ``dlscaffold --help`` stays fast); the
+``new`` and ``update`` commands in :mod:`dlscaffold.cli` call them and print the results. They never
+prompt: questions not answered with ``key=value`` data take their defaults. The template is the
 dlscaffold repository itself (``copier.yml`` at its root renders ``template/``); by default the
 checkout the running dlscaffold is installed from, at ``HEAD``.
 
-``update`` checks first what copier would otherwise report late or not at all (a project outside
-git, uncommitted changes, no answers file, a template source without version tags), then runs
-copier's 3-way merge. Copier exits normally even when it leaves conflict markers, so ``update``
-scans the files it changed and exits with :data:`CONFLICT_EXIT_CODE` when any has some.
+A template version is a git commit of the template repository. Copier records it as ``_commit``
+in the project's ``.copier-answers.yml`` the way ``git describe --tags --always`` names it: a tag
+where the commit has one, else a commit hash (a repository without tags works). On top of copier:
+
+- ``_commit`` always names a commit that exists in the template repository. Copier renders the
+  uncommitted changes of a local template too and would record a commit made up for them; the
+  project records the last commit (``HEAD``) instead, with a note: those changes belong to no
+  template version, so the next update treats them as the user's own edits.
+- A relative ``_src_path`` is relative to the project folder (copier alone reads it against the
+  current directory), and an update keeps it as written, so a template checkout and the projects
+  inside or beside it can move together.
+- An update checks first what copier would report late or not at all (a project outside git,
+  uncommitted changes in the project folder, no answers file, a template source that is gone);
+  afterwards it lists the files it changed and the config values that changed, keeps any file the
+  template no longer has that the user edited, and finds the conflict markers copier left
+  (copier itself exits normally then): the CLI exits with :data:`CONFLICT_EXIT_CODE`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 import yaml
 
 from dlscaffold.errors import UserError, did_you_mean
 
 ANSWERS_FILE = ".copier-answers.yml"
-# `dlscaffold update` left conflict markers to resolve; 2 means it could not run at all.
+CONFIG_FILE = "config.yml"
+# `dlscaffold update` left conflicts to resolve; 2 means it could not run at all.
 CONFLICT_EXIT_CODE = 3
 _URL = re.compile(r"^(gh:|gl:|git@|git\+|[a-z][a-z0-9+.-]*://)")
 _MARKER = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
+_ABSENT = "(absent)"
 
-DataOption = Annotated[Optional[list[str]], typer.Option(
-    "--data", "-d", help="Answer a template question: key=value (repeatable).", show_default=False)]
-VcsRefOption = Annotated[str, typer.Option(
-    "--vcs-ref", help="Template version: a tag, branch or commit of the template's git repository.")]
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+
+@dataclass
+class NewResult:
+    """What :func:`new_project` made."""
+
+    target: Path  # the project folder
+    source: str  # the template: an absolute path or a URL
+    src_path: str  # the template source as recorded (``_src_path``): relative to the project, absolute, a URL
+    commit: str | None  # the template version recorded (``_commit``); None for a template outside git
+    notes: list[str] = field(default_factory=list)  # what the user should know, one line each
+
+
+@dataclass
+class UpdateResult:
+    """What :func:`update_project` did."""
+
+    project: Path
+    before: str | None  # template version before the update
+    after: str | None  # template version recorded now
+    changed: list[tuple[str, str]] = field(default_factory=list)  # (modified/added/deleted/conflict, path)
+    config_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (dotted key, old, new)
+    conflicts: list[str] = field(default_factory=list)  # files with conflict markers, .rej files
+    kept: list[str] = field(default_factory=list)  # edited files the template no longer has, kept
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.before == self.after and not self.changed and not self.kept
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -49,6 +91,32 @@ def _is_git_root(path: Path) -> bool:
     return top.returncode == 0 and Path(top.stdout.strip()).resolve() == path.resolve()
 
 
+def _commit_exists(repo: Path, ref: str) -> bool:
+    return _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode == 0
+
+
+def _describe(repo: Path, ref: str) -> str | None:
+    """``ref`` named as copier names versions: its tag, ``tag-N-gHASH``, or a short hash."""
+    done = _git(repo, "describe", "--tags", "--always", ref)
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def _is_dirty(path: Path, *paths: str) -> bool:
+    """Whether the given paths (default: the folder ``path``) have uncommitted changes."""
+    return bool(_git(path, "status", "--porcelain", "--", *(paths or (".",))).stdout.strip())
+
+
+@contextmanager
+def _copier_quietly() -> Iterator[None]:
+    """Copier warns that a local template has uncommitted changes; :func:`_template_notes` says
+    so in one line, with what it means for the recorded version."""
+    from copier.errors import DirtyLocalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DirtyLocalWarning)
+        yield
+
+
 def default_template() -> Path:
     """The dlscaffold checkout this package runs from: the folder holding ``copier.yml``."""
     import dlscaffold
@@ -61,7 +129,7 @@ def default_template() -> Path:
 
 
 def _template_source(template: str | None) -> str:
-    """An absolute path (recorded as ``_src_path``, so updates work from any folder) or a URL."""
+    """An absolute path (what copier is given) or a URL."""
     if template is None:
         return str(default_template())
     if _URL.match(template):
@@ -73,7 +141,44 @@ def _template_source(template: str | None) -> str:
     return str(path)
 
 
-def _parse_data(items: list[str], questions: dict[str, Any] | None) -> dict[str, str]:
+def _recorded_source(template: str | None, source: str, target: Path) -> str:
+    """The ``_src_path`` to record: relative to the project folder where the user gave a relative
+    ``--template``, or where the default template (the installed checkout) holds the project;
+    otherwise the absolute path (or the URL)."""
+    if _URL.match(source):
+        return source
+    given_relative = template is not None and not Path(template).expanduser().is_absolute()
+    inside_default = template is None and target.is_relative_to(source)
+    return os.path.relpath(source, target) if given_relative or inside_default else source
+
+
+def _resolve_source(src: str, project: Path) -> str:
+    """A recorded ``_src_path`` as a URL or an absolute path; a relative one is relative to the project."""
+    if _URL.match(src):
+        return src
+    path = Path(src).expanduser()
+    return str(path if path.is_absolute() else (project / path).resolve())
+
+
+def _template_config(source: str) -> dict[str, Any] | None:
+    """A local template's ``copier.yml`` (None for a URL: known only after cloning)."""
+    if _URL.match(source):
+        return None
+    path = Path(source) / "copier.yml"
+    path = path if path.is_file() else path.with_suffix(".yaml")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read the template's questions ({exc})") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _questions(source: str) -> dict[str, Any] | None:
+    config = _template_config(source)
+    return None if config is None else {k: v for k, v in config.items() if not str(k).startswith("_")}
+
+
+def _parse_data(items: Sequence[str], questions: dict[str, Any] | None) -> dict[str, str]:
     """``key=value`` strings -> answers (copier casts them to each question's type)."""
     data, problems = {}, []
     for item in items:
@@ -89,19 +194,6 @@ def _parse_data(items: list[str], questions: dict[str, Any] | None) -> dict[str,
     if problems:
         raise UserError(*problems)
     return data
-
-
-def _questions(source: str) -> dict[str, Any] | None:
-    """The questions of a local template (None for a URL: known only after cloning)."""
-    if _URL.match(source):
-        return None
-    path = Path(source) / "copier.yml"
-    path = path if path.is_file() else path.with_suffix(".yaml")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot read the template's questions ({exc})") from None
-    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def _copier_errors() -> tuple[type[Exception], ...]:
@@ -131,23 +223,86 @@ def _read_answers(project: Path) -> dict[str, Any]:
     return answers if isinstance(answers, dict) else {}
 
 
-def _check_template_source(src: str, commit: str | None) -> None:
-    """A local template source must be a git repository root with version tags."""
-    if _URL.match(src):
-        return  # a remote: copier reports what is wrong with it
-    path = Path(src).expanduser()
-    where = f"the template source in {ANSWERS_FILE}"
-    if not path.is_dir():
-        raise UserError(f"{where}, '{src}', does not exist; set _src_path there to the path or URL of a dlscaffold checkout")
+def _set_answers(project: Path, values: dict[str, str]) -> None:
+    """Rewrite the given keys' lines of the answers file, leaving the rest as copier wrote it."""
+    path = project / ANSWERS_FILE
+    text = path.read_text()
+    for key, value in values.items():
+        line = yaml.safe_dump({key: value}, width=1_000_000).strip()
+        text, found = re.subn(rf"^{re.escape(key)}:.*$", lambda _, line=line: line, text, count=1, flags=re.MULTILINE)
+        if not found:
+            text = text.rstrip("\n") + "\n" + line + "\n"
+    path.write_text(text)
+
+
+def _existing_commit(source: str, written: Any, ref: str) -> str | None:
+    """The version to record: what copier wrote where the template has that commit, else ``ref``'s
+    commit (copier made one up for uncommitted template changes)."""
+    if written is None or _URL.match(source):
+        return None if written is None else str(written)
+    if _commit_exists(Path(source), str(written)):
+        return str(written)
+    return _describe(Path(source), ref) or str(written)
+
+
+def _template_paths(repo: Path) -> list[str]:
+    """Git pathspecs of the files a template renders from: ``copier.yml`` and its ``_subdirectory``
+    (all of the repository where it has none). Changes elsewhere, such as dlscaffold's own code in
+    the same repository, change no project."""
+    subdirectory = str((_template_config(str(repo)) or {}).get("_subdirectory") or "").strip("/")
+    return [":(top)copier.yml", ":(top)copier.yaml", f":(top){subdirectory}"] if subdirectory else [":(top)"]
+
+
+def _template_notes(source: str, vcs_ref: str) -> list[str]:
+    """What the user should know about a local template before using it, one line each."""
+    if _URL.match(source):
+        return []
+    path = Path(source)
     if not _is_git_root(path):
-        raise UserError(f"{where}, '{src}', is not a git repository; updates need the template's version history: "
-                        "point _src_path at a git checkout of dlscaffold")
-    if not _git(path, "tag", "--list").stdout.strip():
-        raise UserError(f"{where}, '{src}', has no version tags; updates compare tagged template versions: "
-                        "tag a commit there (git tag v0.1.0) or point _src_path at a release checkout")
-    if commit and _git(path, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").returncode != 0:
-        raise UserError(f"{ANSWERS_FILE}: _commit '{commit}' is not in '{src}' (was the project made from uncommitted "
-                        "template changes?); set _commit to the template tag the project was made from")
+        return [f"{source} is not a git repository: this project cannot be updated from it"]
+    if vcs_ref == "HEAD" and _is_dirty(path, *_template_paths(path)):
+        return [f"the template at {source} has uncommitted changes: they are copied, but they belong to no "
+                f"template version, so the project records the last commit ({_describe(path, 'HEAD')}) "
+                "and later updates treat them as your own edits"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------- new
+
+
+def new_project(dest: Path, data: Sequence[str] = (), template: str | None = None,
+                vcs_ref: str = "HEAD") -> NewResult:
+    """Render the template into the new folder ``dest`` with the ``key=value`` answers in ``data``.
+
+    ``template`` is a path or git URL of a dlscaffold checkout (default: the installed one), taken at
+    ``vcs_ref``. Raises :class:`UserError` for a taken folder, a bad answer or a copier failure.
+    """
+    import copier
+
+    target = dest.expanduser().resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{dest}: already exists and is not empty; choose a new folder")
+    source = _template_source(template)
+    answers = _parse_data(data, _questions(source))
+    notes = _template_notes(source, vcs_ref)  # before copying: a project made inside the checkout dirties it
+    try:
+        with _copier_quietly():
+            copier.run_copy(source, target, data=answers, vcs_ref=vcs_ref, defaults=True,
+                            user_defaults={"project_name": target.name}, unsafe=False, quiet=True)
+    except _copier_errors() as exc:  # copier, git or a question's validator; copier removed the folder
+        raise _copier_error(exc, "dlscaffold new") from exc
+    if not (target / ANSWERS_FILE).is_file():
+        return NewResult(target, source, source, None, notes)
+    recorded = _read_answers(target)
+    fixes = {"_src_path": _recorded_source(template, source, target)}
+    commit = _existing_commit(source, recorded.get("_commit"), vcs_ref)
+    if commit is not None:
+        fixes["_commit"] = commit
+    _set_answers(target, fixes)
+    return NewResult(target, source, fixes["_src_path"], commit, notes)
+
+
+# ------------------------------------------------------------------------------------- update
 
 
 def _check_project(project: Path) -> None:
@@ -156,9 +311,97 @@ def _check_project(project: Path) -> None:
     if _git(project, "rev-parse", "--is-inside-work-tree").returncode != 0:
         raise UserError(f"{project}: not a git repository; updates merge through git: "
                         "run `git init && git add -A && git commit -m 'Initial project'` first")
-    if _git(project, "status", "--porcelain").stdout.strip():
+    if _is_dirty(project):  # the project folder's own files: a repository around it may hold others
         raise UserError(f"{project}: uncommitted changes; commit or stash your changes first, "
                         "so that the update can be reviewed with `git diff`")
+
+
+def _check_template_source(source: str, written: str, commit: str | None) -> None:
+    """A local template source must be a git repository root holding the recorded commit."""
+    if _URL.match(source):
+        return  # a remote: copier reports what is wrong with it
+    path = Path(source)
+    where = f"the template source in {ANSWERS_FILE}, '{written}'"
+    if written != source:
+        where += f" ({source}: a relative _src_path is relative to the project folder)"
+    if not path.is_dir():
+        raise UserError(f"{where}, does not exist; set _src_path there to the path (absolute, or relative to the "
+                        "project folder) or URL of a dlscaffold checkout")
+    if not _is_git_root(path):
+        raise UserError(f"{where}, is not a git repository; updates need the template's version history: "
+                        "point _src_path at a git checkout of dlscaffold")
+    if commit and not _commit_exists(path, commit):
+        raise UserError(f"{ANSWERS_FILE}: _commit '{commit}' is not a commit of '{written}'; "
+                        "set _commit to the template commit or tag the project was made from")
+
+
+def _run_copier_update(project: Path, answers: dict[str, str], vcs_ref: str) -> None:
+    """copier's 3-way merge, run from the project folder: copier reads a relative ``_src_path``
+    against the current directory, and ours are relative to the project folder."""
+    import copier
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(project)
+        with _copier_quietly():
+            copier.run_update(project, data=answers, vcs_ref=vcs_ref, defaults=True, overwrite=True,
+                              conflict="inline", unsafe=False, quiet=True)
+    except _copier_errors() as exc:
+        raise _copier_error(exc, "dlscaffold update") from exc
+    finally:
+        os.chdir(cwd)
+
+
+def _same_template(repo: Path, old: str, new: str) -> bool:
+    """Whether the template's files are equal at both commits."""
+    return _git(repo, "diff", "--quiet", old, new, "--", *_template_paths(repo)).returncode == 0
+
+
+def _record_version(project: Path, written_src: str, source: str, before: str | None, vcs_ref: str) -> str | None:
+    """Fix what copier wrote into the answers file: the ``_src_path`` as it was, a ``_commit`` that
+    exists, and the old ``_commit`` where the template's files did not change (a later commit that
+    changed only other files of the template repository is no new version)."""
+    after = _existing_commit(source, _read_answers(project).get("_commit"), vcs_ref)
+    if before and after and not _URL.match(source) and _same_template(Path(source), before, after):
+        after = before
+    fixes = {"_src_path": written_src}
+    if after is not None:
+        fixes["_commit"] = after
+    _set_answers(project, fixes)
+    return after
+
+
+def _git_bytes(project: Path, *args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, stdin=subprocess.DEVNULL).stdout
+
+
+def _keep_edited_files(project: Path, answers: dict[str, Any], source: str, before: str | None) -> list[str]:
+    """Files the update deleted (the new template version no longer has them) that the user had
+    edited since generation: restored from ``HEAD``. An unedited file stays deleted.
+
+    Edited means: its committed content differs from the old template version rendered afresh with
+    the project's answers (rendered only when the update deleted something)."""
+    out = _git(project, "diff", "--name-only", "-z", "--diff-filter=D", "--relative", "HEAD").stdout
+    deleted = [name for name in out.split("\0") if name]
+    if not deleted or before is None:
+        return []
+    import copier
+
+    data = {k: v for k, v in answers.items() if not str(k).startswith("_")}
+    kept = []
+    with tempfile.TemporaryDirectory(prefix="dlscaffold-old-") as tmp:
+        old = Path(tmp) / project.name
+        try:
+            with _copier_quietly():
+                copier.run_copy(source, old, data=data, vcs_ref=before, defaults=True, unsafe=False, quiet=True)
+        except _copier_errors():
+            pass  # the old version does not render: keep every deleted file, as edited
+        for name in deleted:
+            rendered = old / name
+            if not rendered.is_file() or rendered.read_bytes() != _git_bytes(project, "show", f"HEAD:./{name}"):
+                _git(project, "checkout", "HEAD", "--", name)
+                kept.append(name)
+    return kept
 
 
 def conflicted_files(project: Path) -> list[str]:
@@ -173,115 +416,85 @@ def conflicted_files(project: Path) -> list[str]:
     return conflicted
 
 
-# ----------------------------------------------------------------------------------- commands
+def changed_files(project: Path) -> list[tuple[str, str]]:
+    """``(what, path)`` for each file of the project folder that differs from ``HEAD``; paths relative
+    to the project, ``what`` one of modified, added, deleted, renamed, conflict."""
+    prefix = _git(project, "rev-parse", "--show-prefix").stdout.strip()
+    entries = _git(project, "status", "--porcelain", "-z", "--untracked-files=all", "--", ".").stdout.split("\0")
+    words = {"M": "modified", "T": "modified", "A": "added", "?": "added", "D": "deleted", "R": "renamed",
+             "C": "added"}
+    changed, skip_next = [], False
+    for entry in entries:
+        if skip_next or not entry:
+            skip_next = False
+            continue
+        code, path = entry[:2], entry[3:]
+        skip_next = code[0] in "RC"  # -z puts the original path of a rename next
+        what = "conflict" if "U" in code or code in ("AA", "DD") else words.get(code.strip()[:1], code.strip())
+        changed.append((what, path[len(prefix):] if path.startswith(prefix) else path))
+    return changed
 
 
-def new(
-    dest: Annotated[Path, typer.Argument(help="Folder to create; its name is the default project name.", show_default=False)],
-    data: DataOption = None,
-    defaults: Annotated[bool, typer.Option(
-        "--defaults", help="Take the default of every question not answered with --data. "
-                           "dlscaffold new never prompts, so this is always the case; accepted as in copier.")] = False,
-    template: Annotated[Optional[str], typer.Option(
-        "--template", help="Template source: path or git URL of a dlscaffold checkout "
-                           "(default: the checkout this dlscaffold is installed from).", show_default=False)] = None,
-    vcs_ref: VcsRefOption = "HEAD",
-    debug: DebugOption = False,
-) -> None:
-    """Generate a new project from the dlscaffold template (offline, without questions)."""
-    from dlscaffold.cli import _run
-
-    def action() -> None:
-        import copier
-        from copier.errors import DirtyLocalWarning
-
-        target = dest.expanduser().resolve()
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise UserError(f"{dest}: already exists and is not empty; choose a new folder")
-        source = _template_source(template)
-        answers = _parse_data(list(data or []), _questions(source))
-        notes = _template_notes(source)  # before copying: a project made inside the checkout dirties it
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DirtyLocalWarning)  # said below, with what it means
-                copier.run_copy(source, target, data=answers, vcs_ref=vcs_ref, defaults=True,
-                                user_defaults={"project_name": target.name}, unsafe=False, quiet=True)
-        except _copier_errors() as exc:  # copier, git or a question's validator; copier removed the folder
-            raise _copier_error(exc, "dlscaffold new") from exc
-        answers_path = target / ANSWERS_FILE
-        recorded = (yaml.safe_load(answers_path.read_text()) or {}) if answers_path.is_file() else {}
-        typer.echo(f"Created {target} from the template at {source} ({recorded.get('_commit', 'no git version')}).")
-        for note in notes:
-            typer.echo(f"note: {note}", err=True)
-        typer.echo(f"Next: cd {target} && python train.py")
-
-    _run(action, debug)
+def _read_config(project: Path) -> dict[str, Any] | None:
+    try:
+        config = yaml.safe_load((project / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):  # none, or conflict markers in it
+        return None
+    return config if isinstance(config, dict) else None
 
 
-def _template_notes(source: str) -> list[str]:
-    """What will keep `dlscaffold update` from working later, said now."""
-    if _URL.match(source):
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are values."""
+    if not isinstance(value, dict) or not value:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value else "''"
+    if value is None or isinstance(value, (bool, list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip().removesuffix("\n...").strip()
+    return str(value)
+
+
+def config_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """``(dotted key, old, new)`` for every config value that differs (:data:`_ABSENT` for a key one
+    side lacks); nothing where either side is missing or unreadable."""
+    if before is None or after is None:
         return []
-    if not _is_git_root(Path(source)):
-        return [f"{source} is not a git repository: this project cannot be updated from it"]
-    notes = []
-    if _git(Path(source), "status", "--porcelain").stdout.strip():
-        notes.append(f"the template at {source} has uncommitted changes; they are in the project, but "
-                     "`dlscaffold update` can only start from a committed template version")
-    if not _git(Path(source), "tag", "--list").stdout.strip():
-        notes.append(f"the template at {source} has no version tags; `dlscaffold update` needs them")
-    return notes
+    old, new = _flatten(before), _flatten(after)
+    keys = list(old) + [key for key in new if key not in old]
+    return [(key, _show(old[key]) if key in old else _ABSENT, _show(new[key]) if key in new else _ABSENT)
+            for key in keys if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
 
 
-def update(
-    project_dir: Annotated[Path, typer.Argument(help="The project folder.")] = Path("."),
-    data: DataOption = None,
-    vcs_ref: VcsRefOption = "HEAD",
-    debug: DebugOption = False,
-) -> None:
-    """Bring template changes into a project, keeping your edits (a 3-way merge through git).
+def update_project(project_dir: Path = Path("."), data: Sequence[str] = (), vcs_ref: str = "HEAD") -> UpdateResult:
+    """Bring the template's changes since the project's version (up to ``vcs_ref``) into the project
+    with copier's 3-way merge, keeping the user's edits.
 
-    Exit code 0: updated; review with `git diff`, then commit.
-
-    Exit code 2: nothing changed; the error says why.
-
-    Exit code 3: updated, but the files listed hold conflict markers to resolve.
+    Raises :class:`UserError` where the update cannot run (nothing changed then). Conflicts do not
+    raise: they are in the result's ``conflicts`` and ``kept``.
     """
-    from dlscaffold.cli import _run
-
-    def action() -> None:
-        import copier
-
-        project = project_dir.expanduser().resolve()
-        _check_project(project)
-        answers = _read_answers(project)
-        src = answers.get("_src_path")
-        if not src:
-            raise UserError(f"{project / ANSWERS_FILE}: no _src_path; set it to the path or URL of a dlscaffold checkout")
-        _check_template_source(str(src), answers.get("_commit"))
-        new_answers = _parse_data(list(data or []), _questions(str(src)))
-        from copier.errors import DirtyLocalWarning
-
-        try:
-            with warnings.catch_warnings():
-                # a project inside the template's own checkout (like examples/) makes it look dirty
-                warnings.simplefilter("ignore", DirtyLocalWarning)
-                copier.run_update(project, data=new_answers, vcs_ref=vcs_ref, defaults=True, overwrite=True,
-                                  conflict="inline", unsafe=False, quiet=True)
-        except _copier_errors() as exc:
-            raise _copier_error(exc, "dlscaffold update") from exc
-        before, after = answers.get("_commit"), _read_answers(project).get("_commit")
-        conflicts = conflicted_files(project)
-        if conflicts:
-            typer.echo(f"error: template changes conflict with your edits in {len(conflicts)} file(s); "
-                       "resolve the <<<<<<< / >>>>>>> blocks (or .rej files), then git add and commit:", err=True)
-            for name in conflicts:
-                typer.echo(f"  {name}", err=True)
-            raise typer.Exit(CONFLICT_EXIT_CODE)
-        if before == after and not _git(project, "status", "--porcelain").stdout.strip():
-            typer.echo(f"{project}: already at template version {after}; nothing to update")
-        else:
-            typer.echo(f"Updated {project} from template version {before} to {after}; "
-                       "review with `git diff`, then commit")
-
-    _run(action, debug)
+    project = project_dir.expanduser().resolve()
+    _check_project(project)
+    answers = _read_answers(project)
+    written = answers.get("_src_path")
+    if not written:
+        raise UserError(f"{project / ANSWERS_FILE}: no _src_path; set it to the path or URL of a dlscaffold checkout")
+    written = str(written)
+    source = _resolve_source(written, project)
+    before = None if answers.get("_commit") is None else str(answers["_commit"])
+    _check_template_source(source, written, before)
+    new_answers = _parse_data(data, _questions(source))
+    notes = _template_notes(source, vcs_ref)
+    config_before = _read_config(project)
+    _run_copier_update(project, new_answers, vcs_ref)
+    after = _record_version(project, written, source, before, vcs_ref)
+    kept = _keep_edited_files(project, answers, source, before)
+    return UpdateResult(project=project, before=before, after=after, changed=changed_files(project),
+                        config_changes=config_changes(config_before, _read_config(project)),
+                        conflicts=conflicted_files(project), kept=kept, notes=notes)

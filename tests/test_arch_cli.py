@@ -6,24 +6,18 @@ import subprocess
 import sys
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from dlscaffold.arch import arch
+from dlscaffold.arch import plan_table
+from dlscaffold.cli import app as cli_app
+from dlscaffold.errors import UserError
 from dlscaffold.modules import CONV1DN, CONV2DN, DECONV1DN, DECONV2DN, FCN, ResNetFCN
 
 
 @pytest.fixture
-def app() -> typer.Typer:
-    """A throwaway app with ``arch`` registered the way the real CLI registers it."""
-    app = typer.Typer()
-    app.command("arch")(arch)
-
-    @app.callback()
-    def main() -> None:  # a callback keeps "arch" a subcommand, as in the real CLI
-        pass
-
-    return app
+def app():
+    """The real CLI, which declares ``arch`` and calls :func:`dlscaffold.arch.plan_table`."""
+    return cli_app
 
 
 def _rows(stdout: str) -> list[list[str]]:
@@ -59,12 +53,12 @@ def test_conv_table_lists_the_plan_and_its_parameters(app, args, module):
     rows = _rows(result.stdout)
     layer_rows, total_row = rows[:-1], rows[-1]
     assert len(layer_rows) == len(module.plan)
-    for row, spec, block in zip(layer_rows, module.plan, module.blocks):
+    for row, spec, block in zip(layer_rows, module.plan, module.blocks, strict=True):
         _, layers, channels, kernel, stride, padding, output, params = row
         assert layers.split("+")[0] == spec.kind
         assert channels == f"{spec.in_channels}->{spec.out_channels}"
         assert output == "x".join(map(str, spec.output_shape))
-        shown_and_planned = zip((kernel, stride, padding), (spec.kernel, spec.stride, spec.padding))
+        shown_and_planned = zip((kernel, stride, padding), (spec.kernel, spec.stride, spec.padding), strict=True)
         for shown, planned in shown_and_planned:
             assert shown == ("x".join(map(str, planned)) or "-")  # "-" for a pool layer
         assert params == f"{_count(block):,}"
@@ -121,3 +115,12 @@ def test_bad_sizes_print_one_line_and_exit_2(app, args, message):
 def test_importing_the_command_does_not_import_torch():
     code = "import sys, dlscaffold.arch; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plan_table_is_a_plain_function():
+    table = plan_table("fcn", "64", "10", num_layers=3)
+    assert table.title == "FCN 64 -> 10" and table.row_count == 4  # three layers and the total
+    with pytest.raises(UserError, match="did you mean 'conv2d'"):
+        plan_table("conv2", "3,32,32", "64,1,1")
+    with pytest.raises(UserError, match="--hidden-size applies to fcn only"):
+        plan_table("resnetfcn", "64", "10", hidden_size=8)

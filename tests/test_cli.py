@@ -26,3 +26,38 @@ def test_module_entry_point_and_train_help() -> None:
     assert result.returncode == 0
     for flag in ("--resume", "--dev", "--no-save", "--debug", "--device", "--project"):
         assert flag in result.stdout
+
+
+def _dlscaffold(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlscaffold", *args], capture_output=True, text=True)
+
+
+def test_version_and_shell_completion() -> None:
+    from dlscaffold import __version__
+
+    result = _dlscaffold("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"dlscaffold {__version__}"
+    top = _dlscaffold("--help").stdout
+    assert "--version" in top and "--install-completion" in top and "--show-completion" in top
+
+
+def test_scaffold_and_arch_help_is_plain() -> None:
+    """No type noise such as <bool> beside flags, no help text swallowed as markup."""
+    for command in ("new", "update", "arch"):
+        result = _dlscaffold(command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "<bool>" not in result.stdout and "<str>" not in result.stdout and "<list" not in result.stdout
+        assert " ." not in result.stdout.replace(" .copier", "")
+    assert "(default: HEAD)" in _dlscaffold("new", "--help").stdout
+
+
+def test_command_modules_do_not_import_the_cli() -> None:
+    """The CLI declares the commands; scaffold and arch are plain functions (no typer, no import circle)."""
+    code = (
+        "import sys\n"
+        "import dlscaffold.scaffold, dlscaffold.arch\n"
+        "loaded = [m for m in ('typer', 'dlscaffold.cli', 'copier', 'torch') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -173,7 +173,7 @@ def template_repo(tmp_path_factory, git_identity) -> Path:
     repo = copy_template(tmp_path_factory.mktemp("tpl") / "template-repo")
     git(repo, "tag", "v1")
     tpl = repo / "template"
-    edit(tpl / "train.py", "HERE = Path(__file__).resolve().parent", "HERE = Path(__file__).resolve().parent  # v2: the project folder")
+    (tpl / "train.py").write_text((tpl / "train.py").read_text() + "# v2: the project folder\n")
     edit(tpl / "config.yml", "# the maximum number of epochs to train a model for",
          "# the maximum number of epochs to train a model for (v2: stops earlier with a scheduler)")
     edit(tpl / "config.yml", "lrn_rate: 0.003", "lrn_rate: 0.002")
@@ -258,10 +258,10 @@ def test_update_needs_git_and_the_answers_file(template_repo, tmp_path, capsys):
     assert "no .copier-answers.yml" in update_error(plain, capsys)
 
 
-def test_update_needs_a_template_with_version_tags(tmp_path, capsys):
-    untagged = copy_template(tmp_path / "untagged")
+def test_update_names_a_template_source_that_is_gone(tmp_path, capsys):
+    untagged = copy_template(tmp_path / "untagged")  # no tags: commits are the versions
     project = make_project(tmp_path / "proj", untagged, ref="HEAD")
-    assert "has no version tags" in update_error(project, capsys)
+    assert main(["update", str(project)]) == 0
 
     shutil.rmtree(untagged)
     assert "does not exist" in update_error(project, capsys)

@@ -1,4 +1,4 @@
-"""Network modules generated from the tensor sizes they map between (the seed's CONV2DN family).
+"""Network modules generated from the tensor sizes they map between (the older deep_learning tool's CONV2DN family).
 
 Each class is a plain ``torch.nn.Module`` whose ``forward`` takes a tensor and returns a tensor;
 user models compose them. The conv and fully-connected ones expose the layers they were built

@@ -51,7 +51,7 @@ class FCN(nn.Module):
     """Fully-connected stack from ``input_size`` to ``output_size`` features.
 
     Hidden layers are ``hidden_size`` wide, by default ``max(input_size, output_size)`` (the
-    seed's rule: never narrower than either end).
+    older deep_learning tool's rule: never narrower than either end).
 
     Args:
         input_size: Input features.
@@ -124,7 +124,7 @@ class ResNetFCN(nn.Module):
         output_size: Output features.
         num_layers: Number of linear layers, the projection included.
         nonlinear: Add BatchNorm / activation / dropout after the projection too.
-        batchnorm: Add BatchNorm1d inside each residual block (off by default, as in the seed).
+        batchnorm: Add BatchNorm1d inside each residual block (off by default, as in the older deep_learning tool).
         dropout: Add dropout after each activation.
         dropout_prob: Probability of dropping an element.
         uc: Keep dropout active in eval mode (MC dropout); see ``set_uc``.

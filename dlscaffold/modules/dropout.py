@@ -1,4 +1,4 @@
-"""Dropout that can stay on at evaluation time, for Monte-Carlo dropout (the seed's ``uc``)."""
+"""Dropout that can stay on at evaluation time, for Monte-Carlo dropout (the older deep_learning tool's ``uc``)."""
 
 from __future__ import annotations
 

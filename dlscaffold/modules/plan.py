@@ -5,7 +5,7 @@
 modules build exactly these plans and expose them as ``module.plan``, so tests, docs and
 ``dlscaffold arch`` all read the same thing.
 
-The conv rule (the seed's heuristic, made exact):
+The conv rule (the older deep_learning tool's heuristic, made exact):
 
 * Each spatial ratio ``in / out`` is split into prime factors (largest first); each factor ``k``
   (2, 3, 5 or 7) becomes one layer with stride ``k``, kernel ``k + 2`` and padding 1, which maps a
@@ -243,7 +243,7 @@ def plan_fcn(
         input_size: Input features.
         output_size: Output features.
         num_layers: Number of linear layers (at least 1).
-        hidden_size: Hidden width; default ``max(input_size, output_size)`` (the seed's rule).
+        hidden_size: Hidden width; default ``max(input_size, output_size)`` (the older deep_learning tool's rule).
 
     Returns:
         One ``LinearSpec`` per linear layer.

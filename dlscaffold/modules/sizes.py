@@ -1,7 +1,7 @@
 """Which spatial sizes a stack of strided (transposed) convolutions can map between.
 
 Pure Python (no torch). A conv stack shrinks a spatial size only by products of the strides 2, 3,
-5 and 7 (the seed's heuristic), so ``n -> m`` is served when ``m`` divides ``n`` and ``n / m`` has
+5 and 7 (the older deep_learning tool's heuristic), so ``n -> m`` is served when ``m`` divides ``n`` and ``n / m`` has
 no prime factor above 7; a transposed stack serves the mirror image, ``m -> n``. Everything else
 gets a ``ValueError`` that says why and names the nearest sizes that would work.
 """

@@ -2,7 +2,7 @@
 
 The number of attention heads follows from ``input_size`` (see ``choose_nhead``): the largest
 divisor of ``input_size`` between ``min_nhead`` (default 2) and ``max_nhead`` (default 8). The
-lower bound 2 is the seed's: a width with no such divisor (a prime above 8, say) is more often
+lower bound 2 is the older deep_learning tool's: a width with no such divisor (a prime above 8, say) is more often
 a typo than a wish for single-head attention, so it is an error unless ``min_nhead=1`` is passed.
 
 Tensors are batch-first: ``(N, T, E)`` with ``E = input_size``. Padding masks are ``(N, T)``
@@ -156,7 +156,7 @@ class TransformerComparer(nn.Module):
     """A decoder stack that compares a sequence with itself: each layer uses its input as memory.
 
     Every layer is (MC) dropout, then ``nn.TransformerDecoderLayer(x, memory=x)``: self-attention
-    and cross-attention over the same sequence, with padded positions masked in both. The seed
+    and cross-attention over the same sequence, with padded positions masked in both. The older tool
     used it to compare long time series with themselves.
 
     Args:

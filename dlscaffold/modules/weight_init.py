@@ -2,8 +2,8 @@
 
 Kaiming (He) normal initialisation for convolution, transposed-convolution and linear weights,
 with the gain of the LeakyReLU that follows them (slope ``LEAKY_RELU_SLOPE``), so activations
-keep their scale through a deep stack; biases 0; BatchNorm weight 1 and bias 0. This is the
-seed's choice, except that the seed used the plain-ReLU gain for LeakyReLU(0.1) layers. The
+keep their scale through a deep stack; biases 0; BatchNorm weight 1 and bias 0. This is the older
+deep_learning tool's choice, except that it used the plain-ReLU gain for LeakyReLU(0.1) layers. The
 last layer of a stack (linear unless ``nonlinear=True``) gets the same rule, which keeps the
 code to one rule at the price of a slightly larger initial output scale.
 """
