@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from dlscaffold.config import DATASET, TRAINER, TRAINER_TENSORS, Config, load_raw, read_yaml, validate_raw
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
-from dlscaffold.project import Project, load_project
+from dlscaffold.project import MODULE_NAMES, Project, load_project
 from dlscaffold.registry import Registry, build_registries
 from dlscaffold.rundir import read_run_info
 
@@ -74,8 +75,10 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
             reads (``train`` and ``val``, or ``dev`` with ``training_params.use_dev``).
     """
     config_path = Path(config_path)
+    folder = project_folder(config_path, project_dir, run_dir)
+    check_conflict_blocks([config_path, *(folder / f"{name}.py" for name in MODULE_NAMES)])
     raw = load_raw(config_path, overrides)
-    project = load_project(project_folder(config_path, project_dir, run_dir))
+    project = load_project(folder)
     losses, evals = build_registries(project.losses, project.evals)
     config, problems = validate_raw(raw)
     earlier = _EarlierRuns()
@@ -119,6 +122,25 @@ def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | 
         found = f"the project folder it records, '{recorded}', holds no models.py"
     raise UserError(f"{run_dir}: {found}; code is never imported from a run folder: "
                     "pass the project folder with --project DIR")
+
+
+_CONFLICT = re.compile(r"^(<{7}|>{7})( |$)")
+
+
+def check_conflict_blocks(paths: list[Path]) -> None:
+    """Refuse files that still hold ``<<<<<<<`` / ``>>>>>>>`` blocks from a template update."""
+    problems = []
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue  # a missing file is reported where it is read
+        line = next((i for i, text in enumerate(lines, 1) if _CONFLICT.match(text)), None)
+        if line is not None:
+            problems.append(f"{path}:{line}: holds a merge conflict block (<<<<<<< ... >>>>>>>) left by "
+                            "`dlscaffold update`; keep the lines you want, delete the markers, then commit")
+    if problems:
+        raise UserError(*problems)
 
 
 # ------------------------------------------------------------------------------ signatures

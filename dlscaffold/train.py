@@ -201,6 +201,8 @@ def fit(session: Session, echo: Echo) -> Path | None:
     progress = Progress(session.options.progress_bar)
     last_val: dict[str, float] = {}
     started = time.perf_counter()
+    if session.saves and session.start_epoch == 1:  # epoch 0: the initial weights, and a state to resume from
+        save_checkpoint(session.run_dir, 0, run.flow.models, trainer.state_dict())
     for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
         epoch_start = time.perf_counter()
         run.loaders["train"].sampler.set_epoch(epoch)  # the epoch's order depends on (seed, epoch) only

@@ -29,7 +29,7 @@ def test_end_to_end_run_folder_metrics_and_tensorboard(toy: Path) -> None:
     assert {"config.yml", "idx_dict.json", "metrics.jsonl", "checkpoints", "run.json"} <= names
     assert any(n.startswith("events.out.tfevents.") for n in names)
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
-    assert {f"{m}_{e:06d}.pt" for m in MODELS for e in range(1, 5)} | {"trainer_000004.pt"} == checkpoints
+    assert {f"{m}_{e:06d}.pt" for m in MODELS for e in range(0, 5)} | {"trainer_000004.pt"} == checkpoints
 
     rows = read_metrics(run)
     assert [(r["epoch"], r["split"]) for r in rows] == [(e, s) for e in range(1, 5) for s in ("train", "val")]
@@ -178,7 +178,7 @@ def test_evaluate_errors_are_one_line(toy: Path) -> None:
     assert train_in_process(str(toy / "config.yml"), "training_params.max_training_epochs=1") == 0
     (run,) = run_dirs(toy)
     result = run_cli("evaluate", str(run), "--epoch", "7", cwd=toy)
-    assert result.returncode == 2 and "holds Encoder weights for epochs: 1" in result.stderr
+    assert result.returncode == 2 and "holds Encoder weights for epochs: 0, 1" in result.stderr
     result = run_cli("evaluate", str(run), "--split", "test", cwd=toy)
     assert result.returncode == 2 and "this run has splits: train, val, dev" in result.stderr
 
