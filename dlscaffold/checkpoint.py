@@ -14,6 +14,9 @@ checkpoint can never run code.
 
 from __future__ import annotations
 
+import io
+import logging
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from dlscaffold.rundir import atomic_file
 
 FORMAT_VERSION = 1
 TRAINER = "trainer"
+_logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------- naming
 
@@ -38,9 +42,27 @@ def checkpoint_folder(run_or_folder: Path) -> Path:
     return nested if nested.is_dir() else run_or_folder
 
 
-def weights_path(run_or_folder: Path, name: str, epoch: int) -> Path:
-    """The file with ``name``'s weights after ``epoch``: ``<name>_<epoch:06d>.pt``."""
-    return checkpoint_folder(run_or_folder) / f"{name}_{epoch:06d}.pt"
+def weights_path(run_or_folder: Path, name: str, epoch: int | str) -> Path:
+    """The file with ``name``'s weights after ``epoch``: ``<name>_<epoch:06d>.pt``, or for
+    ``epoch="best"`` the best validation's weights, ``<name>_best.pt``."""
+    return checkpoint_folder(run_or_folder) / f"{name}_{'best' if epoch == 'best' else f'{epoch:06d}'}.pt"
+
+
+def resolve_epoch(run_dir: Path, models: list[str], epoch: int | str | None, what: str = "--epoch") -> int | str:
+    """Which saved weights to load: ``"last"`` / None -> the newest epoch saved for every model;
+    ``"best"`` -> the best validation's (``run.json`` records which epoch that was); a number.
+
+    Raises:
+        UserError: when the run holds no such weights, naming what it holds.
+    """
+    if epoch in (None, "last"):
+        return last_common_epoch(run_dir, models)
+    if epoch == "best":
+        if not all(weights_path(run_dir, m, "best").is_file() for m in models):
+            raise UserError(f"{what}: {run_dir} records no best epoch (no <Model>_best.pt); use last or a number")
+        return "best"
+    check_saved_epoch(run_dir, models, int(epoch), what)
+    return int(epoch)
 
 
 def saved_epochs(run_or_folder: Path, name: str) -> list[int]:
@@ -80,6 +102,7 @@ def last_trainer_state(run_dir: Path) -> Path:
     Raises:
         UserError: if the run has none (it never finished an epoch with checkpoints on).
     """
+    # trainer_<epoch>.pt sorts before trainer_<epoch>_<batches>.pt, a stop inside the next epoch
     states = sorted((run_dir / "checkpoints").glob(f"{TRAINER}_[0-9]*.pt"))
     if not states:
         raise UserError(f"--resume: {run_dir} holds no trainer checkpoint; it saved no epoch "
@@ -91,9 +114,15 @@ def last_trainer_state(run_dir: Path) -> Path:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through :func:`~dlscaffold.rundir.atomic_file`."""
+    """``torch.save`` through :func:`~dlscaffold.rundir.atomic_file`.
+
+    Serialised in memory first, so that a full disk is an ``OSError`` of the write (one clear line)
+    rather than an error deep inside torch's zip writer.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_file(path, "wb") as fh:
-        torch.save(obj, fh)
+        fh.write(buffer.getbuffer())
 
 
 def rng_state() -> dict[str, Any]:
@@ -127,40 +156,80 @@ def save_weights(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> Non
         save_atomic(model.state_dict(), folder / f"{name}_{epoch:06d}.pt")
 
 
-def save_checkpoint(run_dir: Path, epoch: int, models: dict[str, nn.Module], trainer: dict[str, Any]) -> None:
-    """Write every model's weights and the trainer state for ``epoch``; drop older trainer states.
+def save_checkpoint(run_dir: Path, epoch: int, models: dict[str, nn.Module], trainer: dict[str, Any],
+                    position: dict[str, Any] | None = None) -> None:
+    """Write every model's weights and the trainer state after ``epoch``; drop older trainer states.
 
     Args:
         run_dir: the run folder.
-        epoch: the epoch just finished.
+        epoch: the last finished epoch.
         models: every model of the run, by name.
-        trainer: the trainer's ``state_dict()`` (optimizers, schedulers, precision, step).
+        trainer: the loop's state (optimizers, schedulers, precision, step, ...).
+        position: for a stop inside epoch ``epoch + 1``: ``{"batches": k, ...}``, the batches done
+            and the epoch's running sums. The weights then go into the trainer file
+            (``trainer_<epoch>_<k>.pt``), not into per-epoch weight files.
     """
-    save_weights(run_dir, epoch, models)
     folder = run_dir / "checkpoints"
+    folder.mkdir(exist_ok=True)
     state = {"format_version": FORMAT_VERSION, "epoch": epoch, **trainer, "rng": rng_state()}
-    save_atomic(state, folder / f"{TRAINER}_{epoch:06d}.pt")
+    if position is None:
+        save_weights(run_dir, epoch, models)
+        name = f"{TRAINER}_{epoch:06d}.pt"
+    else:
+        state.update(position=position, models={n: m.state_dict() for n, m in models.items()})
+        name = f"{TRAINER}_{epoch:06d}_{position['batches']:06d}.pt"
+    save_atomic(state, folder / name)
     for old in folder.glob(f"{TRAINER}_*.pt"):
-        if old.name != f"{TRAINER}_{epoch:06d}.pt":
+        if old.name != name:
             old.unlink()
+
+
+def save_best(run_dir: Path, models: dict[str, nn.Module]) -> None:
+    """``<Model>_best.pt``: the weights after the validation with the best monitored value."""
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for name, model in models.items():
+        save_atomic(model.state_dict(), weights_path(run_dir, name, "best"))
 
 
 # ---------------------------------------------------------------------------------- reading
 
 
+def read_checkpoint(path: Path) -> Any:
+    """``torch.load(..., weights_only=True)``; a corrupt, empty or foreign file is one clear line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # truncated zip, pickle with code in it, empty file, ...
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail}); it may be truncated "
+                        "or not a dlscaffold checkpoint: use another epoch or run") from None
+
+
 def load_trainer_state(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format {state.get('format_version')}; "
-                        f"this dlscaffold reads format {FORMAT_VERSION}")
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"{path}: checkpoint format {found}; this dlscaffold reads format {FORMAT_VERSION}")
     return state
 
 
 def load_weights(model: nn.Module, path: Path, who: str) -> None:
     """Load a saved ``state_dict`` into ``model`` (``weights_only``: a checkpoint can never run code)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{who}: {path} holds no state_dict (found {type(state).__name__}); expected a model's weights")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        _logger.warning("warning: %s holds non-finite values (NaN or inf) in %s", path, ", ".join(bad[:3]))
+    load_state_dict(model, state, who, path)
+
+
+def load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], who: str, path: Path | None = None) -> None:
+    """``model.load_state_dict(state)``, with weights that do not fit as one line."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise UserError(f"{who}: weights in {path} do not fit the model ({first}); check init_args") from None
+        source = f"weights in {path}" if path else "the saved weights"
+        raise UserError(f"{who}: {source} do not fit the model ({first}); check init_args") from None

@@ -17,6 +17,7 @@ import typer
 
 from dlscaffold.arch import ArchKind
 from dlscaffold.errors import UserError
+from dlscaffold.stops import RunInterrupted
 
 app = typer.Typer(
     help="dlscaffold: generate a deep-learning research project and train it from its config.",
@@ -61,6 +62,8 @@ def _run(action: Callable[[], T], debug: bool = False) -> T:
         if len(exc.problems) > 1:
             typer.echo(f"{len(exc.problems)} problems found; nothing was run.", err=True)
         raise typer.Exit(2) from None
+    except RunInterrupted as exc:  # a signal ended a training run after saving its position
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
@@ -110,13 +113,23 @@ def train(
     _run(action, debug)
 
 
+def _epoch(text: str) -> int | str:
+    """``--epoch``: ``best``, ``last`` or a number."""
+    if text in ("best", "last"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UserError(f"--epoch: found '{text}'; expected a saved epoch number, best or last")
+
+
 @app.command()
 def evaluate(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run folder printed by `dlscaffold train`.")],
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.", show_default=False)] = None,
-    epoch: Annotated[Optional[int], typer.Option(help="Saved epoch to load [default: the last].")] = None,
+    epoch: Annotated[str, typer.Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")
+                     ] = "last",
     split: Annotated[str, typer.Option(help="train, val, dev, or test where the project provides one.")] = "val",
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
     project: Annotated[Optional[Path], typer.Option(help="Project folder [default: the one the run recorded].")] = None,
@@ -131,7 +144,7 @@ def evaluate(
 
         from dlscaffold.evaluate import evaluate as run_evaluate
 
-        result = run_evaluate(run_dir, epoch, split, json_file, _project_default(ctx, project), device,
+        result = run_evaluate(run_dir, _epoch(epoch), split, json_file, _project_default(ctx, project), device,
                               sys.stdout.isatty(), list(overrides or []), echo=typer.echo)
         typer.echo(f"{run_dir}: epoch {result['epoch']}, split '{split}', {result['num_samples']} samples")
         table = Table()
@@ -301,6 +314,31 @@ def update_command(
         _report_update(update_project(project_dir, list(data or []), vcs_ref))
 
     _run(action, debug)
+
+
+@app.command()
+def runs(
+    logging_dir: Annotated[Path, typer.Argument(help="A logging folder holding run folders.")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON instead of a table.")] = False,
+    sort: Annotated[str, typer.Option(
+        help="run, status, epochs, best, seconds, run_notes or val:<Model>/<name>; a leading '-' reverses.")] = "run",
+) -> None:
+    """List the runs of a logging folder: status, epochs, best and last val metrics, duration."""
+
+    def action() -> None:
+        from rich.console import Console
+
+        from dlscaffold.runs import format_table, list_runs, sort_runs, to_json
+
+        rows = sort_runs(list_runs(logging_dir, lambda line: typer.echo(f"warning: {line}", err=True)), sort)
+        if as_json:
+            typer.echo(to_json(rows))
+        elif not rows:
+            typer.echo(f"No runs in {logging_dir}.")
+        else:
+            Console().print(format_table(rows))
+
+    _run(action)
 
 
 def main(argv: list[str] | None = None, project: Path | None = None) -> int:

@@ -146,23 +146,25 @@ class EpochSampler(Sampler[int]):
         self.indices = list(indices)
         self.shuffle, self.seed = shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 1
+        self.epoch, self.start = 1, 0
         self.num_samples = math.ceil(len(self.indices) / world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use the order of ``epoch``, from position ``start`` of this process's share (a run
+        resumed mid-epoch continues where it stopped)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
         order = self.indices
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**63)
             order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=generator).tolist()]
         total = self.num_samples * self.world_size
         order = (order * math.ceil(total / max(len(order), 1)))[:total]
-        return iter(order[self.rank :: self.world_size])
+        return iter(order[self.rank :: self.world_size][self.start :])
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples - self.start
 
 
 def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,

@@ -1,12 +1,15 @@
 """Passes over data without gradients, shared by training (validation) and ``dlscaffold evaluate``.
 
 :class:`Sums` accumulates sample-weighted sums on the device; :func:`evaluate_batch` computes every
-loss and eval of one batch; :func:`run_epoch` does a whole split.
+loss and eval of one batch; :func:`run_epoch` does a whole split. ``torchmetrics.<Class>`` evals are
+updated with every batch and computed once at the end of the pass (exact over the split; they have no
+per-sample values, so :class:`Sums` never sees them).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -36,25 +39,48 @@ class Sums:
         self.totals += torch.stack(totals).to(self.dtype)
         self.count += batch_size
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums so far (a mid-epoch checkpoint resumes them exactly)."""
+        return {"names": list(self.names), "totals": self.totals.cpu(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["names"] == self.names:
+            self.totals = state["totals"].to(self.totals.device, self.totals.dtype)
+            self.count = int(state["count"])
+
     def means(self) -> dict[str, float]:
-        values = (self.totals / max(self.count, 1)).tolist()  # note: the one GPU sync point
+        if self.count == 0:  # nothing was added (every step skipped): no value, not a value of 0
+            return dict.fromkeys(self.names, float("nan"))
+        values = (self.totals / self.count).tolist()  # note: the one GPU sync point
         return dict(zip(self.names, values, strict=True))
 
 
 def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision) -> dict[str, torch.Tensor]:
-    """Every loss and eval of one batch (the caller sets eval mode and no_grad)."""
+    """Every loss and eval of one batch (the caller sets eval mode and no_grad).
+
+    Returns the per-sample values; the batch is also added to the torchmetrics evals' state
+    (:meth:`~dlscaffold.flow.Flow.update_metrics`), which the caller resets and computes.
+    """
     with precision.forward_context():
         outputs = flow.forward(batch)
-        return flow.values(flow.losses + flow.evals, batch, outputs)
+        values = flow.values(flow.losses + flow.evals, batch, outputs)
+    flow.update_metrics(batch, outputs)  # outside autocast: metric state in full precision
+    return values
 
 
 @torch.no_grad()
 def run_epoch(flow: Flow, loader: Any, placement: Placement, precision: Precision, transform: Callable,
               progress: Progress, label: str) -> tuple[dict[str, float], int]:
-    """Every loss and eval over ``loader`` in eval mode; returns sample means and the sample count."""
+    """Every loss and eval over ``loader`` in eval mode.
+
+    Returns:
+        The sample means of the losses and evals, with the torchmetrics evals' values over the whole
+        pass after them; and the sample count.
+    """
     flow.set_mode(training=False)
+    flow.reset_metrics()
     sums = Sums(flow.term_names, placement.device)
     for batch in progress.track(loader, label):
         batch = transform(placement.move(batch), False)
         sums.add(evaluate_batch(flow, batch, precision), batch_size_of(batch))
-    return sums.means(), sums.count
+    return {**sums.means(), **flow.compute_metrics()}, sums.count

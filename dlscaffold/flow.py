@@ -4,20 +4,26 @@ Tensors flow dataset -> models (in ``info_flow`` order) -> losses / evals. A mod
 receives the tensors named in its ``inputs`` as keyword arguments and returns a dict of named
 tensors; a loss or eval receives its ``inputs`` positionally, in the order the config lists them.
 The source ``trainer`` gives the current ``epoch`` (from 1) and global ``step`` as 0-dim tensors.
+
+An eval named ``torchmetrics.<Class>`` is a :class:`MetricTerm`: a ``torchmetrics.Metric`` built from
+its ``init_args``, updated with every batch's outputs (:meth:`Flow.update_metrics`) and computed once
+per pass over the data (:meth:`Flow.compute_metrics`), so that a metric that is not a mean over samples
+(F1, AUROC, ...) is exact over the whole split. It has no per-sample values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from dlscaffold.checkpoint import load_weights, weights_path
 from dlscaffold.config import DATASET, TRAINER, Config
-from dlscaffold.errors import UserError
+from dlscaffold.errors import UserError, did_you_mean
 from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
 from dlscaffold.registry import Registry
@@ -41,6 +47,85 @@ class Term:
         return [self.name, *(f"{self.name}_{i}" for i in range(self.num_members))]
 
 
+TORCHMETRICS = "torchmetrics."  # the prefix of an eval that names a torchmetrics.Metric class
+_NOT_METRICS = ("Metric", "CompositionalMetric")  # exported base classes, not metrics one configures
+
+
+@dataclass
+class MetricTerm:
+    """One ``torchmetrics.<Class>`` eval: a metric object whose state accumulates over batches."""
+
+    name: str  # the metric name, "<Model>/<logging_name>"
+    path: str  # its key path in the config, for messages
+    metric: Any  # the torchmetrics.Metric, on the flow's device
+    sources: list[tuple[str, str]]  # (tensor name, source), in the order update() takes them
+
+    def values(self) -> dict[str, float]:
+        """The metric over everything it was updated with: ``{name: value}``; a vector result (e.g.
+        ``average: none``) gives ``<name>_<i>``, a dict result ``<name>_<key>``."""
+        try:
+            result = self.metric.compute()
+        except Exception as exc:
+            exc.dlscaffold_where = self.path
+            raise
+        if isinstance(result, dict):
+            items = {f"{self.name}_{k}": v for k, v in result.items()}
+        elif isinstance(result, torch.Tensor) and result.numel() > 1 and result.dim() == 1:
+            items = {f"{self.name}_{i}": v for i, v in enumerate(result)}
+        else:
+            items = {self.name: result}
+        bad = [k for k, v in items.items() if not (isinstance(v, (int, float)) or (
+            isinstance(v, torch.Tensor) and v.numel() == 1))]
+        if bad:
+            found = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+            raise UserError(f"{self.path}: {type(self.metric).__name__}.compute() returned {found}; expected a "
+                            "number, one number per class or a dict of numbers: choose init_args that give one "
+                            "(e.g. average) or another metric")
+        return {k: float(v) for k, v in items.items()}
+
+
+def is_torchmetric(name: str) -> bool:
+    """Whether a loss or eval name names a torchmetrics class (``torchmetrics.<Class>``)."""
+    return name.startswith(TORCHMETRICS)
+
+
+def torchmetrics_class(name: str) -> type:
+    """The ``torchmetrics.Metric`` class that ``torchmetrics.<Class>`` names.
+
+    Raises:
+        UserError: one line, with a did-you-mean, when torchmetrics exports no such Metric class.
+    """
+    try:
+        import torchmetrics
+    except ImportError:
+        raise UserError(f"'{name}': torchmetrics is not installed; pip install torchmetrics") from None
+    names = [n for n, obj in vars(torchmetrics).items() if not n.startswith("_") and n not in _NOT_METRICS
+             and isinstance(obj, type) and issubclass(obj, torchmetrics.Metric)]
+    wanted = name[len(TORCHMETRICS):]
+    if wanted not in names:
+        choices = [TORCHMETRICS + n for n in names]
+        raise UserError(f"unknown torchmetrics metric '{name}'; {did_you_mean(name, choices)}expected a Metric "
+                        "class that torchmetrics exports, e.g. torchmetrics.Accuracy, torchmetrics.F1Score, "
+                        "torchmetrics.AUROC, torchmetrics.MeanSquaredError")
+    return getattr(torchmetrics, wanted)
+
+
+def build_metric(name: str, init_args: dict[str, Any], path: str) -> Any:
+    """``torchmetrics.<Class>(**init_args)`` on the CPU; arguments it rejects are one line.
+
+    Raises:
+        UserError: an unknown class, or ``init_args`` the class's constructor refuses.
+    """
+    cls = torchmetrics_class(name)
+    try:
+        return cls(**init_args)
+    except Exception as exc:  # torchmetrics constructors validate their arguments
+        message = (str(exc).strip().splitlines() or [""])[0]
+        shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
+        raise UserError(f"{path}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
+                        "see the class's arguments in the torchmetrics documentation") from None
+
+
 @dataclass
 class Flow:
     """The built models and the terms that read their outputs."""
@@ -52,6 +137,7 @@ class Flow:
     evals: list[Term]
     device: torch.device | None = None  # where the models are
     clock: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "step": 0})  # the "trainer" source
+    metrics: list[MetricTerm] = field(default_factory=list)  # torchmetrics evals, computed per pass
 
     @property
     def term_names(self) -> list[str]:
@@ -78,7 +164,51 @@ class Flow:
             outputs[name] = out
         return outputs
 
-    def term_args(self, term: Term, batch: dict[str, Any], outputs: dict) -> list[Any]:
+    def update_metrics(self, batch: dict[str, Any], outputs: dict) -> None:
+        """Add one batch to every torchmetrics eval's state (no gradients; nothing is read back)."""
+        with torch.no_grad():
+            for t in self.metrics:
+                args = [a.detach() if isinstance(a, torch.Tensor) else a for a in self.term_args(t, batch, outputs)]
+                try:
+                    t.metric.update(*args)
+                except Exception as exc:
+                    exc.dlscaffold_where = t.path
+                    raise
+
+    def compute_metrics(self) -> dict[str, float]:
+        """Every torchmetrics eval over the batches since the last :meth:`reset_metrics` (a device
+        sync; under data-parallel training torchmetrics gathers the other processes' state)."""
+        return {name: value for t in self.metrics for name, value in t.values().items()}
+
+    def reset_metrics(self) -> None:
+        """Forget the torchmetrics evals' state: call it before each pass over the data."""
+        for t in self.metrics:
+            t.metric.reset()
+
+    def metrics_state_dict(self) -> dict[str, dict[str, Any]]:
+        """The torchmetrics evals' accumulated state, on the CPU (tensors and lists of tensors, so a
+        ``weights_only`` load reads it): what a run stopped mid-epoch saves with its position."""
+        def cpu(value: Any) -> Any:
+            return [cpu(v) for v in value] if isinstance(value, list) else value.detach().cpu().clone()
+
+        return {t.name: {**{k: cpu(getattr(t.metric, k)) for k in t.metric._defaults},
+                         "_update_count": t.metric._update_count} for t in self.metrics}
+
+    def load_metrics_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
+        """Put back what :meth:`metrics_state_dict` saved (metrics it does not name are reset)."""
+        def moved(value: Any) -> Any:
+            if isinstance(value, list):
+                return [moved(v) for v in value]
+            return value if self.device is None else value.to(self.device)
+
+        for t in self.metrics:
+            t.metric.reset()
+            saved = dict(state.get(t.name) or {})
+            t.metric._update_count = int(saved.pop("_update_count", 0))
+            for key, value in saved.items():
+                setattr(t.metric, key, moved(value))
+
+    def term_args(self, term: Term | MetricTerm, batch: dict[str, Any], outputs: dict) -> list[Any]:
         """A term's input tensors, in the config's order."""
         return [self.fetch(batch, outputs, tensor, src, term.path) for tensor, src in term.sources]
 
@@ -122,6 +252,8 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
     terms = []
     for model_name, spec in config.info_flow.items():
         for key, term in getattr(spec, kind).items():
+            if is_torchmetric(term.function or key):
+                continue  # a MetricTerm (_metric_terms)
             terms.append(Term(
                 name=f"{model_name}/{term.logging_name or key}",
                 path=f"info_flow.{model_name}.{kind}.{key}",
@@ -130,6 +262,20 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                 sources=list(term.inputs.items()),
                 members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
             ))
+    return terms
+
+
+def _metric_terms(config: Config, device: torch.device) -> list[MetricTerm]:
+    """The ``torchmetrics.<Class>`` evals, one metric object each, on ``device``."""
+    terms = []
+    for model_name, spec in config.info_flow.items():
+        for key, term in spec.evals.items():
+            name = term.function or key
+            if is_torchmetric(name):
+                path = f"info_flow.{model_name}.evals.{key}"
+                metric = build_metric(name, dict(getattr(term, "init_args", None) or {}), path)
+                terms.append(MetricTerm(f"{model_name}/{term.logging_name or key}", path, metric.to(device),
+                                        list(term.inputs.items())))
     return terms
 
 
@@ -170,4 +316,5 @@ def build_flow(config: Config, project: Project, losses: Registry, evals: Regist
             model.requires_grad_(False)  # frozen: in no optimizer, but gradients still pass through
             model.eval()
         models[name], inputs[name] = model, list(spec.inputs.items())
-    return Flow(models, inputs, trained, _terms(config, "losses", losses), _terms(config, "evals", evals), device)
+    return Flow(models, inputs, trained, _terms(config, "losses", losses), _terms(config, "evals", evals), device,
+                metrics=_metric_terms(config, device))

@@ -48,19 +48,43 @@ class Precision:
         self.scaler.scale(loss).backward()
 
     def step(self, optimizers: list[torch.optim.Optimizer], params: list[torch.nn.Parameter],
-             clip_norm: float | None) -> None:
-        """Unscale, clip (on true gradients), step every optimizer and zero its gradients."""
+             clip_norm: float | None, loss: torch.Tensor) -> str:
+        """Unscale, check, clip (on true gradients), step every optimizer and zero its gradients.
+
+        A step whose loss or gradients are not finite is never applied. Returns ``"applied"``,
+        ``"scaled_skip"`` (fp16: the gradients overflowed at the current scale, a normal event the
+        scaler answers by lowering the scale) or ``"nonfinite"`` (the loss, or an fp32/bf16 gradient,
+        is NaN/inf; the gradients are left in place for the caller to inspect and zero).
+        """
+        for optimizer in optimizers:
+            self.scaler.unscale_(optimizer)  # fp16: true gradients (inf where they overflowed)
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+        finite = torch.isfinite(loss.detach()) & torch.isfinite(norm)
+        # note: one host read per step, the same sync torch's GradScaler makes before every step
+        if not bool(finite):
+            if self.scaler.is_enabled() and bool(torch.isfinite(loss.detach())):
+                for optimizer in optimizers:
+                    self.scaler.step(optimizer)  # skipped by the scaler (it saw the inf)
+                    optimizer.zero_grad(set_to_none=True)
+                self.scaler.update()
+                self.skipped_steps += 1
+                return "scaled_skip"
+            return "nonfinite"
         if clip_norm is not None:
-            for optimizer in optimizers:
-                self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None  # fp16 only: a sync point
+            torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
         for optimizer in optimizers:
             self.scaler.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
         self.scaler.update()
-        if scale is not None and self.scaler.get_scale() < scale:  # the scaler backed off: step skipped
-            self.skipped_steps += 1
+        return "applied"
+
+    def skip(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Drop a step's gradients without applying them (and forget the scaler's record of it)."""
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            self.scaler.update()
 
     def state_dict(self) -> dict[str, Any]:
         return {"scaler": self.scaler.state_dict(), "skipped_steps": self.skipped_steps}

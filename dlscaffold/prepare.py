@@ -71,8 +71,10 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
         project_dir: folder with ``models.py`` etc.; default: the config file's folder, or for a
             run folder's config the project recorded at training time (see :func:`project_folder`).
         run_dir: the run folder a command continues or evaluates; its saved split is used.
-        splits: the splits the command reads; each must be non-empty. Default: what training
-            reads (``train`` and ``val``, or ``dev`` with ``training_params.use_dev``).
+        splits: the splits the command reads; each must be non-empty. None: the command trains
+            (``train`` and ``val``, or ``dev`` with ``training_params.use_dev``), which also checks
+            that there is something to optimise and the ``monitor``; with ``run_dir``, it resumes,
+            and overrides may only change what is safe to change mid-run.
     """
     config_path = Path(config_path)
     folder = project_folder(config_path, project_dir, run_dir)
@@ -91,6 +93,9 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
         problems += _check_logging_names(config)
         used = splits or (("dev",) if config.training_params.use_dev else ("train", "val"))
         problems += _check_splits(config, saved_split, used)
+        if splits is None:  # training
+            problems += _check_training(config)
+            problems += _check_resume_overrides(config_path, overrides, config) if run_dir is not None else []
     if problems:
         raise ConfigError(*problems)
     for name, spec in config.info_flow.items():  # a loaded model's init_args default to its run's
@@ -112,12 +117,16 @@ def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | 
         return Path(config_path).resolve().parent
     value = read_run_info(run_dir).get("project_dir")
     recorded = Path(value) if isinstance(value, str) and value else None
-    if recorded is not None and recorded.is_absolute() and (recorded / "models.py").is_file():
+    # the run folder itself, or a folder inside it, is never a project (a run folder is data)
+    inside = recorded is not None and run_dir.resolve() in (recorded.resolve(), *recorded.resolve().parents)
+    if recorded is not None and recorded.is_absolute() and (recorded / "models.py").is_file() and not inside:
         return recorded
     if recorded is None:
         found = "it records no project folder"
     elif not recorded.is_absolute():
         found = f"it records the relative project path '{recorded}', which is not followed"
+    elif inside:
+        found = f"it records its own folder '{recorded}' as the project"
     else:
         found = f"the project folder it records, '{recorded}', holds no models.py"
     raise UserError(f"{run_dir}: {found}; code is never imported from a run folder: "
@@ -217,15 +226,47 @@ def _check_terms(path: str, terms: Any, registry: Registry, models: list[str]) -
         spec = spec if isinstance(spec, dict) else {}
         name = spec.get("function") or key
         where = f"{path}.{key}"
-        if name not in registry:
-            problems.append(f"{where}: {registry.unknown(name)}")
+        if isinstance(name, str) and name.startswith(_TORCHMETRICS) and registry.kind == "eval":
+            problems += _check_torchmetric(where, name, spec, models)
             continue
+        if name not in registry:
+            hint = ("; torchmetrics metrics are epoch-level evals: list it under evals"
+                    if isinstance(name, str) and name.startswith(_TORCHMETRICS) else "")
+            problems.append(f"{where}: {registry.unknown(name)}{hint}")
+            continue
+        if spec.get("init_args"):
+            problems.append(f"{where}.init_args: only a torchmetrics.<Class> eval takes init_args; "
+                            f"'{name}' is a function: remove them")
         inputs = spec.get("inputs")
         problems += _check_sources(f"{where}.inputs", inputs, models, [])
         if isinstance(inputs, dict) and inputs:
             problem = _arity_problem(registry.get(name), len(inputs), name)
             if problem:
                 problems.append(f"{where}.inputs: {problem}")
+    return problems
+
+
+_TORCHMETRICS = "torchmetrics."  # dlscaffold.flow.TORCHMETRICS, without importing torch here
+
+
+def _check_torchmetric(where: str, name: str, spec: dict, models: list[str]) -> list[str]:
+    """A ``torchmetrics.<Class>`` eval: a Metric class torchmetrics exports, ``init_args`` its
+    constructor accepts (built once on the CPU) and as many inputs as its ``update`` takes."""
+    from dlscaffold.flow import build_metric  # imports torch and torchmetrics: only when one is used
+
+    inputs = spec.get("inputs")
+    problems = _check_sources(f"{where}.inputs", inputs, models, [])
+    init_args = spec.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        return problems  # the schema reports it
+    try:
+        metric = build_metric(name, init_args, where)
+    except UserError as exc:
+        return [*(f"{where}: {p}" if p.startswith("unknown") else p for p in exc.problems), *problems]
+    if isinstance(inputs, dict) and inputs:
+        problem = _arity_problem(metric.update, len(inputs), f"{name}.update")
+        if problem:
+            problems.append(f"{where}.inputs: {problem}")
     return problems
 
 
@@ -285,14 +326,18 @@ def _check_info_flow(raw: dict[str, Any], project: Project, losses: Registry, ev
 
 def _check_logging_names(config: Config) -> list[str]:
     """Two losses (or two evals) logged under one ``<Model>/<logging_name>`` would overwrite each other."""
+    names = {kind: [f"{m}/{t.logging_name or key}" for m, spec in config.info_flow.items()
+                    for key, t in getattr(spec, kind).items()] for kind in ("losses", "evals")}
     problems = []
-    for kind in ("losses", "evals"):
-        names = [f"{m}/{t.logging_name or key}" for m, spec in config.info_flow.items()
-                 for key, t in getattr(spec, kind).items()]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+    for kind, listed in names.items():
+        duplicates = sorted({n for n in listed if listed.count(n) > 1})
         if duplicates:
             problems.append(f"info_flow: {kind} logged twice as {', '.join(duplicates)}; "
                             "give each a distinct logging_name")
+    both = sorted(set(names["losses"]) & set(names["evals"]))
+    if both:
+        problems.append(f"info_flow: a loss and an eval are both logged as {', '.join(both)}; "
+                        "give each a distinct logging_name")
     return problems
 
 
@@ -344,6 +389,10 @@ def _check_optim(tp: Any) -> list[str]:
     if spec.name not in names:
         return [*problems, f"{where}.name: unsupported scheduler '{spec.name}'; "
                            f"{did_you_mean(spec.name, names)}{available(names)}"]
+    milestones = spec.kwargs.get("milestones")
+    if milestones is not None and not (isinstance(milestones, list) and all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)):
+        return [*problems, f"{where}.kwargs.milestones: found {milestones!r}; expected a list of positive integers"]
     kwargs = dict(spec.kwargs, **({"total_steps": 1} if spec.name == "OneCycleLR" else {}))
     problem = kwargs_problem(getattr(torch.optim.lr_scheduler, spec.name), kwargs, spec.name, skip_first=True)
     if problem or optimizer is None:
@@ -358,6 +407,66 @@ def _check_optim(tp: Any) -> list[str]:
     except Exception as exc:
         return [f"{where}: the scheduler rejects its settings ({_first_line(exc)})"]
     return []
+
+
+# ---------------------------------------------------------------------------------- training
+
+# Overrides a resumed run accepts: they change only what happens from now on.
+RESUMABLE = ("training_params.max_training_epochs", "training_params.val_every", "training_params.save_every",
+             "training_params.log_every", "dataloading_params.num_workers", "training_params.lrn_rate")
+
+
+def monitored(config: Config) -> tuple[str, str]:
+    """``(name, mode)`` of the value that picks the best epoch: ``training_params.monitor``, or the
+    first loss of the first trained model; ``min`` for a loss, ``max`` for an eval by default."""
+    tp = config.training_params
+    losses = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items() for k, t in spec.losses.items()]
+    trained_first = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items() if spec.train
+                     for k, t in spec.losses.items()]
+    name = tp.monitor or (trained_first + losses + [""])[0]
+    return name, tp.monitor_mode or ("min" if name in losses else "max")
+
+
+def _check_training(config: Config) -> list[str]:
+    """Something to optimise, and a monitor that names a logged value."""
+    problems = []
+    if not any(spec.train for spec in config.info_flow.values()):
+        problems.append("info_flow: no model has train: 1, so there is nothing to optimise; set train: 1 on a model")
+    if not any(spec.losses for spec in config.info_flow.values()):
+        problems.append("info_flow: no losses, so there is nothing to optimise; add a loss to a model's losses")
+    names = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items()
+             for kind in ("losses", "evals") for k, t in getattr(spec, kind).items()]
+    monitor = config.training_params.monitor
+    if monitor is not None and monitor not in names:
+        problems.append(f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, names)}expected "
+                        f"<Model>/<logging_name> of a loss or eval: {', '.join(names)}")
+    return problems
+
+
+def _check_resume_overrides(config_path: Path, overrides: list[str], config: Config) -> list[str]:
+    """A resumed run's config.yml must keep describing what ran: only future-only keys may change."""
+    saved = load_raw(config_path, [])
+    problems = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        new, old = _lookup(load_raw(config_path, [item]), key), _lookup(saved, key)
+        if new == old:
+            continue
+        if key == "training_params.lrn_rate" and (config.training_params.lr_scheduler or config.training_params.optimizer
+                                                  and "lr" in config.training_params.optimizer.kwargs):
+            problems.append(f"override '{item}': --resume cannot set lrn_rate while the run's lr_scheduler (or "
+                            "optimizer.kwargs.lr) sets the rate; start a new run instead")
+        elif key not in RESUMABLE:
+            problems.append(f"override '{item}': {key} cannot change on --resume (the run's config.yml would no "
+                            f"longer describe what ran); keys that can: {', '.join(RESUMABLE)}")
+    return problems
+
+
+def _lookup(raw: dict[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 # ------------------------------------------------------------------------------ files, splits
@@ -383,7 +492,7 @@ def _load_split(raw: dict[str, Any], run_dir: Path | None) -> tuple[dict[str, An
     key = "dataloading_params.idx_dict_path" if run_dir is None else str(path)
     try:
         idx_dict = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, nested too deep
         return None, [f"{key}: '{path}' is not a readable JSON split ({exc}); expected a saved idx_dict.json"]
     missing = [s for s in ("train", "val") if not isinstance(idx_dict.get(s), list)] if isinstance(idx_dict, dict) else ["train"]
     if missing:

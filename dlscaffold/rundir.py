@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import re
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from dlscaffold.config import safe_run_notes
 from dlscaffold.errors import UserError
 
 
@@ -25,11 +27,16 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     """Write to ``<path>.tmp``, flush it to disk, then rename it over ``path``, so that a crash
     never leaves a half-written file under a good name."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode) as fh:
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk (ENOSPC), a read-only one (EROFS), no permission
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path.parent}: cannot write {path.name} ({exc.strerror or exc}); files written before "
+                        "are intact: free space or make the folder writable, then resume the run") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -44,7 +51,7 @@ def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = No
     except OSError as exc:
         raise UserError(f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); choose a writable folder") from None
     date = (today or dt.date.today()).strftime("%Y%m%d")
-    notes = re.sub(r"[^\w.-]+", "_", run_notes.strip()).strip("_")
+    notes = safe_run_notes(run_notes)
     taken = [int(m.group(1)) for p in logging_dir.iterdir() if (m := re.match(rf"{date}_(\d+)(_|$)", p.name))]
     number = max(taken, default=0) + 1
     while True:
@@ -87,30 +94,33 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 class RunLog:
     """Writes ``metrics.jsonl`` rows and TensorBoard scalars (tags ``<split>/<Model>/<name>``).
 
+    Rows are strict JSON: a NaN or infinite value is written as ``null``.
+
     Args:
         run_dir: the run folder.
-        resume_epoch: when resuming, rows after this epoch (written before the interruption, past
-            the last checkpoint) are dropped, and TensorBoard events after ``resume_step`` purged.
-        resume_step: the global step of that checkpoint.
+        resume: ``(epoch, step)`` of the checkpoint a resumed run starts from: rows after that epoch
+            (written before the interruption, past the checkpoint) are dropped, and TensorBoard
+            events after that step purged.
     """
 
-    def __init__(self, run_dir: Path, resume_epoch: int = 0, resume_step: int = 0):
+    def __init__(self, run_dir: Path, resume: tuple[int, int] | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow, so only here
 
         self.path = run_dir / "metrics.jsonl"
-        if resume_epoch:
-            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume_epoch]
+        if resume is not None:
+            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume[0]]
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step if resume_epoch else None)
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume[1] if resume is not None else None)
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.writer.add_scalar(f"train_step/{name}", value, step)
 
     def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
-        row = {"epoch": epoch, "split": split, "step": step, **values}
+        row = {"epoch": epoch, "split": split, "step": step,
+               **{k: v if math.isfinite(v) else None for k, v in values.items()}}
         with open(self.path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(row, allow_nan=False) + "\n")
         for name, value in values.items():
             self.writer.add_scalar(f"{split}/{name}", value, step)
         self.writer.flush()
@@ -142,3 +152,46 @@ class NullLog:
 
     def close(self) -> None:
         pass
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``flock`` on ``<run>/.lock``, held for the whole run.
+
+    The operating system releases the lock when its process ends, however it ends, so the lock of
+    a killed run is simply taken over. The file records the holder's PID for the refusal message.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self._fh: IO | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise a one-line :class:`UserError` naming the process that holds it."""
+        import fcntl
+
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise UserError(f"{self.path.parent}: in use by process {holder} (another train or --resume of this "
+                            "run); wait for it to end, or stop it first") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing releases the flock
+            self._fh = None
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete ``*.tmp`` files that a killed run left behind (never a finished file)."""
+    for path in run_dir.rglob("*.tmp"):
+        path.unlink(missing_ok=True)

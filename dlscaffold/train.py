@@ -1,12 +1,16 @@
 """``dlscaffold train``: the training run, top to bottom.
 
-:func:`train` is :func:`setup` (check, build, create the run folder) followed by :func:`fit` (the
-epoch loop: train, validate every ``val_every`` epochs, log, checkpoint every ``save_every``).
-:class:`Trainer` owns one training step.
+:func:`train` is :func:`setup` (check, build, open the run folder) followed by :func:`fit` (the
+epoch loop: train, validate every ``val_every`` epochs, keep the best, log, checkpoint every
+``save_every``). What can end a run early is handled in :func:`train`: a signal (a checkpoint of
+the exact position, status ``interrupted``), a non-finite step or an error in the project's code
+(one line, status ``failed``, the last good checkpoint kept).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +19,18 @@ from typing import Any, Callable
 import torch
 
 from dlscaffold.builder import Run, build_run
-from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, save_checkpoint, set_rng_state
+from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, save_best, save_checkpoint, set_rng_state
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
 from dlscaffold.epoch import Sums, run_epoch
 from dlscaffold.errors import UserError
-from dlscaffold.flow import Flow, batch_size_of
-from dlscaffold.optim import build_optimizer, build_scheduler
-from dlscaffold.precision import Precision
-from dlscaffold.prepare import Prepared, check_batch, prepare
+from dlscaffold.flow import batch_size_of
+from dlscaffold.prepare import Prepared, check_batch, monitored, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import NullLog, RunLog, create_run_dir, is_run_dir, update_run_info, write_text_atomic
+from dlscaffold.rundir import (NullLog, RunLock, RunLog, create_run_dir, is_run_dir, remove_stale_temporaries,
+                               update_run_info, write_text_atomic)
+from dlscaffold.stops import RunInterrupted, StopFlag
+from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
 
 Echo = Callable[[str], None]
 
@@ -42,57 +47,36 @@ class TrainOptions:
 
 
 @dataclass
-class Trainer:
-    """What the loop steps: the models and their optimizers and schedulers."""
+class Monitor:
+    """The best validation value so far of ``training_params.monitor``, and early stopping."""
 
-    flow: Flow
-    optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, Any]
-    scheduler_interval: str  # "epoch" or "step"
-    grad_clip_norm: float | None
-    precision: Precision
-    params: list[torch.nn.Parameter] = field(default_factory=list)  # every trained parameter, for clipping
-    step: int = 0
+    name: str
+    mode: str  # "min" or "max"
+    best: float | None = None
+    best_epoch: int = 0
+    bad: int = 0  # validations since the last improvement
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
-        with self.precision.forward_context():
-            outputs = self.flow.forward(batch)
-            values = self.flow.values(self.flow.losses, batch, outputs)
-            objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
-        self.precision.backward(objective)
-        self.precision.step(list(self.optimizers.values()), self.params, self.grad_clip_norm)
-        if self.scheduler_interval == "step":  # after the optimizer step, as torch expects
-            for scheduler in self.schedulers.values():
-                scheduler.step()
-        self.step += 1
-        with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
-            values.update(self.flow.values(self.flow.evals, batch, outputs))
-        return values
+    def update(self, value: float, epoch: int) -> bool:
+        """Record a validation; returns whether it improved on the best."""
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better:
+            self.best, self.best_epoch, self.bad = value, epoch, 0
+        else:
+            self.bad += 1
+        return better
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step,
-                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-                "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-                "precision": self.precision.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][name])
-        self.precision.load_state_dict(state.get("precision", {}))
-        self.step = state["step"]
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad}
 
 
-def build_trainer(run: Run, steps_per_epoch: int) -> Trainer:
-    """One optimizer (and scheduler) per trained model."""
-    tp, flow = run.config.training_params, run.flow
-    optimizers = {n: build_optimizer(flow.models[n].parameters(), tp) for n in flow.trained}
-    schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, tp, steps_per_epoch)) is not None}
-    interval = tp.lr_scheduler.interval if tp.lr_scheduler else "epoch"
-    params = [p for n in flow.trained for p in flow.models[n].parameters()]
-    return Trainer(flow, optimizers, schedulers, interval, tp.grad_clip_norm, run.precision, params)
+@dataclass
+class Position:
+    """Where the loop is inside an epoch: a stop mid-epoch saves it, a resume continues from it."""
+
+    batches: int = 0
+    sums: dict[str, Any] | None = None  # the epoch's running sums (Sums.state_dict)
+    window: dict[str, Any] | None = None  # the running log_every window's sums
+    rng: dict[str, Any] | None = None  # resuming mid-epoch: RNG states to restore once the loader iterates
 
 
 @dataclass
@@ -101,10 +85,14 @@ class Session:
 
     run: Run
     trainer: Trainer
+    monitor: Monitor
     log: RunLog | NullLog
     run_dir: Path | None  # None: a --debug run writes nothing
     start_epoch: int
     options: TrainOptions
+    position: Position = field(default_factory=Position)  # where a resumed run continues inside start_epoch
+    lock: RunLock | None = None
+    epoch: int = 0  # the epoch in progress (for messages)
 
     @property
     def saves(self) -> bool:
@@ -123,9 +111,71 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
         resume: a run folder to continue from its last checkpoint, in place.
         options: the command's flags (:class:`TrainOptions`).
         echo: where the human-readable lines go.
+
+    Raises:
+        UserError: a problem found before training (nothing written), or a failure during it
+            (status ``failed`` in ``run.json``, the last checkpoint kept).
+        RunInterrupted: SIGTERM or SIGINT; the position was saved (status ``interrupted``).
     """
     session = setup(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo)
-    return fit(session, echo)
+    try:
+        with StopFlag() as stop:
+            return fit(session, stop, echo)
+    except RunInterrupted as exc:
+        _finish(session, "interrupted")
+        if session.run_dir is not None:
+            echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
+            echo(f"Resume it with: dlscaffold train --resume {session.run_dir}")
+        raise
+    except NonFiniteStep as exc:
+        error = _nonfinite_error(session, exc)
+        _finish(session, "failed", error)
+        raise UserError(error) from None
+    except UserError as exc:
+        _finish(session, "failed", exc.problems[0] if exc.problems else str(exc))
+        raise
+    except Exception as exc:  # the project's model, loss or dataset failed during training
+        error = _user_code_error(session, exc)
+        _finish(session, "failed", error)
+        raise UserError(error) from exc
+    finally:
+        session.log.close()
+        if session.lock is not None:
+            session.lock.release()
+
+
+def _finish(session: Session, status: str, error: str | None = None) -> None:
+    if session.run_dir is not None:
+        update_run_info(session.run_dir, status=status, error=error, ended=_now())
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
+    saved = ""
+    if session.run_dir is not None:
+        path = session.run_dir / "nonfinite_batch.pt"
+        from dlscaffold.checkpoint import save_atomic
+
+        save_atomic({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in exc.batch.items()}, path)
+        saved = f"; the batch is saved in {path}"
+    return (f"epoch {session.epoch}, step {session.trainer.step}: {exc.where} is not finite (NaN or inf); the step "
+            f"was not applied and the last checkpoint is intact{saved}; lower lrn_rate, set grad_clip_norm, or set "
+            "training_params.on_nonfinite: skip")
+
+
+def _user_code_error(session: Session, exc: Exception) -> str:
+    where = getattr(exc, "dlscaffold_where", None) or "the training loop"
+    lines = str(exc).strip().splitlines() or [""]
+    # an error re-raised from a DataLoader worker carries the worker's traceback; its last line says it
+    text = lines[-1].partition("DatasetItemError: ")[2] or lines[-1] if len(lines) > 1 else lines[0]
+    return (f"epoch {session.epoch}, step {session.trainer.step}: {where} failed: {type(exc).__name__}: {text}; "
+            "the last checkpoint is intact; rerun with --debug for the traceback")
+
+
+# ------------------------------------------------------------------------------------- setup
 
 
 def setup(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
@@ -139,90 +189,190 @@ def setup(config_path: Path | None, overrides: list[str], project_dir: Path | No
     if options.dev or options.debug:
         overrides = [*overrides, "training_params.use_dev=true"]
     prepared = prepare(config_path, overrides, project_dir, run_dir=resume)
-    dev = prepared.config.training_params.use_dev
-    splits = ("dev", "dev") if dev else ("train", "val")
+    lock = RunLock(resume).acquire() if resume is not None else None  # before anything of the run is read or written
+    try:
+        session = _build_session(prepared, overrides, resume, options, echo)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    session.lock = session.lock or lock
+    return session
+
+
+def _build_session(prepared: Prepared, overrides: list[str], resume: Path | None, options: TrainOptions,
+                   echo: Echo) -> Session:
+    tp = prepared.config.training_params
+    splits = ("dev", "dev") if tp.use_dev else ("train", "val")
     if resume is not None:
         echo(f"Resuming {resume} with the code of the project in {prepared.project.root}")
+        remove_stale_temporaries(resume)
     state = load_trainer_state(last_trainer_state(resume)) if resume is not None else None
-    weights = (resume, state["epoch"]) if state is not None else None
+    weights = (resume, state["epoch"]) if state is not None and "models" not in state else None
     run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights)
     trainer = build_trainer(run, len(run.loaders["train"]))
     check_batch(run, run.idx_dict[splits[0]])
     torch.autograd.set_detect_anomaly(options.debug)  # global: also switch it off after an earlier --debug run
-    if state is not None:
-        trainer.load_state_dict(state)
-        set_rng_state(state["rng"])  # last: building and checking above drew from the RNGs
-    run_dir = None if options.debug else (resume or create_run_dir(prepared.config.logging_params.logging_dir,
-                                                                   prepared.config.logging_params.run_notes))
-    log = NullLog() if run_dir is None else open_run_log(run_dir, prepared, run.idx_dict, state)
+    monitor = Monitor(*monitored(prepared.config))
+    position = _restore(run, trainer, monitor, state, overrides) if state is not None else Position()
+    run_dir, lock = None, None
+    if not options.debug:
+        run_dir = resume or create_run_dir(prepared.config.logging_params.logging_dir,
+                                           prepared.config.logging_params.run_notes)
+        lock = RunLock(run_dir).acquire() if resume is None else None
+    log = NullLog() if run_dir is None else open_run_log(run_dir, prepared, run, state)
+    if state is None and run_dir is not None and not options.no_save:  # epoch 0: the initial weights, and
+        save_checkpoint(run_dir, 0, run.flow.models, {**trainer.state_dict(), "monitor": monitor.state_dict()})
     echo("Debug run: dev set, anomaly detection on, nothing is written." if run_dir is None
          else f"Logging and Model Saving Directory: {run_dir}")
     echo(f"Training {', '.join(run.flow.trained) or 'nothing'} on {run.placement.device} "
          f"({len(run.loaders['train'].sampler)} train / {len(run.loaders['val'].sampler)} val points"
-         f"{', dev set' if dev else ''})")
-    return Session(run, trainer, log, run_dir, state["epoch"] + 1 if state else 1, options)
+         f"{', dev set' if tp.use_dev else ''})")
+    start = state["epoch"] + 1 if state else 1  # ... a state to resume from before epoch 1 ends
+    return Session(run, trainer, monitor, log, run_dir, start, options, position, lock)
 
 
-def open_run_log(run_dir: Path, prepared: Prepared, idx_dict: dict[str, Any], state: dict[str, Any] | None) -> RunLog:
+def _restore(run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str]) -> Position:
+    """Put a checkpoint's state back: trainer, monitor, mid-epoch weights and position, RNGs (last)."""
+    from dlscaffold.checkpoint import load_state_dict
+
+    trainer.load_state_dict(state)
+    if any(item.partition("=")[0].strip() == "training_params.lrn_rate" for item in overrides):
+        trainer.set_learning_rate(run.config.training_params.lrn_rate)  # the resumed run trains on at the new rate
+    saved = state.get("monitor") or {}
+    monitor.best, monitor.best_epoch, monitor.bad = saved.get("best"), saved.get("best_epoch", 0), saved.get("bad", 0)
+    for name, weights in (state.get("models") or {}).items():
+        load_state_dict(run.flow.models[name], weights, f"info_flow.{name}")
+    if not state.get("position"):
+        set_rng_state(state["rng"])  # last: building and checking above drew from the RNGs
+        return Position()
+    # Mid-epoch: the RNGs are restored only after the epoch's loader iterator exists, because making
+    # one draws a seed from torch's RNG, which the interrupted run had done before its first step.
+    return Position(**{**state["position"], "rng": state["rng"]})
+
+
+def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None) -> RunLog:
     """Write the run's config, split and run.json; open its metrics log (trimmed when resuming)."""
     from dlscaffold import __version__
+    from dlscaffold.provenance import collect, write_git_diff
+    from dlscaffold.rundir import read_run_info
 
     write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
-    save_idx_dict(idx_dict, run_dir / "idx_dict.json")
-    update_run_info(run_dir, project_dir=str(prepared.project.root), dlscaffold_version=__version__)
-    return RunLog(run_dir, state["epoch"] if state else 0, state["step"] if state else 0)
+    save_idx_dict(run.idx_dict, run_dir / "idx_dict.json")
+    root = prepared.project.root
+    update_run_info(run_dir, project_dir=str(root), dlscaffold_version=__version__, status="running", error=None,
+                    started=read_run_info(run_dir).get("started") or _now(), ended=None,
+                    provenance=collect(root, list(sys.argv), str(run.placement.device)))
+    write_git_diff(root, run_dir)
+    return RunLog(run_dir, (state["epoch"], state["step"]) if state else None)
 
 
-def train_epoch(trainer: Trainer, run: Run, log: RunLog | NullLog, log_every: int,
-                progress: Progress) -> dict[str, float]:
-    """One pass over the training loader; returns the epoch's sample means."""
-    device = run.placement.device
+# --------------------------------------------------------------------------------------- loop
+
+
+def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
+    """One pass over the training loader; returns the epoch's sample means, or None when a signal
+    stopped it (after saving the exact position)."""
+    run, trainer, log, position = session.run, session.trainer, session.log, session.position
+    names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
+    epoch_sums, window = Sums(names, device), Sums(names, device)
+    if position.sums is not None:  # resumed mid-epoch: carry on with the sums as they were
+        epoch_sums.load_state_dict(position.sums)
+        window.load_state_dict(position.window)
     trainer.flow.set_mode(training=True)
-    epoch_sums, window = Sums(trainer.flow.term_names, device), Sums(trainer.flow.term_names, device)
-    for batch in progress.track(run.loaders["train"], "train"):
+    batches = iter(run.loaders["train"])
+    if position.rng is not None:
+        set_rng_state(position.rng)
+        position.rng = None
+    for batch in progress.track(batches, "train"):
         batch = run.transform(run.placement.move(batch), True)
         values = trainer.train_step(batch)
-        size = batch_size_of(batch)
-        epoch_sums.add(values, size)
-        window.add(values, size)
+        position.batches += 1
+        if values is not None:  # None: a non-finite step that was skipped (on_nonfinite: skip)
+            size = batch_size_of(batch)
+            epoch_sums.add(values, size)
+            window.add(values, size)
         if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
-            log.step_scalars(trainer.step, window.means())
-            window = Sums(trainer.flow.term_names, device)
-    if trainer.scheduler_interval == "epoch":
-        for scheduler in trainer.schedulers.values():
-            scheduler.step()
+            log.step_scalars(trainer.step, {**window.means(), **trainer.learning_rates()})
+            window = Sums(names, device)
+        if stop.requested:  # checked between steps: the position saved is exact
+            position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
+            return None
+    trainer.end_epoch()
     return epoch_sums.means()
 
 
-def fit(session: Session, echo: Echo) -> Path | None:
-    """The epoch loop: train, validate, log, checkpoint; then the summary. Returns the run folder."""
-    run, trainer, log = session.run, session.trainer, session.log
-    tp = run.config.training_params
-    progress = Progress(session.options.progress_bar)
-    last_val: dict[str, float] = {}
-    started = time.perf_counter()
-    if session.saves and session.start_epoch == 1:  # epoch 0: the initial weights, and a state to resume from
-        save_checkpoint(session.run_dir, 0, run.flow.models, trainer.state_dict())
+def fit(session: Session, stop: StopFlag, echo: Echo) -> Path | None:
+    """The epoch loop: train, validate, keep the best, log, checkpoint; then the summary."""
+    run, tp = session.run, session.run.config.training_params
+    progress, last_val, started = Progress(session.options.progress_bar), {}, time.perf_counter()
+    last_epoch = session.start_epoch - 1
     for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
-        epoch_start = time.perf_counter()
-        run.loaders["train"].sampler.set_epoch(epoch)  # the epoch's order depends on (seed, epoch) only
-        run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
-        train_values = train_epoch(trainer, run, log, tp.log_every, progress)
-        log.epoch_row(epoch, "train", trainer.step, train_values)
-        line = f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
-        last_epoch = epoch == tp.max_training_epochs
-        if epoch % tp.val_every == 0 or last_epoch:
-            last_val, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
-                                    progress, "val")
-            log.epoch_row(epoch, "val", trainer.step, last_val)
-            line += f"  | val: {_format(last_val)}"
-        if session.saves and (epoch % tp.save_every == 0 or last_epoch):
-            save_checkpoint(session.run_dir, epoch, run.flow.models, trainer.state_dict())
-        echo(f"{line}  ({time.perf_counter() - epoch_start:.1f}s)")
-    log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
-    log.close()
-    _summary(echo, session, last_val, time.perf_counter() - started)
+        session.epoch, epoch_start = epoch, time.perf_counter()
+        values = _train_and_validate(session, epoch, stop, progress)
+        if values is None:  # a signal: save the exact position inside this epoch, then stop
+            save_checkpoint(session.run_dir, epoch - 1, run.flow.models, _loop_state(session),
+                            position=vars(session.position)) if session.run_dir else None
+            stop.raise_if_requested()
+        train_values, val_values = values
+        last_val, last_epoch = val_values or last_val, epoch
+        stopping = _early_stop(session, epoch, val_values)
+        if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping
+                              or stop.requested):
+            save_checkpoint(session.run_dir, epoch, run.flow.models, _loop_state(session))
+        echo(f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
+             + (f"  | val: {_format(val_values)}" if val_values else "")
+             + f"  ({time.perf_counter() - epoch_start:.1f}s)")
+        session.position = Position()
+        stop.raise_if_requested()  # a signal during validation: the epoch's checkpoint is saved above
+        if stopping:
+            echo(f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
+                 f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch}).")
+            break
+    session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
+    _finish(session, "completed")
+    _summary(echo, session, last_epoch, last_val, time.perf_counter() - started)
     return session.run_dir
+
+
+def _train_and_validate(session: Session, epoch: int, stop: StopFlag,
+                        progress: Progress) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
+    run, trainer, tp = session.run, session.trainer, session.run.config.training_params
+    batch_size = run.config.dataloading_params.batch_size
+    run.loaders["train"].sampler.set_epoch(epoch, start=session.position.batches * batch_size)  # order: (seed, epoch)
+    run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
+    skipped_before = trainer.skipped_nonfinite
+    train_values = train_epoch(session, stop, progress)
+    if train_values is None:
+        return None
+    rates = trainer.learning_rates()  # after the epoch's scheduler step: the rate the next epoch starts with
+    if tp.on_nonfinite == "skip":
+        rates["skipped_nonfinite_steps"] = float(trainer.skipped_nonfinite - skipped_before)
+    if trainer.precision.scaler.is_enabled():
+        rates["fp16_skipped_steps"] = float(trainer.precision.skipped_steps)
+    session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
+    val_values: dict[str, float] = {}
+    if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
+        val_values, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
+                                  progress, "val")
+        session.log.epoch_row(epoch, "val", trainer.step, val_values)
+    return train_values, val_values
+
+
+def _early_stop(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
+    """Record a validation with the monitor; save the best weights; whether patience ran out."""
+    monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
+    if monitor.name not in val_values:
+        return False
+    if monitor.update(val_values[monitor.name], epoch) and session.saves:
+        save_best(session.run_dir, session.run.flow.models)
+        update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
+    return patience is not None and monitor.bad >= patience
+
+
+def _loop_state(session: Session) -> dict[str, Any]:
+    return {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
 
 
 def _format(values: dict[str, float]) -> str:
@@ -236,15 +386,18 @@ def _hparams(config: Any) -> dict[str, Any]:
             "max_training_epochs": tp.max_training_epochs, "run_notes": config.logging_params.run_notes}
 
 
-def _summary(echo: Echo, session: Session, last_val: dict[str, float], seconds: float) -> None:
-    epochs, run_dir = session.run.config.training_params.max_training_epochs, session.run_dir
+def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float], seconds: float) -> None:
+    run_dir, monitor = session.run_dir, session.monitor
     echo(f"Done: {epochs} epochs in {seconds:.1f}s.")
     if last_val:
         echo(f"Final val: {_format(last_val)}")
+    if monitor.best is not None:
+        echo(f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
+             f"(last: {last_val.get(monitor.name, float('nan')):.6g} at epoch {epochs})")
     if run_dir is not None:
         echo(f"Run folder: {run_dir}")
         echo("  metrics:     metrics.jsonl (one row per epoch and split)")
         if session.saves:
-            echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt")
+            echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt, best: checkpoints/<Model>_best.pt")
         echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
         echo(f"  evaluate:    dlscaffold evaluate {run_dir}")

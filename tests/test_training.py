@@ -29,12 +29,15 @@ def test_end_to_end_run_folder_metrics_and_tensorboard(toy: Path) -> None:
     assert {"config.yml", "idx_dict.json", "metrics.jsonl", "checkpoints", "run.json"} <= names
     assert any(n.startswith("events.out.tfevents.") for n in names)
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
-    assert {f"{m}_{e:06d}.pt" for m in MODELS for e in range(0, 5)} | {"trainer_000004.pt"} == checkpoints
+    assert ({f"{m}_{e:06d}.pt" for m in MODELS for e in range(0, 5)} | {f"{m}_best.pt" for m in MODELS}
+            | {"trainer_000004.pt"}) == checkpoints
 
     rows = read_metrics(run)
     assert [(r["epoch"], r["split"]) for r in rows] == [(e, s) for e in range(1, 5) for s in ("train", "val")]
     metric_keys = {"Classifier/ce", "Decoder/reconstruction", "Classifier/accuracy", "Classifier/Top2Accuracy"}
-    assert all(set(r) == {"epoch", "split", "step"} | metric_keys for r in rows)
+    rates = {f"lr/{m}" for m in MODELS}  # each trained model's learning rate, on train rows
+    assert all(set(r) == {"epoch", "split", "step"} | metric_keys | (rates if r["split"] == "train" else set())
+               for r in rows)
     assert [r["step"] for r in rows if r["split"] == "val"] == [6, 12, 18, 24]  # 180 points / 32 per batch
     val_ce = [r["Classifier/ce"] for r in rows if r["split"] == "val"]
     assert val_ce == sorted(val_ce, reverse=True) and val_ce[-1] < 0.5 * val_ce[0]
