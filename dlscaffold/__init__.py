@@ -3,4 +3,30 @@
 Importing this package is cheap: torch is imported only by the modules that need it.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dlscaffold.api import LoadedRun
+
 __version__ = "0.1.0"
+
+
+def load_run(run_dir: str | Path, epoch: str | int = "best", device: str | None = "cpu",
+             project: str | Path | None = None) -> LoadedRun:
+    """Load a run folder's models at one epoch, with its config, split and metrics.
+
+    See :func:`dlscaffold.api.load_run` (imported here on first use, so that ``import dlscaffold``
+    does not import torch) and docs/api.md.
+
+    Args:
+        run_dir: a folder printed by ``dlscaffold train``.
+        epoch: ``"best"``, ``"last"`` or an epoch number.
+        device: ``"cpu"`` (default), ``"cuda"``, ...; None chooses as training did.
+        project: the project folder whose code to import, instead of the one the run recorded.
+    """
+    from dlscaffold.api import load_run as _load_run
+
+    return _load_run(run_dir, epoch, device, project)

@@ -538,6 +538,8 @@ def check_batch(run: Any, indices: list[int]) -> None:
         run: the built run (:class:`dlscaffold.builder.Run`).
         indices: dataset indices to take the two samples from.
     """
+    import warnings
+
     import torch
 
     from dlscaffold.data import collate
@@ -554,6 +556,10 @@ def check_batch(run: Any, indices: list[int]) -> None:
             if problems:
                 raise ConfigError(*problems)
             evaluate_batch(run.flow, batch, run.precision)  # also learns the ensembles' member counts
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. classes absent from 2 samples
+                run.flow.compute_metrics()  # a torchmetrics result that is not a number fails here, in seconds
+            run.flow.reset_metrics()
         except UserError:
             raise
         except Exception as exc:  # e.g. init_args that do not fit the data's shapes

@@ -76,6 +76,7 @@ class Position:
     batches: int = 0
     sums: dict[str, Any] | None = None  # the epoch's running sums (Sums.state_dict)
     window: dict[str, Any] | None = None  # the running log_every window's sums
+    metrics: dict[str, Any] | None = None  # the torchmetrics evals' state (Flow.metrics_state_dict)
     rng: dict[str, Any] | None = None  # resuming mid-epoch: RNG states to restore once the loader iterates
 
 
@@ -276,9 +277,11 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
     run, trainer, log, position = session.run, session.trainer, session.log, session.position
     names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
     epoch_sums, window = Sums(names, device), Sums(names, device)
+    trainer.flow.reset_metrics()
     if position.sums is not None:  # resumed mid-epoch: carry on with the sums as they were
         epoch_sums.load_state_dict(position.sums)
         window.load_state_dict(position.window)
+        trainer.flow.load_metrics_state_dict(position.metrics or {})
     trainer.flow.set_mode(training=True)
     batches = iter(run.loaders["train"])
     if position.rng is not None:
@@ -297,9 +300,10 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
             window = Sums(names, device)
         if stop.requested:  # checked between steps: the position saved is exact
             position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
+            position.metrics = trainer.flow.metrics_state_dict()
             return None
     trainer.end_epoch()
-    return epoch_sums.means()
+    return {**epoch_sums.means(), **trainer.flow.compute_metrics()}
 
 
 def fit(session: Session, stop: StopFlag, echo: Echo) -> Path | None:

@@ -65,6 +65,7 @@ class Trainer:
                 scheduler.step()
         with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
             values.update(self.flow.values(self.flow.evals, batch, outputs))
+        self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
         return values
 
     def _nonfinite_where(self, values: dict[str, torch.Tensor]) -> str:
