@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch.utils.data import DataLoader
 
 from dlscaffold.config import Config
 from dlscaffold.data import batch_transform, make_idx_dict, make_loader, project_test_indices, split_problem
 from dlscaffold.device import Placement, select_placement
+from dlscaffold.distributed import World
 from dlscaffold.errors import UserError
 from dlscaffold.flow import Flow, build_flow
 from dlscaffold.precision import Precision
@@ -39,7 +41,7 @@ class Run:
 
 
 def build_run(prepared: Prepared, loaders: dict[str, tuple[str, bool]], device: str | None = None,
-              weights: tuple[Path, int] | None = None) -> Run:
+              weights: tuple[Path, int | str] | None = None, world: World = World()) -> Run:
     """Build a run's data, models and loaders.
 
     Args:
@@ -48,15 +50,20 @@ def build_run(prepared: Prepared, loaders: dict[str, tuple[str, bool]], device: 
         device: force a device (``--device``); default from ``use_GPU``.
         weights: ``(run_dir, epoch)`` to load every model from (evaluation, resume); by default only
             models with a ``model_dir`` load weights.
+        world: this process's rank among data-parallel processes: its loaders take its share.
     """
     config, tp, dl = prepared.config, prepared.config.training_params, prepared.config.dataloading_params
     seed_everything(tp.seed)
     dataset = build_dataset(prepared)
     idx_dict = make_split(config, dataset, prepared.saved_split)
-    placement = select_placement(tp.use_GPU, device)
+    placement = select_placement(tp.use_GPU, device, tp.channels_last)
     made = {role: make_loader(dataset, _indices(idx_dict, split), dl.batch_size, shuffle, tp.seed, dl.num_workers,
-                              placement.pin_memory) for role, (split, shuffle) in loaders.items()}
+                              placement.pin_memory, world.rank, world.world_size)
+            for role, (split, shuffle) in loaders.items()}
     flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device, weights)
+    if tp.channels_last:
+        for model in flow.models.values():
+            model.to(memory_format=torch.channels_last)
     return Run(config, dataset, idx_dict, placement, Precision(tp.precision, placement.device), flow, made,
                batch_transform(dataset))
 
@@ -107,3 +114,38 @@ def _indices(idx_dict: dict[str, Any], split: str) -> list[int]:
     if not indices:
         raise UserError(f"split '{split}' holds no points; an empty split has no metrics: choose another split")
     return indices
+
+
+def wrap_for_training(run: Run, world: World) -> None:
+    """What training calls instead of each trained model: SyncBatchNorm and DistributedDataParallel
+    under data-parallel training, then ``torch.compile`` (``training_params.compile``). Frozen
+    models stay as they are; checkpoints keep holding the plain modules' state_dicts."""
+    tp, flow = run.config.training_params, run.flow
+    if tp.compile:
+        _check_compile(run.placement.device)
+    for name in flow.trained:
+        if world.distributed and tp.sync_batchnorm:
+            flow.models[name] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(flow.models[name])
+        wrapped = flow.models[name]
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [run.placement.device.index] if run.placement.is_cuda else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids, find_unused_parameters=tp.find_unused_parameters)
+        flow.wrapped[name] = torch.compile(wrapped) if tp.compile else wrapped
+    if world.distributed:  # the same initial weights everywhere (DDP broadcast them), different dropout per rank
+        torch.manual_seed((tp.seed + world.rank) % 2**63)
+
+
+def _check_compile(device: torch.device) -> None:
+    """``torch.compile`` needs dynamo on this Python and, on the CPU, a C++ compiler."""
+    import shutil
+
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise UserError("training_params.compile: torch.compile is not supported on this platform (Python "
+                        "version or OS); set compile: false")
+    if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        raise UserError("training_params.compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++), "
+                        "and none is on PATH; install one or set compile: false")

@@ -8,6 +8,7 @@ A :class:`~dlscaffold.errors.UserError` becomes one line per problem on stderr a
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from dlscaffold.arch import ArchKind
-from dlscaffold.errors import UserError
+from dlscaffold.errors import QuietExit, UserError
 from dlscaffold.stops import RunInterrupted
 
 app = typer.Typer(
@@ -62,7 +63,7 @@ def _run(action: Callable[[], T], debug: bool = False) -> T:
         if len(exc.problems) > 1:
             typer.echo(f"{len(exc.problems)} problems found; nothing was run.", err=True)
         raise typer.Exit(2) from None
-    except RunInterrupted as exc:  # a signal ended a training run after saving its position
+    except (RunInterrupted, QuietExit) as exc:  # a signal ended a run after saving it; another process failed
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -98,15 +99,25 @@ def train(
     debug: Annotated[bool, typer.Option(
         "--debug", help="Dev set, anomaly detection, nothing written; full tracebacks.")] = False,
     device: Annotated[str | None, typer.Option(help="Force a device: cpu, cuda, cuda:1.")] = None,
+    nproc: Annotated[int, typer.Option(
+        min=1, help="Train data-parallel in this many processes on this machine (started through torchrun).")] = 1,
 ) -> None:
     """Train the models a config's info_flow names."""
 
     def action() -> None:
+        project_dir = _project_default(ctx, project)
+        config, overrides = _split_args(list(args or []), resume, project_dir / "config.yml" if project_dir else None)
+        if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun, which runs this command N times
+            from dlscaffold.distributed import launch
+
+            flags = [f"--{name.replace('_', '-')}" for name, on in (("dev", dev), ("no_save", no_save)) if on]
+            where = [*(["--project", str(project_dir)] if project_dir else []), *(["--device", device] if device else []),
+                     *(["--resume", str(resume)] if resume else [])]
+            code = launch(nproc, ["train", *([str(config)] if config else []), *overrides, *flags, *where])
+            raise typer.Exit(code)
         from dlscaffold.train import TrainOptions
         from dlscaffold.train import train as run_train
 
-        project_dir = _project_default(ctx, project)
-        config, overrides = _split_args(list(args or []), resume, project_dir / "config.yml" if project_dir else None)
         options = TrainOptions(dev=dev, no_save=no_save, debug=debug, device=device, progress_bar=sys.stdout.isatty())
         run_train(config, overrides, project_dir=project_dir, resume=resume, options=options, echo=typer.echo)
 

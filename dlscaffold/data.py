@@ -138,30 +138,45 @@ class EpochSampler(Sampler[int]):
     """Yields a fixed list of dataset indices, reshuffled each epoch from ``(seed, epoch)``.
 
     The order depends on nothing but the seed and the epoch, so a resumed run sees the same data
-    order as an uninterrupted one. ``rank`` / ``world_size`` give each data-parallel process its
-    own equal share (padded by repetition, as ``DistributedSampler`` does).
+    order as an uninterrupted one. Under data-parallel training, rank ``r`` of ``N`` takes positions
+    ``r, r+N, r+2N, ...`` of the epoch's order: the ranks' ``k``-th batches together are the
+    ``k``-th batch a single process with an ``N`` times larger batch would draw, and no point is
+    repeated. With ``batch_size`` given (training), a rank whose share ends a batch early gets one
+    padding batch (a repeated point that :meth:`share` weighs 0), so every rank takes the same
+    number of steps.
     """
 
-    def __init__(self, indices: Sequence[int], shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, indices: Sequence[int], shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 batch_size: int | None = None):
         self.indices = list(indices)
         self.shuffle, self.seed = shuffle, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.epoch, self.start = 1, 0
-        self.num_samples = math.ceil(len(self.indices) / world_size)
+        self.num_samples = len(range(rank, len(self.indices), world_size))
+        if batch_size is not None and world_size > 1:
+            steps = math.ceil(math.ceil(len(self.indices) / world_size) / batch_size)  # rank 0's, the most
+            self.num_samples = max(self.num_samples, (steps - 1) * batch_size + 1)  # + a padding batch
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Use the order of ``epoch``, from position ``start`` of this process's share (a run
         resumed mid-epoch continues where it stopped)."""
         self.epoch, self.start = epoch, start
 
+    def share(self, batch: int) -> tuple[int, int]:
+        """``(points of this rank, points of all ranks)`` in the epoch's ``batch``-th batch; a padding
+        batch has 0 points of this rank."""
+        per_step = self.world_size * (self.batch_size or len(self.indices))
+        total = min(per_step, len(self.indices) - batch * per_step)
+        return len(range(self.rank, max(total, 0), self.world_size)), total
+
     def __iter__(self) -> Iterator[int]:
         order = self.indices
         if self.shuffle:
             generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**63)
             order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=generator).tolist()]
-        total = self.num_samples * self.world_size
-        order = (order * math.ceil(total / max(len(order), 1)))[:total]
-        return iter(order[self.rank :: self.world_size][self.start :])
+        mine = order[self.rank :: self.world_size]
+        mine += order[: self.num_samples - len(mine)]  # the padding point, if any
+        return iter(mine[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
@@ -169,8 +184,9 @@ class EpochSampler(Sampler[int]):
 
 def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,
                 num_workers: int, pin_memory: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and an :class:`EpochSampler`."""
-    sampler = EpochSampler(indices, shuffle, seed, rank, world_size)
+    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and an :class:`EpochSampler`
+    (training loaders, ``shuffle=True``, give every rank the same number of steps)."""
+    sampler = EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -18,6 +18,7 @@ class Placement:
     """The device a run computes on, and how batches get there."""
 
     device: torch.device
+    channels_last: bool = False  # 4-D batch tensors in channels-last memory format (training_params.channels_last)
 
     @property
     def is_cuda(self) -> bool:
@@ -30,10 +31,14 @@ class Placement:
 
     def move(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Move every tensor of a batch to the device (non-blocking from pinned memory)."""
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        moved = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        if self.channels_last:
+            moved = {k: v.contiguous(memory_format=torch.channels_last)
+                     if isinstance(v, torch.Tensor) and v.dim() == 4 else v for k, v in moved.items()}
+        return moved
 
 
-def select_placement(use_gpu: bool, override: str | None = None) -> Placement:
+def select_placement(use_gpu: bool, override: str | None = None, channels_last: bool = False) -> Placement:
     """Pick the device: ``--device`` if given, else CUDA when ``use_GPU`` and available, else CPU.
 
     Raises:
@@ -44,13 +49,15 @@ def select_placement(use_gpu: bool, override: str | None = None) -> Placement:
             device = torch.device(override)
         except RuntimeError:
             raise UserError(f"--device: found '{override}'; expected cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise UserError(f"--device: found '{override}'; expected cpu, cuda or cuda:N (or mps)")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device: found '{override}' but CUDA is not available here; use --device cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device: found '{override}'; this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return Placement(device)
+        return Placement(device, channels_last)
     if use_gpu and torch.cuda.is_available():
-        return Placement(torch.device("cuda"))
+        return Placement(torch.device("cuda"), channels_last)
     if use_gpu:
         _logger.warning("use_GPU is set but CUDA is not available: training on the CPU")
-    return Placement(torch.device("cpu"))
+    return Placement(torch.device("cpu"), channels_last)

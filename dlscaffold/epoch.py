@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dlscaffold.device import Placement
+from dlscaffold.distributed import all_reduce_sum
 from dlscaffold.flow import Flow, batch_size_of
 from dlscaffold.precision import Precision
 from dlscaffold.progress import Progress
@@ -48,14 +49,18 @@ class Sums:
             self.totals = state["totals"].to(self.totals.device, self.totals.dtype)
             self.count = int(state["count"])
 
-    def means(self) -> dict[str, float]:
-        if self.count == 0:  # nothing was added (every step skipped): no value, not a value of 0
-            return dict.fromkeys(self.names, float("nan"))
-        values = (self.totals / self.count).tolist()  # note: the one GPU sync point
+    def means(self, across_ranks: bool = True) -> dict[str, float]:
+        """Sample means; under data-parallel training, over every rank's samples (one collective)."""
+        packed = torch.cat([self.totals, torch.tensor([float(self.count)], dtype=self.dtype, device=self.totals.device)])
+        if across_ranks:
+            all_reduce_sum(packed)
+        totals, count = packed[:-1], packed[-1]
+        values = (totals / count).tolist()  # note: the one GPU sync point; 0/0 (every step skipped) is NaN
         return dict(zip(self.names, values, strict=True))
 
 
-def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision) -> dict[str, torch.Tensor]:
+def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision,
+                   seen: Callable[[dict[str, Any], dict], None] | None = None) -> dict[str, torch.Tensor]:
     """Every loss and eval of one batch (the caller sets eval mode and no_grad).
 
     Returns the per-sample values; the batch is also added to the torchmetrics evals' state
@@ -65,12 +70,15 @@ def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision) -> d
         outputs = flow.forward(batch)
         values = flow.values(flow.losses + flow.evals, batch, outputs)
     flow.update_metrics(batch, outputs)  # outside autocast: metric state in full precision
+    if seen is not None:  # e.g. the first validation batch's log_images
+        seen(batch, outputs)
     return values
 
 
 @torch.no_grad()
 def run_epoch(flow: Flow, loader: Any, placement: Placement, precision: Precision, transform: Callable,
-              progress: Progress, label: str) -> tuple[dict[str, float], int]:
+              progress: Progress, label: str,
+              first_batch: Callable[[dict[str, Any], dict], None] | None = None) -> tuple[dict[str, float], int]:
     """Every loss and eval over ``loader`` in eval mode.
 
     Returns:
@@ -80,7 +88,7 @@ def run_epoch(flow: Flow, loader: Any, placement: Placement, precision: Precisio
     flow.set_mode(training=False)
     flow.reset_metrics()
     sums = Sums(flow.term_names, placement.device)
-    for batch in progress.track(loader, label):
+    for i, batch in enumerate(progress.track(loader, label)):
         batch = transform(placement.move(batch), False)
-        sums.add(evaluate_batch(flow, batch, precision), batch_size_of(batch))
+        sums.add(evaluate_batch(flow, batch, precision, first_batch if i == 0 else None), batch_size_of(batch))
     return {**sums.means(), **flow.compute_metrics()}, sums.count

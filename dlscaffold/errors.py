@@ -42,3 +42,12 @@ def available(choices: Iterable[str]) -> str:
     """Return ``"available: a, b, c"`` (or ``"none available"``)."""
     names = sorted(str(c) for c in choices)
     return "available: " + ", ".join(names) if names else "none available"
+
+
+class QuietExit(Exception):
+    """End the command with ``exit_code`` and print nothing (what went wrong was said elsewhere,
+    e.g. by the data-parallel process that failed first)."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"exit {exit_code}")
+        self.exit_code = exit_code

@@ -138,6 +138,10 @@ class Flow:
     device: torch.device | None = None  # where the models are
     clock: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "step": 0})  # the "trainer" source
     metrics: list[MetricTerm] = field(default_factory=list)  # torchmetrics evals, computed per pass
+    # What training calls instead of a trained model: its DistributedDataParallel and/or
+    # torch.compile wrapper. ``models`` stay the plain modules: checkpoints hold their state_dicts.
+    wrapped: dict[str, nn.Module] = field(default_factory=dict)
+    training: bool = False
 
     @property
     def term_names(self) -> list[str]:
@@ -145,6 +149,7 @@ class Flow:
 
     def set_mode(self, training: bool) -> None:
         """Trained models follow ``training``; frozen ones stay in eval mode."""
+        self.training = training
         for name, model in self.models.items():
             model.train(training and name in self.trained)
 
@@ -153,8 +158,9 @@ class Flow:
         outputs: dict[str, dict[str, torch.Tensor]] = {}
         for name, model in self.models.items():
             kwargs = {t: self.fetch(batch, outputs, t, src, f"model '{name}'") for t, src in self.inputs[name]}
+            call = self.wrapped.get(name, model) if self.training else model
             try:
-                out = model(**kwargs)
+                out = call(**kwargs)
             except Exception as exc:  # free unless raised; lets error messages name the model
                 exc.dlscaffold_where = f"info_flow.{name}: {name}.forward"
                 raise

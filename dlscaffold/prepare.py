@@ -91,6 +91,9 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
     if config is not None:
         problems += _check_optim(config.training_params)
         problems += _check_logging_names(config)
+        from dlscaffold.images import parse_image_specs  # imports torch
+
+        problems += parse_image_specs(config.logging_params.log_images, list(config.info_flow))
         used = splits or (("dev",) if config.training_params.use_dev else ("train", "val"))
         problems += _check_splits(config, saved_split, used)
         if splits is None:  # training
@@ -544,6 +547,7 @@ def check_batch(run: Any, indices: list[int]) -> None:
 
     from dlscaffold.data import collate
     from dlscaffold.epoch import evaluate_batch
+    from dlscaffold.images import image_problems
     from dlscaffold.seeding import forked_rng
 
     with forked_rng(), torch.no_grad():
@@ -553,6 +557,7 @@ def check_batch(run: Any, indices: list[int]) -> None:
             with run.precision.forward_context():
                 outputs = run.flow.forward(batch)
                 problems = [p for t in run.flow.losses + run.flow.evals if (p := _term_problem(run.flow, t, batch, outputs))]
+                problems += image_problems(run.config.logging_params.log_images, batch, outputs)
             if problems:
                 raise ConfigError(*problems)
             evaluate_batch(run.flow, batch, run.precision)  # also learns the ensembles' member counts

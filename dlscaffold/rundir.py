@@ -134,6 +134,13 @@ class RunLog:
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
 
+    def images(self, step: int, grids: dict[str, Any]) -> None:
+        """Write images to TensorBoard (its IMAGES tab): ``{tag: grid}``, each grid a ``(C, H, W)``
+        tensor, ``C`` 1 or 3, of floats in [0, 1] (:func:`dlscaffold.images.image_grids`)."""
+        for tag, grid in grids.items():
+            self.writer.add_image(tag, grid, step, dataformats="CHW")
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -148,6 +155,9 @@ class NullLog:
         pass
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def images(self, step: int, grids: dict[str, Any]) -> None:
         pass
 
     def close(self) -> None:

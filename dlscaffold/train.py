@@ -10,6 +10,8 @@ the exact position, status ``interrupted``), a non-finite step or an error in th
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,13 +20,16 @@ from typing import Any, Callable
 
 import torch
 
-from dlscaffold.builder import Run, build_run
-from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, save_best, save_checkpoint, set_rng_state
+from dlscaffold import distributed
+from dlscaffold.builder import Run, build_run, wrap_for_training
+from dlscaffold.checkpoint import (last_trainer_state, load_trainer_state, rng_state, save_best, save_checkpoint,
+                                   set_rng_state)
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
 from dlscaffold.epoch import Sums, run_epoch
-from dlscaffold.errors import UserError
+from dlscaffold.errors import QuietExit, UserError
 from dlscaffold.flow import batch_size_of
+from dlscaffold.images import collect_images, image_grids
 from dlscaffold.prepare import Prepared, check_batch, monitored, prepare
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import (NullLog, RunLock, RunLog, create_run_dir, is_run_dir, remove_stale_temporaries,
@@ -94,10 +99,17 @@ class Session:
     position: Position = field(default_factory=Position)  # where a resumed run continues inside start_epoch
     lock: RunLock | None = None
     epoch: int = 0  # the epoch in progress (for messages)
+    world: distributed.World = field(default_factory=distributed.World)
 
     @property
     def saves(self) -> bool:
+        """Whether checkpoints are taken (every rank takes part; rank 0 alone writes)."""
         return self.run_dir is not None and not self.options.no_save
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder: rank 0 of a run that keeps a record."""
+        return self.run_dir is not None and self.world.main
 
 
 def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: Path | None = None,
@@ -118,13 +130,22 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
             (status ``failed`` in ``run.json``, the last checkpoint kept).
         RunInterrupted: SIGTERM or SIGINT; the position was saved (status ``interrupted``).
     """
-    session = setup(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo)
+    world = distributed.world_from_env()
+    if not world.main:  # other ranks print nothing but errors
+        echo = _silent
+        logging.getLogger("dlscaffold").setLevel(logging.ERROR)
+    try:
+        session = setup(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo, world)
+    except UserError:
+        if not world.main:  # every rank found the same problem: rank 0 says it
+            raise QuietExit(2) from None
+        raise
     try:
         with StopFlag() as stop:
             return fit(session, stop, echo)
     except RunInterrupted as exc:
         _finish(session, "interrupted")
-        if session.run_dir is not None:
+        if session.saves:
             echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
             echo(f"Resume it with: dlscaffold train --resume {session.run_dir}")
         raise
@@ -136,6 +157,9 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
         _finish(session, "failed", exc.problems[0] if exc.problems else str(exc))
         raise
     except Exception as exc:  # the project's model, loss or dataset failed during training
+        if world.distributed and _peer_failed(exc):  # another rank failed first and says why
+            _finish(session, "failed", "a data-parallel process failed (its error is printed)")
+            raise QuietExit(1) from None
         error = _user_code_error(session, exc)
         _finish(session, "failed", error)
         raise UserError(error) from exc
@@ -143,10 +167,22 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
         session.log.close()
         if session.lock is not None:
             session.lock.release()
+        distributed.shutdown()
+
+
+def _silent(line: str) -> None:
+    pass
+
+
+def _peer_failed(exc: Exception) -> bool:
+    """Whether a collective failed because another process is gone (closed connection, timeout)."""
+    text = str(exc).lower()
+    return type(exc).__name__ in ("DistError", "DistBackendError", "DistNetworkError") or any(
+        words in text for words in ("connection closed", "connection reset", "broken pipe", "timed out"))
 
 
 def _finish(session: Session, status: str, error: str | None = None) -> None:
-    if session.run_dir is not None:
+    if session.writes:
         update_run_info(session.run_dir, status=status, error=error, ended=_now())
 
 
@@ -156,7 +192,7 @@ def _now() -> str:
 
 def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
     saved = ""
-    if session.run_dir is not None:
+    if session.writes:
         path = session.run_dir / "nonfinite_batch.pt"
         from dlscaffold.checkpoint import save_atomic
 
@@ -180,7 +216,7 @@ def _user_code_error(session: Session, exc: Exception) -> str:
 
 
 def setup(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
-          options: TrainOptions, echo: Echo) -> Session:
+          options: TrainOptions, echo: Echo, world: distributed.World = distributed.World()) -> Session:
     """Check everything, build data, models and trainer, then create (or reopen) the run folder."""
     if resume is not None:
         resume = resume.resolve()
@@ -190,9 +226,12 @@ def setup(config_path: Path | None, overrides: list[str], project_dir: Path | No
     if options.dev or options.debug:
         overrides = [*overrides, "training_params.use_dev=true"]
     prepared = prepare(config_path, overrides, project_dir, run_dir=resume)
-    lock = RunLock(resume).acquire() if resume is not None else None  # before anything of the run is read or written
+    tp = prepared.config.training_params
+    options.device = distributed.init(world, tp.use_GPU, tp.backend) or options.device  # cuda:LOCAL_RANK or cpu
+    # one writer per run folder: taken before anything of the run is read or written
+    lock = RunLock(resume).acquire() if resume is not None and world.main else None
     try:
-        session = _build_session(prepared, overrides, resume, options, echo)
+        session = _build_session(prepared, overrides, resume, options, echo, world)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -202,38 +241,65 @@ def setup(config_path: Path | None, overrides: list[str], project_dir: Path | No
 
 
 def _build_session(prepared: Prepared, overrides: list[str], resume: Path | None, options: TrainOptions,
-                   echo: Echo) -> Session:
-    tp = prepared.config.training_params
+                   echo: Echo, world: distributed.World) -> Session:
+    tp, dl = prepared.config.training_params, prepared.config.dataloading_params
     splits = ("dev", "dev") if tp.use_dev else ("train", "val")
     if resume is not None:
         echo(f"Resuming {resume} with the code of the project in {prepared.project.root}")
-        remove_stale_temporaries(resume)
+        if world.main:
+            remove_stale_temporaries(resume)
     state = load_trainer_state(last_trainer_state(resume)) if resume is not None else None
     weights = (resume, state["epoch"]) if state is not None and "models" not in state else None
-    run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights)
+    run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights, world)
+    wrap_for_training(run, world)
     trainer = build_trainer(run, len(run.loaders["train"]))
     check_batch(run, run.idx_dict[splits[0]])
     torch.autograd.set_detect_anomaly(options.debug)  # global: also switch it off after an earlier --debug run
     monitor = Monitor(*monitored(prepared.config))
-    position = _restore(run, trainer, monitor, state, overrides) if state is not None else Position()
-    run_dir, lock = None, None
-    if not options.debug:
-        run_dir = resume or create_run_dir(prepared.config.logging_params.logging_dir,
-                                           prepared.config.logging_params.run_notes)
-        lock = RunLock(run_dir).acquire() if resume is None else None
-    log = NullLog() if run_dir is None else open_run_log(run_dir, prepared, run, state)
-    if state is None and run_dir is not None and not options.no_save:  # epoch 0: the initial weights, and
-        save_checkpoint(run_dir, 0, run.flow.models, {**trainer.state_dict(), "monitor": monitor.state_dict()})
-    echo("Debug run: dev set, anomaly detection on, nothing is written." if run_dir is None
-         else f"Logging and Model Saving Directory: {run_dir}")
+    position = _restore(run, trainer, monitor, state, overrides, world) if state is not None else Position()
+    start = state["epoch"] + 1 if state else 1
+    session = Session(run, trainer, monitor, NullLog(), None, start, options, position, world=world)
+    _open_run_folder(session, prepared, resume, state)
+    echo("Debug run: dev set, anomaly detection on, nothing is written." if session.run_dir is None
+         else f"Logging and Model Saving Directory: {session.run_dir}")
     echo(f"Training {', '.join(run.flow.trained) or 'nothing'} on {run.placement.device} "
-         f"({len(run.loaders['train'].sampler)} train / {len(run.loaders['val'].sampler)} val points"
-         f"{', dev set' if tp.use_dev else ''})")
-    start = state["epoch"] + 1 if state else 1  # ... a state to resume from before epoch 1 ends
-    return Session(run, trainer, monitor, log, run_dir, start, options, position, lock)
+         f"({len(run.idx_dict[splits[0]])} train / {len(run.idx_dict[splits[1]])} val points"
+         f"{', dev set' if tp.use_dev else ''}); {world.world_size} process(es) x batch {dl.batch_size} "
+         f"= global batch {world.world_size * dl.batch_size}")
+    _show_models(run, state, options, echo)
+    return session
 
 
-def _restore(run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str]) -> Position:
+def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, state: dict[str, Any] | None) -> None:
+    """Rank 0 creates (or reopens) the run folder and tells the others; it alone writes there."""
+    if session.options.debug:
+        return
+    world, logging_params = session.world, prepared.config.logging_params
+    run_dir = resume or (create_run_dir(logging_params.logging_dir, logging_params.run_notes) if world.main else None)
+    session.run_dir = distributed.broadcast(run_dir)
+    if world.main:
+        session.lock = RunLock(run_dir).acquire() if resume is None else None
+        session.log = open_run_log(run_dir, prepared, session.run, state)
+    if state is None and session.saves:  # epoch 0: the initial weights, and a state to resume from
+        _save(session, 0)
+
+
+def _show_models(run: Run, state: dict[str, Any] | None, options: TrainOptions, echo: Echo) -> None:
+    """The models' table: name, class, parameters, trained or frozen, where the weights came from."""
+    from dlscaffold.summary import model_summary, summary_lines
+
+    resumed = state["epoch"] if state is not None else None
+    if options.progress_bar:  # a terminal
+        from rich.console import Console
+
+        Console().print(model_summary(run.flow, run.config, resumed_epoch=resumed))
+    else:
+        for line in summary_lines(run.flow, run.config, resumed_epoch=resumed):
+            echo(line)
+
+
+def _restore(run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str],
+             world: distributed.World) -> Position:
     """Put a checkpoint's state back: trainer, monitor, mid-epoch weights and position, RNGs (last)."""
     from dlscaffold.checkpoint import load_state_dict
 
@@ -244,6 +310,9 @@ def _restore(run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any]
     monitor.best, monitor.best_epoch, monitor.bad = saved.get("best"), saved.get("best_epoch", 0), saved.get("bad", 0)
     for name, weights in (state.get("models") or {}).items():
         load_state_dict(run.flow.models[name], weights, f"info_flow.{name}")
+    ranks = state.get("rng_ranks") or []
+    if len(ranks) == world.world_size > 1:  # each rank draws its own dropout: restore its own RNGs
+        state = {**state, "rng": ranks[world.rank]}
     if not state.get("position"):
         set_rng_state(state["rng"])  # last: building and checking above drew from the RNGs
         return Position()
@@ -272,38 +341,61 @@ def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, A
 
 
 def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
-    """One pass over the training loader; returns the epoch's sample means, or None when a signal
-    stopped it (after saving the exact position)."""
+    """One pass over the training loader; returns the epoch's sample means (over every rank's
+    samples), or None when a signal stopped it (the caller saves the exact position)."""
     run, trainer, log, position = session.run, session.trainer, session.log, session.position
     names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
-    epoch_sums, window = Sums(names, device), Sums(names, device)
-    trainer.flow.reset_metrics()
-    if position.sums is not None:  # resumed mid-epoch: carry on with the sums as they were
-        epoch_sums.load_state_dict(position.sums)
-        window.load_state_dict(position.window)
-        trainer.flow.load_metrics_state_dict(position.metrics or {})
+    epoch_sums, window = _running_sums(session)
     trainer.flow.set_mode(training=True)
-    batches = iter(run.loaders["train"])
-    if position.rng is not None:
+    sampler, batches = run.loaders["train"].sampler, iter(run.loaders["train"])
+    if position.rng is not None:  # resumed mid-epoch: the iterator has drawn its seed, as it had then
         set_rng_state(position.rng)
         position.rng = None
-    for batch in progress.track(batches, "train"):
+    done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
+    for batch in progress.track(batches, "train", done + len(run.loaders["train"]), epoch=epochs, step=trainer.step,
+                                done=done):
         batch = run.transform(run.placement.move(batch), True)
-        values = trainer.train_step(batch)
+        mine, total = sampler.share(position.batches)  # this rank's points of the global batch
+        values = trainer.train_step(batch, share=mine * session.world.world_size / total)
         position.batches += 1
-        if values is not None:  # None: a non-finite step that was skipped (on_nonfinite: skip)
-            size = batch_size_of(batch)
-            epoch_sums.add(values, size)
-            window.add(values, size)
+        if values is not None and mine > 0:  # None: a skipped non-finite step; mine 0: a padding batch
+            epoch_sums.add(values, batch_size_of(batch))
+            window.add(values, batch_size_of(batch))
         if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
-            log.step_scalars(trainer.step, {**window.means(), **trainer.learning_rates()})
+            means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
+            log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
+            progress.show(loss=sum(t.weight * means[t.name] for t in trainer.flow.losses))
             window = Sums(names, device)
-        if stop.requested:  # checked between steps: the position saved is exact
+        # a single process stops after any step; data-parallel ranks agree at log points, together
+        if agreed_stop(session, stop) if trainer.step % log_every == 0 else stop.requested and not session.world.distributed:
             position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
             position.metrics = trainer.flow.metrics_state_dict()
             return None
     trainer.end_epoch()
     return {**epoch_sums.means(), **trainer.flow.compute_metrics()}
+
+
+def _running_sums(session: Session) -> tuple[Sums, Sums]:
+    """The epoch's and the log window's sums: fresh, or as a mid-epoch checkpoint left them."""
+    names, device, position = session.trainer.flow.term_names, session.run.placement.device, session.position
+    epoch_sums, window = Sums(names, device), Sums(names, device)
+    session.trainer.flow.reset_metrics()
+    if position.sums is not None:
+        epoch_sums.load_state_dict(position.sums)
+        window.load_state_dict(position.window)
+        session.trainer.flow.load_metrics_state_dict(position.metrics or {})
+    return epoch_sums, window
+
+
+def agreed_stop(session: Session, stop: StopFlag) -> bool:
+    """Whether to stop now. Data-parallel ranks decide together: a signal seen by any rank stops
+    every rank at the same point (one small collective, at log points and epoch ends only)."""
+    if not session.world.distributed:
+        return stop.requested
+    seen = distributed.all_reduce_sum(torch.tensor([float(stop.signum or 0)], device=session.run.placement.device))
+    if seen.item() and not stop.requested:
+        stop.signum = int(signal.SIGTERM)
+    return bool(seen.item())
 
 
 def fit(session: Session, stop: StopFlag, echo: Echo) -> Path | None:
@@ -315,20 +407,20 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> Path | None:
         session.epoch, epoch_start = epoch, time.perf_counter()
         values = _train_and_validate(session, epoch, stop, progress)
         if values is None:  # a signal: save the exact position inside this epoch, then stop
-            save_checkpoint(session.run_dir, epoch - 1, run.flow.models, _loop_state(session),
-                            position=vars(session.position)) if session.run_dir else None
+            if session.saves:
+                _save(session, epoch - 1, session.position)
             stop.raise_if_requested()
         train_values, val_values = values
         last_val, last_epoch = val_values or last_val, epoch
-        stopping = _early_stop(session, epoch, val_values)
-        if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping
-                              or stop.requested):
-            save_checkpoint(session.run_dir, epoch, run.flow.models, _loop_state(session))
+        stopping, signalled = _early_stop(session, epoch, val_values), agreed_stop(session, stop)
+        if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled):
+            _save(session, epoch)
         echo(f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
              + (f"  | val: {_format(val_values)}" if val_values else "")
              + f"  ({time.perf_counter() - epoch_start:.1f}s)")
         session.position = Position()
-        stop.raise_if_requested()  # a signal during validation: the epoch's checkpoint is saved above
+        if signalled:  # a signal during validation: the epoch's checkpoint is saved above
+            stop.raise_if_requested()
         if stopping:
             echo(f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
                  f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch}).")
@@ -358,9 +450,12 @@ def _train_and_validate(session: Session, epoch: int, stop: StopFlag,
     session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
     val_values: dict[str, float] = {}
     if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
+        specs, images = run.config.logging_params.log_images, {}
+        keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
         val_values, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
-                                  progress, "val")
+                                  progress, "val", first_batch=keep)
         session.log.epoch_row(epoch, "val", trainer.step, val_values)
+        session.log.images(trainer.step, image_grids(images))
     return train_values, val_values
 
 
@@ -369,14 +464,21 @@ def _early_stop(session: Session, epoch: int, val_values: dict[str, float]) -> b
     monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
     if monitor.name not in val_values:
         return False
-    if monitor.update(val_values[monitor.name], epoch) and session.saves:
+    if monitor.update(val_values[monitor.name], epoch) and session.saves and session.writes:
         save_best(session.run_dir, session.run.flow.models)
         update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
     return patience is not None and monitor.bad >= patience
 
 
-def _loop_state(session: Session) -> dict[str, Any]:
-    return {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+def _save(session: Session, epoch: int, position: Position | None = None) -> None:
+    """A checkpoint after ``epoch`` (or inside the next one, at ``position``). Every rank takes part
+    (their RNG states are gathered); rank 0 writes."""
+    state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+    if session.world.distributed:
+        state["rng_ranks"] = distributed.gather(rng_state())
+    if session.writes:
+        saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
+        save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
 
 
 def _format(values: dict[str, float]) -> str:

@@ -42,13 +42,23 @@ class Trainer:
     step: int = 0  # global step: batches trained on, skipped ones included
     skipped_nonfinite: int = 0  # steps dropped for NaN/inf with on_nonfinite: skip
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor] | None:
-        """One optimisation step; returns every loss's and eval's values, or None for a skipped step."""
+    def train_step(self, batch: dict[str, Any], share: float = 1.0) -> dict[str, torch.Tensor] | None:
+        """One optimisation step; returns every loss's and eval's values, or None for a skipped step.
+
+        Args:
+            batch: the batch, on the device.
+            share: under data-parallel training, (this rank's points x ranks / the global batch's
+                points): DDP averages the ranks' gradients, so scaling each rank's mean loss by it
+                gives exactly the gradient of the mean over the global batch, even for a short last
+                batch (0 for a padding batch). 1 in a single process.
+        """
         self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
         with self.precision.forward_context():
             outputs = self.flow.forward(batch)
             values = self.flow.values(self.flow.losses, batch, outputs)
             objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
+            if share != 1.0:
+                objective = objective * share
         self.precision.backward(objective)
         status = self.precision.step(list(self.optimizers.values()), self.params, self.grad_clip_norm, objective)
         if status == "nonfinite":

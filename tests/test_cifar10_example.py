@@ -167,3 +167,20 @@ def test_official_layout_with_fewer_training_batches(tmp_path: Path) -> None:
         (folder / f"data_batch_{i}").unlink()
     data = dataset(folder)
     assert len(data) == len(np.array_split(np.arange(10), 5)[0]) + 10
+
+
+@pytest.mark.parametrize("setting", ["training_params.compile=true", "training_params.channels_last=true"])
+def test_compile_and_channels_last_train_the_example_model(tiny: dict[str, Path], tmp_path: Path, setting: str) -> None:
+    result = run(str(EXAMPLE / "train.py"), "--dev", setting, f"dataloading_params.dataset_path={tiny['folder']}",
+                 f"logging_params.logging_dir={tmp_path}", "training_params.max_training_epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["train", "val"]
+    # the weights are the plain model's: a run without compile / channels_last evaluates them
+    result = run("-m", "dlscaffold", "evaluate", str(run_dir), "training_params.compile=false",
+                 "training_params.channels_last=false", "--project", str(EXAMPLE), "--split", "dev", "--json", "out.json",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["metrics"]["Cifar10ResNet/Accuracy"] == pytest.approx(
+        rows[1]["Cifar10ResNet/Accuracy"], abs=1e-6)

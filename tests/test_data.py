@@ -46,6 +46,17 @@ def test_epoch_sampler_order_depends_only_on_seed_and_epoch() -> None:
 
 
 def test_epoch_sampler_shards_for_data_parallel_ranks() -> None:
-    shards = [list(EpochSampler(range(7), shuffle=True, seed=1, rank=r, world_size=2)) for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1]) == 4
-    assert set(shards[0]) | set(shards[1]) == set(range(7))
+    single = EpochSampler(range(7), shuffle=True, seed=1)
+    shards = [EpochSampler(range(7), shuffle=True, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    order = list(single)
+    assert [list(s) for s in shards] == [order[0::2], order[1::2]]  # positions r, r+N, ...: nothing repeated
+
+
+def test_training_shards_take_the_same_number_of_steps() -> None:
+    # 33 points, 2 ranks, batch 16: rank 0 has 17 (batches of 16 and 1), rank 1 has 16, plus a padding batch
+    shards = [EpochSampler(range(33), shuffle=True, seed=1, rank=r, world_size=2, batch_size=16) for r in (0, 1)]
+    assert [len(s) for s in shards] == [17, 17]
+    assert [s.share(0) for s in shards] == [(16, 32), (16, 32)]
+    assert [s.share(1) for s in shards] == [(1, 1), (0, 1)]  # the padding batch weighs nothing
+    single = list(EpochSampler(range(33), shuffle=True, seed=1))
+    assert set(list(shards[0])[:16]) | set(list(shards[1])[:16]) == set(single[:32])

@@ -1,0 +1,116 @@
+"""Data-parallel training through PyTorch's own launcher (``torchrun``), and what ranks share.
+
+A run is distributed when torchrun started it (``WORLD_SIZE`` > 1 in the environment). Every
+process then takes ``cuda:LOCAL_RANK`` when it has a CUDA device, joins a process group (NCCL when
+every process has a CUDA device, gloo otherwise, or ``training_params.backend``), and trains its
+share of each batch; rank 0 alone writes. In a single process every helper here is a no-op, so the
+loop reads the same either way.
+
+``dlscaffold train --nproc N`` starts torchrun itself through :func:`torch.distributed.run.run`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the run's processes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes the run folder and prints."""
+        return self.rank == 0
+
+
+def world_from_env() -> World:
+    """The world torchrun describes in the environment (a single process when it does not)."""
+    env = os.environ
+    return World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def init(world: World, use_gpu: bool, backend: str | None) -> str | None:
+    """Join the process group (once); returns the device this rank computes on (None: the default)."""
+    if not world.distributed:
+        return None
+    import torch.distributed as dist
+
+    cuda = use_gpu and torch.cuda.is_available() and torch.cuda.device_count() > world.local_rank
+    device = f"cuda:{world.local_rank}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(world.local_rank)
+    if not dist.is_initialized():
+        # A short timeout: a rank that died leaves the others waiting at most this long.
+        dist.init_process_group(backend or ("nccl" if cuda else "gloo"), timeout=dt.timedelta(minutes=5),
+                                 device_id=torch.device(device) if cuda else None)
+    return device
+
+
+def shutdown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over the ranks in place (one collective); unchanged in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (e.g. the run folder it created)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank (e.g. RNG states for a checkpoint)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``dlscaffold ARGS`` in ``nproc`` processes on this machine, through torchrun's own code.
+
+    Returns the exit code: 0, or the first failed process's (its error line is already printed).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    options = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
+                                            "-m", "dlscaffold", *args])
+    try:
+        run(options)
+    except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values()]
+        return next((c for c in codes if c and c > 0), 1)
+    return 0
