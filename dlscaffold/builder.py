@@ -8,9 +8,10 @@ requested split.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -41,7 +42,7 @@ class Run:
 
 
 def build_run(prepared: Prepared, loaders: dict[str, tuple[str, bool]], device: str | None = None,
-              weights: tuple[Path, int | str] | None = None, world: World = World()) -> Run:
+              weights: tuple[Path, int | str] | None = None, world: World | None = None) -> Run:
     """Build a run's data, models and loaders.
 
     Args:
@@ -53,6 +54,7 @@ def build_run(prepared: Prepared, loaders: dict[str, tuple[str, bool]], device: 
         world: this process's rank among data-parallel processes: its loaders take its share.
     """
     config, tp, dl = prepared.config, prepared.config.training_params, prepared.config.dataloading_params
+    world = world or World()
     seed_everything(tp.seed)
     dataset = build_dataset(prepared)
     idx_dict = make_split(config, dataset, prepared.saved_split)

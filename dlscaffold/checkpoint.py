@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import random
 from pathlib import Path
 from typing import Any

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -111,7 +111,8 @@ def train(
             from dlscaffold.distributed import launch
 
             flags = [f"--{name.replace('_', '-')}" for name, on in (("dev", dev), ("no_save", no_save)) if on]
-            where = [*(["--project", str(project_dir)] if project_dir else []), *(["--device", device] if device else []),
+            where = [*(["--project", str(project_dir)] if project_dir else []),
+                     *(["--device", device] if device else []),
                      *(["--resume", str(resume)] if resume else [])]
             code = launch(nproc, ["train", *([str(config)] if config else []), *overrides, *flags, *where])
             raise typer.Exit(code)
@@ -137,14 +138,15 @@ def _epoch(text: str) -> int | str:
 def evaluate(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run folder printed by `dlscaffold train`.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.", show_default=False)] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.",
+        show_default=False)] = None,
     epoch: Annotated[str, typer.Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")
                      ] = "last",
     split: Annotated[str, typer.Option(help="train, val, dev, or test where the project provides one.")] = "val",
-    json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")] = None,
-    project: Annotated[Optional[Path], typer.Option(help="Project folder [default: the one the run recorded].")] = None,
-    device: Annotated[Optional[str], typer.Option(help="Force a device: cpu, cuda, cuda:1.")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+    project: Annotated[Path | None, typer.Option(help="Project folder [default: the one the run recorded].")] = None,
+    device: Annotated[str | None, typer.Option(help="Force a device: cpu, cuda, cuda:1.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
 ) -> None:
     """Compute every configured loss and eval of a run over one split."""

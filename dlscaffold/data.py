@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +121,18 @@ def _to_tensor(values: list[Any], name: str) -> Any:
         return torch.from_numpy(array.astype(np.int64, copy=False))
     if kind == "b":
         return torch.from_numpy(array)
-    raise UserError(f"dataset item '{name}': found values of dtype {array.dtype}; expected numbers, arrays, tensors or strings")
+    raise UserError(f"dataset item '{name}': found values of dtype {array.dtype}; "
+                    "expected numbers, arrays, tensors or strings")
+
+
+class DatasetItemError(Exception):
+    """An item that could not be read or stacked; the message names the index (or key) and the cause."""
+
+    dlscaffold_where = "the dataset"  # a class attribute: it survives a DataLoader worker's re-raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -128,7 +140,32 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = samples[0]
     if not isinstance(first, dict):
         raise UserError(f"CustomDataSet.__getitem__ returned {type(first).__name__}; expected a dict of named values")
-    return {name: _to_tensor([s[name] for s in samples], name) for name in first}
+    batch = {}
+    for name in first:
+        try:
+            batch[name] = _to_tensor([s[name] for s in samples], name)
+        except UserError:
+            raise
+        except Exception as exc:  # a missing key, values of different shapes, ...
+            raise DatasetItemError(f"the items' '{name}' values do not stack into a batch ({_first_line(exc)}); "
+                                   "every item must hold the same keys with values of one shape") from exc
+    return batch
+
+
+class _NamedErrors(Dataset):
+    """The project's dataset, with an error in ``__getitem__`` naming the index it failed on."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except Exception as exc:
+            raise DatasetItemError(f"CustomDataSet[{index}] failed: {_first_line(exc)}") from exc
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -188,7 +225,7 @@ def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, shuff
     (training loaders, ``shuffle=True``, give every rank the same number of steps)."""
     sampler = EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
     return DataLoader(
-        dataset,
+        _NamedErrors(dataset),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

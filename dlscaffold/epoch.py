@@ -51,7 +51,8 @@ class Sums:
 
     def means(self, across_ranks: bool = True) -> dict[str, float]:
         """Sample means; under data-parallel training, over every rank's samples (one collective)."""
-        packed = torch.cat([self.totals, torch.tensor([float(self.count)], dtype=self.dtype, device=self.totals.device)])
+        count = torch.tensor([float(self.count)], dtype=self.dtype, device=self.totals.device)
+        packed = torch.cat([self.totals, count])
         if across_ranks:
             all_reduce_sum(packed)
         totals, count = packed[:-1], packed[-1]

@@ -14,7 +14,8 @@ checkpoint, so a resumed fp16 run continues exactly.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ class Precision:
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
         self.skipped_steps = 0
 
-    def forward_context(self) -> ContextManager:
+    def forward_context(self) -> AbstractContextManager:
         """The context forward passes and losses run in."""
         if self.dtype is None:
             return contextlib.nullcontext()

@@ -16,16 +16,16 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dlscaffold.config import DATASET, TRAINER, TRAINER_TENSORS, Config, load_raw, read_yaml, validate_raw
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
 from dlscaffold.project import MODULE_NAMES, Project, load_project
 from dlscaffold.registry import Registry, build_registries
 from dlscaffold.rundir import read_run_info
-
 
 
 @dataclass
@@ -365,14 +365,16 @@ def _check_optimizer(tp: Any) -> tuple[Any | None, list[str]]:
                           f"closure, sparse gradients or is a base class); {available(optim.optimizer_names())}"]
         if spec.name not in optim.optimizer_names():
             names = optim.optimizer_names()
-            return None, [f"{where}.name: unknown optimizer '{spec.name}'; {did_you_mean(spec.name, names)}{available(names)}"]
+            return None, [f"{where}.name: unknown optimizer '{spec.name}'; "
+                          f"{did_you_mean(spec.name, names)}{available(names)}"]
         problem = kwargs_problem(getattr(torch.optim, spec.name), spec.kwargs, spec.name, skip_first=True)
         if problem:
             return None, [f"{where}.kwargs: {problem}"]
     try:
         return optim.build_optimizer([torch.nn.Parameter(torch.zeros(2))], tp), []
     except Exception as exc:  # the class's own check of its values, e.g. lr < 0
-        return None, [f"{where if spec else 'training_params'}: the optimizer rejects its settings ({_first_line(exc)})"]
+        key = where if spec else "training_params"
+        return None, [f"{key}: the optimizer rejects its settings ({_first_line(exc)})"]
 
 
 def _check_optim(tp: Any) -> list[str]:
@@ -455,8 +457,8 @@ def _check_resume_overrides(config_path: Path, overrides: list[str], config: Con
         new, old = _lookup(load_raw(config_path, [item]), key), _lookup(saved, key)
         if new == old:
             continue
-        if key == "training_params.lrn_rate" and (config.training_params.lr_scheduler or config.training_params.optimizer
-                                                  and "lr" in config.training_params.optimizer.kwargs):
+        tp = config.training_params
+        if key == "training_params.lrn_rate" and (tp.lr_scheduler or tp.optimizer and "lr" in tp.optimizer.kwargs):
             problems.append(f"override '{item}': --resume cannot set lrn_rate while the run's lr_scheduler (or "
                             "optimizer.kwargs.lr) sets the rate; start a new run instead")
         elif key not in RESUMABLE:
@@ -481,7 +483,8 @@ def _check_paths(raw: dict[str, Any]) -> list[str]:
     for key in ("dataset_path", "idx_dict_path"):
         value = dl.get(key) if isinstance(dl, dict) else None
         if isinstance(value, str) and not Path(value).exists():
-            problems.append(f"dataloading_params.{key}: found '{value}', which does not exist; expected an existing path")
+            problems.append(f"dataloading_params.{key}: found '{value}', which does not exist; "
+                            "expected an existing path")
     return problems
 
 
@@ -497,7 +500,9 @@ def _load_split(raw: dict[str, Any], run_dir: Path | None) -> tuple[dict[str, An
         idx_dict = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, nested too deep
         return None, [f"{key}: '{path}' is not a readable JSON split ({exc}); expected a saved idx_dict.json"]
-    missing = [s for s in ("train", "val") if not isinstance(idx_dict.get(s), list)] if isinstance(idx_dict, dict) else ["train"]
+    if not isinstance(idx_dict, dict):
+        idx_dict = {}
+    missing = [s for s in ("train", "val") if not isinstance(idx_dict.get(s), list)]
     if missing:
         return None, [f"{key}: '{path}' has no {' or '.join(missing)} list; expected a saved idx_dict.json"]
     idx_dict.setdefault("dev", idx_dict["train"][:20])
@@ -556,7 +561,8 @@ def check_batch(run: Any, indices: list[int]) -> None:
         try:
             with run.precision.forward_context():
                 outputs = run.flow.forward(batch)
-                problems = [p for t in run.flow.losses + run.flow.evals if (p := _term_problem(run.flow, t, batch, outputs))]
+                terms = run.flow.losses + run.flow.evals
+                problems = [p for t in terms if (p := _term_problem(run.flow, t, batch, outputs))]
                 problems += image_problems(run.config.logging_params.log_images, batch, outputs)
             if problems:
                 raise ConfigError(*problems)

@@ -6,7 +6,8 @@ replace a built-in), and a lookup of an unknown name says "did you mean ...? ava
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from dlscaffold.errors import UserError, available, did_you_mean
 

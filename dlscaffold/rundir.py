@@ -15,8 +15,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from dlscaffold.config import safe_run_notes
 from dlscaffold.errors import UserError
@@ -49,7 +50,8 @@ def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = No
     try:
         logging_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); choose a writable folder") from None
+        raise UserError(f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); "
+                        "choose a writable folder") from None
     date = (today or dt.date.today()).strftime("%Y%m%d")
     notes = safe_run_notes(run_notes)
     taken = [int(m.group(1)) for p in logging_dir.iterdir() if (m := re.match(rf"{date}_(\d+)(_|$)", p.name))]

@@ -14,16 +14,23 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from dlscaffold import distributed
 from dlscaffold.builder import Run, build_run, wrap_for_training
-from dlscaffold.checkpoint import (last_trainer_state, load_trainer_state, rng_state, save_best, save_checkpoint,
-                                   set_rng_state)
+from dlscaffold.checkpoint import (
+    last_trainer_state,
+    load_trainer_state,
+    rng_state,
+    save_best,
+    save_checkpoint,
+    set_rng_state,
+)
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
 from dlscaffold.epoch import Sums, run_epoch
@@ -32,8 +39,16 @@ from dlscaffold.flow import batch_size_of
 from dlscaffold.images import collect_images, image_grids
 from dlscaffold.prepare import Prepared, check_batch, monitored, prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import (NullLog, RunLock, RunLog, create_run_dir, is_run_dir, remove_stale_temporaries,
-                               update_run_info, write_text_atomic)
+from dlscaffold.rundir import (
+    NullLog,
+    RunLock,
+    RunLog,
+    create_run_dir,
+    is_run_dir,
+    remove_stale_temporaries,
+    update_run_info,
+    write_text_atomic,
+)
 from dlscaffold.stops import RunInterrupted, StopFlag
 from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
 
@@ -206,18 +221,23 @@ def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
 def _user_code_error(session: Session, exc: Exception) -> str:
     where = getattr(exc, "dlscaffold_where", None) or "the training loop"
     lines = str(exc).strip().splitlines() or [""]
-    # an error re-raised from a DataLoader worker carries the worker's traceback; its last line says it
-    text = lines[-1].partition("DatasetItemError: ")[2] or lines[-1] if len(lines) > 1 else lines[0]
-    return (f"epoch {session.epoch}, step {session.trainer.step}: {where} failed: {type(exc).__name__}: {text}; "
-            "the last checkpoint is intact; rerun with --debug for the traceback")
+    if type(exc).__name__ == "DatasetItemError":  # from a DataLoader worker, its traceback: the last line says it
+        what = lines[-1].partition("DatasetItemError: ")[2] or lines[-1]
+    else:
+        what = f"{where} failed: {type(exc).__name__}: {lines[0]}"
+    if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        what += "; torch.compile failed here: set training_params.compile: false"
+    return (f"epoch {session.epoch}, step {session.trainer.step}: {what}; the last checkpoint is intact; "
+            "rerun with --debug for the traceback")
 
 
 # ------------------------------------------------------------------------------------- setup
 
 
 def setup(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
-          options: TrainOptions, echo: Echo, world: distributed.World = distributed.World()) -> Session:
+          options: TrainOptions, echo: Echo, world: distributed.World | None = None) -> Session:
     """Check everything, build data, models and trainer, then create (or reopen) the run folder."""
+    world = world or distributed.World()
     if resume is not None:
         resume = resume.resolve()
         if not is_run_dir(resume):
@@ -367,7 +387,8 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
             progress.show(loss=sum(t.weight * means[t.name] for t in trainer.flow.losses))
             window = Sums(names, device)
         # a single process stops after any step; data-parallel ranks agree at log points, together
-        if agreed_stop(session, stop) if trainer.step % log_every == 0 else stop.requested and not session.world.distributed:
+        at_log_point = trainer.step % log_every == 0
+        if agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed:
             position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
             position.metrics = trainer.flow.metrics_state_dict()
             return None

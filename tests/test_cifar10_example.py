@@ -47,14 +47,15 @@ def write_python_batches(folder: Path, train, test) -> Path:
     for i, part in enumerate(parts, start=1):
         entry = {b"data": train[0][part].reshape(len(part), -1), b"labels": train[1][part].tolist()}
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(entry))
-    (folder / "test_batch").write_bytes(pickle.dumps({b"data": test[0].reshape(len(test[1]), -1), b"labels": test[1].tolist()}))
+    test_batch = {b"data": test[0].reshape(len(test[1]), -1), b"labels": test[1].tolist()}
+    (folder / "test_batch").write_bytes(pickle.dumps(test_batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}))
     return folder
 
 
 def write_image_folder(root: Path, train, test) -> Path:
     for split, (images, labels) in (("train", train), ("test", test)):
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=False)):
             folder = root / split / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")  # PNG: lossless
@@ -97,15 +98,16 @@ def test_augmentation_crops_and_flips_each_image() -> None:
     crop_flip = example_module("dataloader").random_crop_flip
     images = torch.rand(64, 3, 32, 32)
     out = crop_flip(images, padding=0)  # no padding: each image is itself or its mirror image
-    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images)]
-    assert all(m or torch.equal(o, i) for m, o, i in zip(mirrored, out, images))
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images, strict=False)]
+    assert all(m or torch.equal(o, i) for m, o, i in zip(mirrored, out, images, strict=False))
     assert 10 < sum(mirrored) < 54
     shifted = crop_flip(images, padding=4)
     assert shifted.shape == images.shape and not torch.equal(shifted, images)
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=600)
 
 
 def test_one_dev_epoch_through_the_cli_then_evaluate_the_test_split(tiny: dict[str, Path], tmp_path: Path) -> None:
@@ -122,7 +124,8 @@ def test_one_dev_epoch_through_the_cli_then_evaluate_the_test_split(tiny: dict[s
 
 def test_seed_config_trains_one_dev_epoch_against_the_example(tiny: dict[str, Path], tmp_path: Path) -> None:
     config = tmp_path / "example_learning_config.yml"
-    config.write_text(SEED_CONFIG.replace("DATASET_PATH", str(tiny["batches"])).replace("LOGGING_DIR", str(tmp_path / "logs")))
+    text = SEED_CONFIG.replace("DATASET_PATH", str(tiny["batches"]))
+    config.write_text(text.replace("LOGGING_DIR", str(tmp_path / "logs")))
     result = run("-m", "dlscaffold", "train", str(config), "--project", str(EXAMPLE), "--dev",
                  "training_params.max_training_epochs=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -179,7 +182,8 @@ def test_compile_and_channels_last_train_the_example_model(tiny: dict[str, Path]
     assert [r["split"] for r in rows] == ["train", "val"]
     # the weights are the plain model's: a run without compile / channels_last evaluates them
     result = run("-m", "dlscaffold", "evaluate", str(run_dir), "training_params.compile=false",
-                 "training_params.channels_last=false", "--project", str(EXAMPLE), "--split", "dev", "--json", "out.json",
+                 "training_params.channels_last=false", "--project", str(EXAMPLE), "--split", "dev",
+                 "--json", "out.json",
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out.json").read_text())["metrics"]["Cifar10ResNet/Accuracy"] == pytest.approx(

@@ -72,7 +72,7 @@ def conv_pairs(draw, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...
 def _assert_chained(plan: list[LayerSpec], size_in: tuple, size_out: tuple) -> None:
     assert plan[0].input_shape == size_in
     assert plan[-1].output_shape == size_out
-    for before, after in zip(plan, plan[1:]):
+    for before, after in zip(plan, plan[1:], strict=False):
         assert before.output_shape == after.input_shape
 
 
@@ -87,7 +87,7 @@ def test_conv_output_shape_is_the_requested_one(conv_class, deconv_class, dims, 
     net = conv_class(size_in, size_out, dropout=data.draw(st.booleans()))
     _assert_chained(net.plan, size_in, size_out)
     for spec in net.plan:  # each stride-k layer divides its size by exactly k
-        spatial = zip(spec.input_shape[1:], spec.output_shape[1:], spec.stride)
+        spatial = zip(spec.input_shape[1:], spec.output_shape[1:], spec.stride, strict=False)
         assert all(n == m * k for n, m, k in spatial)
     with torch.no_grad():
         out = net(torch.randn(2, *size_in))
@@ -355,4 +355,4 @@ def test_cifar10_classifier_trains_one_step():
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
-    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=False))

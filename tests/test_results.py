@@ -84,7 +84,8 @@ def test_best_epoch_is_the_arg_best_and_loads_as_best(toy: Path) -> None:
 
 def test_early_stopping_ends_patience_validations_after_the_best(toy: Path) -> None:
     # a learning rate too small to change the accuracy: epoch 1 stays the best
-    result = run_cli("train", "config.yml", "training_params.monitor=Classifier/accuracy", "training_params.lrn_rate=1e-12",
+    result = run_cli("train", "config.yml", "training_params.monitor=Classifier/accuracy",
+                     "training_params.lrn_rate=1e-12",
                      "training_params.early_stopping_patience=2", "training_params.max_training_epochs=20", cwd=toy)
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(toy)

@@ -69,7 +69,8 @@ def test_epoch_values_are_sample_weighted_means(toy: Path) -> None:
     assert result["num_samples"] == 60 and result["epoch"] == 1
     assert result["metrics"] == pytest.approx({k: v for k, v in val_row.items() if "/" in k}, rel=1e-6)
     # the accuracy over 60 samples is a multiple of 1/60
-    assert round(result["metrics"]["Classifier/accuracy"] * 60, 6) == round(result["metrics"]["Classifier/accuracy"] * 60)
+    accuracy = result["metrics"]["Classifier/accuracy"]
+    assert round(accuracy * 60, 6) == round(accuracy * 60)
 
 
 def test_frozen_encoder_from_an_earlier_run_stays_bit_for_bit(toy: Path) -> None:
@@ -98,7 +99,8 @@ def test_frozen_encoder_from_an_earlier_run_stays_bit_for_bit(toy: Path) -> None
 def test_resume_after_epoch_2_matches_an_uninterrupted_run_bitwise(toy: Path) -> None:
     # Dropout in the encoder makes the result depend on the restored RNG state.
     assert train_in_process(str(toy / "config.yml"), "logging_params.run_notes=full") == 0
-    assert train_in_process(str(toy / "config.yml"), "logging_params.run_notes=part", "training_params.max_training_epochs=2") == 0
+    assert train_in_process(str(toy / "config.yml"), "logging_params.run_notes=part",
+                            "training_params.max_training_epochs=2") == 0
     full, part = run_dirs(toy)
     assert len(read_metrics(part)) == 4
     assert train_in_process("--resume", str(part), "training_params.max_training_epochs=4") == 0
@@ -110,18 +112,21 @@ def test_resume_after_epoch_2_matches_an_uninterrupted_run_bitwise(toy: Path) ->
 
 
 def test_resume_drops_rows_written_after_the_last_checkpoint(toy: Path) -> None:
-    assert train_in_process(str(toy / "config.yml"), "training_params.save_every=2", "training_params.max_training_epochs=3") == 0
+    assert train_in_process(str(toy / "config.yml"), "training_params.save_every=2",
+                            "training_params.max_training_epochs=3") == 0
     (run,) = run_dirs(toy)
     # The run ended at epoch 3 with a checkpoint; pretend it died after epoch 3's rows, before saving.
     for path in (run / "checkpoints").glob("*_000003.pt"):
         path.unlink()
     (run / "checkpoints" / "trainer_000002.pt").write_bytes(b"")  # trainer states are pruned: rebuild below
-    assert train_in_process(str(toy / "config.yml"), "training_params.save_every=2", "training_params.max_training_epochs=2",
+    assert train_in_process(str(toy / "config.yml"), "training_params.save_every=2",
+                            "training_params.max_training_epochs=2",
                             "logging_params.run_notes=ref") == 0
     ref = [r for r in run_dirs(toy) if r != run][0]
     (run / "checkpoints" / "trainer_000002.pt").write_bytes((ref / "checkpoints" / "trainer_000002.pt").read_bytes())
     assert train_in_process("--resume", str(run), "training_params.max_training_epochs=3") == 0
-    assert [(r["epoch"], r["split"]) for r in read_metrics(run)] == [(e, s) for e in (1, 2, 3) for s in ("train", "val")]
+    expected = [(e, s) for e in (1, 2, 3) for s in ("train", "val")]
+    assert [(r["epoch"], r["split"]) for r in read_metrics(run)] == expected
 
 
 def test_no_save_and_debug(toy: Path) -> None:
@@ -138,7 +143,8 @@ def test_a_wrong_tensor_name_fails_before_training(toy: Path) -> None:
         "MSE": {"inputs": {"reconstructed": "Decoder", "features": "dataset"}}})
     result = run_cli("train", str(config), cwd=toy)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "info_flow.Decoder.losses.MSE needs tensor 'reconstructed' from Decoder, but model 'Decoder' hold only: reconstruction" in result.stderr
+    assert ("info_flow.Decoder.losses.MSE needs tensor 'reconstructed' from Decoder, "
+            "but model 'Decoder' hold only: reconstruction") in result.stderr
     assert not (toy / "runs").exists()
 
 
@@ -205,7 +211,8 @@ def test_transform_batch_runs_on_every_batch_with_the_train_flag(toy: Path) -> N
 
 
 def test_bf16_precision_trains(toy: Path) -> None:
-    assert train_in_process(str(toy / "config.yml"), "training_params.precision=bf16", "training_params.max_training_epochs=2") == 0
+    assert train_in_process(str(toy / "config.yml"), "training_params.precision=bf16",
+                            "training_params.max_training_epochs=2") == 0
     (run,) = run_dirs(toy)
     rows = read_metrics(run)
     assert all(0.0 < r["Classifier/ce"] < 5.0 for r in rows)
@@ -217,7 +224,8 @@ def test_a_shape_mistake_in_a_model_fails_before_training_in_one_line(toy: Path)
     result = run_cli("train", str(config), cwd=toy)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: info_flow.Encoder: Encoder.forward failed on a batch of 2 before training: RuntimeError:")
+    assert line.startswith(
+        "error: info_flow.Encoder: Encoder.forward failed on a batch of 2 before training: RuntimeError:")
     assert not (toy / "runs").exists()
 
 

@@ -116,6 +116,14 @@ def assert_same_run(run: Path, reference: Path) -> None:
             assert torch.equal(final_weights(run)[name][key], tensor), (name, key)
 
 
+def all_tensors(value: object) -> list[torch.Tensor]:
+    """Every tensor in a checkpoint's nested dicts and lists."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else []
+    return [t for item in items for t in all_tensors(item)]
+
+
 def every_checkpoint_loads(run: Path) -> None:
     for path in (run / "checkpoints").glob("*.pt"):
         torch.load(path, weights_only=True)
@@ -200,19 +208,7 @@ def test_a_nan_at_step_k_stops_the_run_and_keeps_every_saved_tensor_finite(slow,
     assert (run / "nonfinite_batch.pt").is_file()
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
     for path in (run / "checkpoints").glob("*.pt"):
-        tensors = []
-
-        def collect(value: object) -> None:
-            if isinstance(value, torch.Tensor):
-                tensors.append(value)
-            elif isinstance(value, dict):
-                for item in value.values():
-                    collect(item)
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    collect(item)
-
-        collect(torch.load(path, weights_only=True))
+        tensors = all_tensors(torch.load(path, weights_only=True))
         assert all(torch.isfinite(t).all() for t in tensors if t.is_floating_point()), path
     for line in (run / "metrics.jsonl").read_text().splitlines():  # strict JSON: no bare NaN
         json.loads(line, parse_constant=lambda name: pytest.fail(f"metrics.jsonl holds {name}"))
@@ -272,3 +268,27 @@ def test_corrupt_checkpoints_and_splits_are_one_line(toy: Path) -> None:
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len([line for line in result.stderr.splitlines() if line.startswith("error: ")]) == 1
 
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_dataset_error_during_training_names_the_index(toy: Path, workers: int) -> None:
+    with open(toy / "dataloader.py", "a") as fh:
+        fh.write('''
+
+_get = CustomDataSet.__getitem__
+
+
+def _failing(self, index):
+    if index == 7:
+        raise KeyError("label")
+    return _get(self, index)
+
+
+CustomDataSet.__getitem__ = _failing
+''')
+    result = run_cli("train", "config.yml", f"dataloading_params.num_workers={workers}", cwd=toy)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "CustomDataSet[7] failed: KeyError: 'label'" in line and "epoch 1, step" in line, line
+    (run,) = run_dirs(toy)
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"

@@ -170,6 +170,6 @@ class ResNetFCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, input_size) -> (N, output_size)."""
         _check_input(x, self.input_size, type(self).__name__)
-        for spec, block in zip(self.plan, self.blocks):
+        for spec, block in zip(self.plan, self.blocks, strict=False):
             x = x + block(x) if spec.kind == "residual" else block(x)  # (N, input_size) until last
         return x

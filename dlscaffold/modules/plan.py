@@ -135,7 +135,7 @@ def plan_conv(
     names = _dim_names(len(size_in) - 1)
     reached = tuple(
         check_dim(n, i, o, transposed=transposed, adaptive_pool=adaptive_pool)
-        for n, i, o in zip(names, size_in[1:], size_out[1:])
+        for n, i, o in zip(names, size_in[1:], size_out[1:], strict=False)
     )
     stack_out = (size_out[0], *reached)
     if transposed:
@@ -154,7 +154,7 @@ def _dim_names(spatial_dims: int) -> tuple[str, ...]:
 
 def _conv_layers(size_in: tuple[int, ...], size_out: tuple[int, ...]) -> list[LayerSpec]:
     """The conv layers for a pair already known to be served."""
-    strides_per_dim = [prime_factors(i // o) for i, o in zip(size_in[1:], size_out[1:])]
+    strides_per_dim = [prime_factors(i // o) for i, o in zip(size_in[1:], size_out[1:], strict=False)]
     steps = _channel_steps(size_in[0], size_out[0])
     num_layers = max([len(steps), 1] + [len(s) for s in strides_per_dim])
     # strides[d][i]: the stride of layer i along spatial dimension d.
@@ -163,7 +163,7 @@ def _conv_layers(size_in: tuple[int, ...], size_out: tuple[int, ...]) -> list[La
     layers, shape = [], size_in
     for i, out_channels in enumerate(channels):
         stride = tuple(s[i] for s in strides)
-        out_shape = (out_channels, *(n // k for n, k in zip(shape[1:], stride)))
+        out_shape = (out_channels, *(n // k for n, k in zip(shape[1:], stride, strict=False)))
         layers.append(
             LayerSpec(
                 kind="conv",
@@ -260,7 +260,7 @@ def plan_fcn(
     if not _is_positive_int(hidden):
         raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
     widths = [input_size] + [hidden] * (num_layers - 1) + [output_size]
-    return [LinearSpec("linear", a, b) for a, b in zip(widths, widths[1:])]
+    return [LinearSpec("linear", a, b) for a, b in zip(widths, widths[1:], strict=False)]
 
 
 def plan_resnet_fcn(input_size: int, output_size: int, num_layers: int) -> list[LinearSpec]:

@@ -211,7 +211,7 @@ class TransformerComparer(nn.Module):
     def forward(self, seq: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, E) -> (N, T, E); ``padding_mask`` is (N, T), True at padded positions."""
         out = seq
-        for drop, layer in zip(self.drops, self.layers):
+        for drop, layer in zip(self.drops, self.layers, strict=False):
             out = drop(out)
             # The sequence is its own memory, so the same mask hides padding in both attentions.
             out = layer(

@@ -1,0 +1,41 @@
+"""The shipped benchmark runs: ``benchmarks/overhead.py --quick`` times both arms and prints the ratio.
+
+Tiny sizes, one repeat (about half a minute on 2 CPU cores). Nothing about the timings is asserted:
+on a busy machine the noise can exceed a tiny epoch, and the ratio is then printed as ``n/a``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_overhead_quick_prints_both_arms_and_the_ratio(tmp_path: Path) -> None:
+    result_file = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick", "--json",
+                           str(result_file), "--keep", str(tmp_path / "runs")],
+                          cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for arm in ("dlscaffold", "handwritten"):
+        row = [line for line in lines if line.startswith(f"{arm} ")]
+        assert len(row) == 1, done.stdout
+        assert " s " in row[0]  # its short, long and per-epoch times
+    assert any(line.startswith("ratio dlscaffold/handwritten (per-epoch time): ") for line in lines), done.stdout
+
+    result = json.loads(result_file.read_text())
+    assert set(result["summary"]) == {"dlscaffold", "handwritten"}
+    for arm, summary in result["summary"].items():
+        assert isinstance(summary["per_epoch_s"], float), arm
+        assert len(result["walls_s"][arm]["short"]) == len(result["walls_s"][arm]["long"]) == 1
+        assert 0.0 <= summary["final_val_accuracy"] <= 1.0, arm  # both arms trained and validated
+    assert result["ratio"] is None or result["ratio"] > 0
+    # each arm wrote what it is timed for: a dlscaffold run folder, the hand-written loop's checkpoints and events
+    runs = tmp_path / "runs"
+    assert list(runs.glob("dlscaffold_long_0/*/checkpoints/Cifar10ResNet_000003.pt"))
+    assert (runs / "handwritten_long_0" / "checkpoint_000003.pt").is_file()
+    assert list((runs / "handwritten_long_0").glob("events.out.tfevents.*"))
