@@ -90,17 +90,21 @@ def _project_default(ctx: typer.Context, project: Path | None) -> Path | None:
 def train(
     ctx: typer.Context,
     args: Annotated[list[str] | None, typer.Argument(
-        help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.", show_default=False)] = None,
+        metavar="CONFIG_AND_OVERRIDES", show_default=False,
+        help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.")] = None,
     project: Annotated[Path | None, typer.Option(
-        help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue this run folder from its last checkpoint.")] = None,
+        metavar="DIR", help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(
+        metavar="RUN_DIR", help="Continue this run folder from its last checkpoint.")] = None,
     dev: Annotated[bool, typer.Option("--dev", help="Train and validate on the dev set only.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Log metrics but keep no checkpoints.")] = False,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Dev set, anomaly detection, nothing written; full tracebacks.")] = False,
-    device: Annotated[str | None, typer.Option(help="Force a device: cpu, cuda, cuda:1.")] = None,
+    device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
     nproc: Annotated[int, typer.Option(
-        min=1, help="Train data-parallel in this many processes on this machine (started through torchrun).")] = 1,
+        min=1, metavar="N",
+        help="Train data-parallel in this many processes on this machine (started through torchrun).")] = 1,
 ) -> None:
     """Train the models a config's info_flow names."""
 
@@ -137,16 +141,20 @@ def _epoch(text: str) -> int | str:
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(help="A run folder printed by `dlscaffold train`.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder printed by `dlscaffold train`.")],
     overrides: Annotated[list[str] | None, typer.Argument(
+        metavar="KEY=VALUE",
         help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.",
         show_default=False)] = None,
     epoch: Annotated[str, typer.Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")
                      ] = "last",
-    split: Annotated[str, typer.Option(help="train, val, dev, or test where the project provides one.")] = "val",
-    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
-    project: Annotated[Path | None, typer.Option(help="Project folder [default: the one the run recorded].")] = None,
-    device: Annotated[str | None, typer.Option(help="Force a device: cpu, cuda, cuda:1.")] = None,
+    split: Annotated[str, typer.Option(
+        metavar="SPLIT", help="train, val, dev, or test where the project provides one.")] = "val",
+    json_file: Annotated[Path | None, typer.Option(
+        "--json", metavar="FILE", help="Also write the results to this JSON file.")] = None,
+    project: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Project folder [default: the one the run recorded].")] = None,
+    device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
 ) -> None:
     """Compute every configured loss and eval of a run over one split."""
