@@ -16,7 +16,7 @@ import torch
 from dlscaffold.builder import build_run
 from dlscaffold.data import make_loader
 from dlscaffold.prepare import prepare
-from dlscaffold.train import build_trainer
+from dlscaffold.trainer import build_trainer
 
 HERE = Path(__file__).resolve().parent
 IMAGES = 10_240
