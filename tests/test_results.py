@@ -38,6 +38,13 @@ class Ensemble(nn.Module):
         return {"members": torch.stack([class_logits, class_logits.flip(-1), class_logits * 0], dim=1)}
 
 
+class Picture(nn.Module):
+    """The features as a (B, 1, 2, 4) image."""
+
+    def forward(self, features):
+        return {"image": features.view(-1, 1, 2, 4)}
+
+
 class Crash(nn.Module):
     def forward(self, features, step):
         if int(step) == 2:
@@ -51,7 +58,7 @@ _toy_models = get_ref_model_dict
 
 
 def get_ref_model_dict():
-    return {**_toy_models(), "EpochEcho": EpochEcho, "Ensemble": Ensemble, "Crash": Crash}
+    return {**_toy_models(), "EpochEcho": EpochEcho, "Ensemble": Ensemble, "Crash": Crash, "Picture": Picture}
 '''
 
 
@@ -177,3 +184,23 @@ def test_trainer_source_and_ensemble_members(toy: Path) -> None:
     assert all({"Ensemble/acc", "Ensemble/acc_0", "Ensemble/acc_1", "Ensemble/acc_2"} <= set(r) for r in rows)
     val = [r for r in rows if r["split"] == "val"]
     assert all(r["Ensemble/acc_0"] == r["Classifier/accuracy"] for r in val)  # member 0 is the classifier itself
+
+
+def test_log_images_writes_validation_images_and_refuses_non_images(toy: Path) -> None:
+    toy = with_extra_models(toy)
+    flow = __import__("yaml").safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow["Picture"] = {"train": 0, "inputs": {"features": "dataset"}}
+    config = write_config(toy, "pictures.yml", info_flow=flow, logging_params__log_images=["Picture.image"])
+    result = run_cli("train", str(config), "training_params.max_training_epochs=1", cwd=toy)
+    assert result.returncode == 0, result.stderr
+    (run,) = run_dirs(toy)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert "images/Picture.image" in events.Tags()["images"]
+    result = run_cli("train", str(config), "logging_params.log_images=[Classifier.class_logits]", cwd=toy)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "'Classifier.class_logits' has shape (2, 3); expected images" in line
+    assert run_dirs(toy) == [run]  # refused before a run folder was made
