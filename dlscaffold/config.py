@@ -1,4 +1,4 @@
-"""The run config: the seed's four sections, typed, with dotted command-line overrides.
+"""The run config: the older deep_learning tool's four sections, typed, with dotted command-line overrides.
 
 Reading order: :func:`load_raw` reads the YAML file, applies ``key.path=value`` overrides and
 resolves relative paths against the config file's folder (once, here); :func:`validate_raw` checks
@@ -118,7 +118,7 @@ class TrainingParams(_Section):
     max_training_epochs: Int = Field(10, ge=1, le=INT64_MAX)
     use_dev: bool = False
     use_GPU: bool = True
-    # New keys; their defaults keep the seed's behaviour.
+    # New keys; their defaults keep the older tool's behaviour.
     val_every: Int = Field(1, ge=1, le=INT64_MAX)
     save_every: Int = Field(1, ge=1, le=INT64_MAX)
     log_every: Int = Field(50, ge=1, le=INT64_MAX)
@@ -180,7 +180,7 @@ class LossSpec(_Section):
     logging_name: str | None = None
     weight: Float = 1.0
     inputs: dict[str, str] = Field(min_length=1)
-    # The registered function; defaults to the entry's key (the seed's form).
+    # The registered function; defaults to the entry's key (the older tool's form).
     function: str | None = None
 
 
@@ -208,7 +208,7 @@ class ModelSpec(_Section):
     @field_validator("train", mode="before")
     @classmethod
     def _seed_train_flag(cls, value: Any) -> Any:
-        # The seed: "1 = train, otherwise the model will not be trained".
+        # The older tool: "1 = train, otherwise the model will not be trained".
         if isinstance(value, bool):
             return value
         if isinstance(value, int):

@@ -1,6 +1,6 @@
 """The dataset side of a run: the ``idx_dict`` split, collation, samplers and loaders.
 
-The split (the seed's ``idx_dict``) divides ``range(len(dataset))`` into ``train`` / ``val`` /
+The split (the older deep_learning tool's ``idx_dict``) divides ``range(len(dataset))`` into ``train`` / ``val`` /
 ``dev`` index lists, deterministically from the seed; it is saved as JSON with every run and can be
 reused through ``idx_dict_path``. A project may also provide a ``test`` split (see
 :func:`project_test_indices`).

@@ -1,4 +1,4 @@
-"""CIFAR-10 models: the seed's Cifar10Classifier, and Cifar10ResNet, the recommended start.
+"""CIFAR-10 models: the older deep_learning tool's Cifar10Classifier, and Cifar10ResNet, the recommended start.
 
 Both take ``image`` (B, 3, 32, 32), normalised by ``CustomDataSet.transform_batch``, and return
 ``{"class_logits": (B, 10)}``.
@@ -15,7 +15,7 @@ from dlscaffold.modules import CONV2DN, ResNetFCN
 
 
 class Cifar10Classifier(nn.Module):
-    """The seed's example model: a CONV2DN image processor, then ResNet-style dense layers.
+    """The older deep_learning tool's example model: a CONV2DN image processor, then ResNet-style dense layers.
 
     Args:
         image_size: ``[C, H, W]`` of the input images, ``[3, 32, 32]``.
