@@ -216,7 +216,7 @@ class EpochSampler(Sampler[int]):
         return iter(mine[self.start :])
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        return max(self.num_samples - self.start, 0)
 
 
 def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,

@@ -125,7 +125,8 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
         set_rng_state(position.rng)
         position.rng = None
     done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
-    for batch in progress.track(batches, "train", done + len(run.loaders["train"]), epoch=epochs, step=trainer.step,
+    last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
+    for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step,
                                 done=done):
         batch = run.transform(run.placement.move(batch), True)
         mine, total = sampler.share(position.batches)  # this rank's points of the global batch
@@ -141,7 +142,8 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
             window = Sums(names, device)
         # a single process stops after any step; data-parallel ranks agree at log points, together
         at_log_point = trainer.step % log_every == 0
-        if agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed:
+        stopping = agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed
+        if stopping and position.batches < last_batch:
             position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
             position.metrics = trainer.flow.metrics_state_dict()
             return None

@@ -42,7 +42,7 @@ def git(cwd: Path, *args: str) -> str:
 
 def commit_all(repo: Path, message: str) -> None:
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)  # a clean checkout (CI's) has nothing new
 
 
 def template_repo(dest: Path) -> Path:
