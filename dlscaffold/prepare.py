@@ -98,7 +98,7 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
         problems += _check_splits(config, saved_split, used)
         if splits is None:  # training
             problems += _check_training(config)
-            problems += _check_resume_overrides(config_path, overrides, config) if run_dir is not None else []
+            problems += _check_resume_overrides(config_path, raw, overrides, config) if run_dir is not None else []
     if problems:
         raise ConfigError(*problems)
     for name, spec in config.info_flow.items():  # a loaded model's init_args default to its run's
@@ -448,13 +448,17 @@ def _check_training(config: Config) -> list[str]:
     return problems
 
 
-def _check_resume_overrides(config_path: Path, overrides: list[str], config: Config) -> list[str]:
-    """A resumed run's config.yml must keep describing what ran: only future-only keys may change."""
+def _check_resume_overrides(config_path: Path, raw: dict[str, Any], overrides: list[str],
+                            config: Config) -> list[str]:
+    """A resumed run's config.yml must keep describing what ran: only future-only keys may change.
+
+    ``raw`` is the config with the overrides applied; the run's saved config is read once to compare.
+    """
     saved = load_raw(config_path, [])
     problems = []
     for item in overrides:
         key = item.partition("=")[0].strip()
-        new, old = _lookup(load_raw(config_path, [item]), key), _lookup(saved, key)
+        new, old = _lookup(raw, key), _lookup(saved, key)
         if new == old:
             continue
         tp = config.training_params
