@@ -25,15 +25,13 @@ from dlscaffold.builder import Run, build_run
 from dlscaffold.checkpoint import resolve_epoch
 from dlscaffold.config import Config
 from dlscaffold.data import collate
-from dlscaffold.errors import UserError
-from dlscaffold.evaluate import check_run_dir, epoch_number, evaluate_run, set_clock
+from dlscaffold.evaluation import evaluate_run, set_clock
 from dlscaffold.flow import Flow
 from dlscaffold.prepare import prepare
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import read_metrics
+from dlscaffold.runfiles import BEST, check_run_dir, epoch_number, parse_epoch
 from dlscaffold.seeding import forked_rng
-
-BEST, LAST = "best", "last"
 
 
 @dataclass
@@ -139,12 +137,10 @@ def load_run(run_dir: str | Path, epoch: str | int = BEST, device: str | None = 
     Raises:
         UserError: one line: not a run folder, no such epoch, no best epoch recorded, missing code.
     """
-    number = isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0
-    if not (number or (isinstance(epoch, str) and (epoch in (BEST, LAST) or epoch.isdigit()))):
-        raise UserError(f"epoch: found {epoch!r}; expected '{BEST}', '{LAST}' or a saved epoch number")
+    epoch = parse_epoch(epoch, "epoch")
     run_dir = check_run_dir(Path(run_dir))
     project_dir = Path(project).expanduser().resolve() if project is not None else None
-    prepared = prepare(run_dir / "config.yml", [], project_dir, run_dir=run_dir, splits=())
+    prepared = prepare(run_dir / "config.yml", [], project_dir, run_dir=run_dir, splits=(), training=False)
     saved = resolve_epoch(run_dir, list(prepared.config.info_flow), epoch, "epoch")  # a number or "best"
     with forked_rng():  # building seeds every RNG, as training did; the caller's states are restored after
         run = build_run(prepared, {}, device, weights=(run_dir, saved))

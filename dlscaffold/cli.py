@@ -112,13 +112,10 @@ def train(
         project_dir = _project_default(ctx, project)
         config, overrides = _split_args(list(args or []), resume, project_dir / "config.yml" if project_dir else None)
         if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun, which runs this command N times
-            from dlscaffold.distributed import launch
+            from dlscaffold.distributed import launch, launch_args
 
-            flags = [f"--{name.replace('_', '-')}" for name, on in (("dev", dev), ("no_save", no_save)) if on]
-            where = [*(["--project", str(project_dir)] if project_dir else []),
-                     *(["--device", device] if device else []),
-                     *(["--resume", str(resume)] if resume else [])]
-            code = launch(nproc, ["train", *([str(config)] if config else []), *overrides, *flags, *where])
+            code = launch(nproc, launch_args(config, overrides, project=project_dir, resume=resume, dev=dev,
+                                             no_save=no_save, debug=debug, device=device))
             raise typer.Exit(code)
         from dlscaffold.train import TrainOptions
         from dlscaffold.train import train as run_train
@@ -127,15 +124,6 @@ def train(
         run_train(config, overrides, project_dir=project_dir, resume=resume, options=options, echo=typer.echo)
 
     _run(action, debug)
-
-
-def _epoch(text: str) -> int | str:
-    """``--epoch``: ``best``, ``last`` or a number."""
-    if text in ("best", "last"):
-        return text
-    if text.isdigit():
-        return int(text)
-    raise UserError(f"--epoch: found '{text}'; expected a saved epoch number, best or last")
 
 
 @app.command()
@@ -164,8 +152,9 @@ def evaluate(
         from rich.table import Table
 
         from dlscaffold.evaluate import evaluate as run_evaluate
+        from dlscaffold.runfiles import parse_epoch
 
-        result = run_evaluate(run_dir, _epoch(epoch), split, json_file, _project_default(ctx, project), device,
+        result = run_evaluate(run_dir, parse_epoch(epoch), split, json_file, _project_default(ctx, project), device,
                               sys.stdout.isatty(), list(overrides or []), echo=typer.echo)
         typer.echo(f"{run_dir}: epoch {result['epoch']}, split '{split}', {result['num_samples']} samples")
         table = Table()

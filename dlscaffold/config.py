@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from dlscaffold.errors import ConfigError, UserError, closest, did_you_mean
+from dlscaffold.errors import ConfigError, UserError, available, closest, did_you_mean
 
 # ----------------------------------------------------------------------------------- schema
 
@@ -147,14 +147,35 @@ class TrainingParams(_Section):
     sync_batchnorm: bool = False
 
 
+TRACKERS = ("tensorboard", "mlflow")  # logging_params.trackers: dlscaffold.trackers opens them
+
+
 class LoggingParams(_Section):
     logging_dir: Path = Path("runs")
     run_notes: str = ""
     # Tensors logged as images to TensorBoard at each validation (the first 8 validation samples):
     # "<Model>.<output>" or "dataset.<key>".
     log_images: list[str] = Field(default_factory=list)
+    # Where a run's scalars go beside metrics.jsonl (always written): "tensorboard", "mlflow".
+    trackers: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    # MLflow's tracking URI; default: a SQLite file in logging_dir (sqlite:///<logging_dir>/mlflow.db).
+    mlflow_uri: str | None = None
 
     _path = field_validator("logging_dir", mode="before")(_no_nul)
+
+    @field_validator("trackers")
+    @classmethod
+    def _known_trackers(cls, names: list[str]) -> list[str]:
+        import importlib.util
+
+        for name in names:
+            if name not in TRACKERS:
+                raise ValueError(f"unknown tracker '{name}'; {did_you_mean(name, TRACKERS)}{available(TRACKERS)}")
+            if name == "mlflow" and importlib.util.find_spec("mlflow") is None:
+                raise ValueError("the mlflow tracker needs MLflow: pip install 'dlscaffold[mlflow]'")
+        if len(set(names)) < len(names):
+            raise ValueError("a tracker is named twice")
+        return names
 
     @field_validator("run_notes", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -96,6 +97,22 @@ def gather(value: Any) -> list[Any]:
     values: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+def launch_args(config: Path | None, overrides: list[str], *, project: Path | None = None,
+                resume: Path | None = None, dev: bool = False, no_save: bool = False, debug: bool = False,
+                device: str | None = None) -> list[str]:
+    """The ``dlscaffold`` arguments that run ``train`` with these options in each process :func:`launch` starts.
+
+    Every option of the ``train`` command is forwarded except ``--nproc`` (a process torchrun started
+    has ``LOCAL_RANK`` set and trains instead of launching). Options come first, then ``--``, so that
+    a config path or an override is never read as an option.
+    """
+    flags = [flag for flag, on in (("--dev", dev), ("--no-save", no_save), ("--debug", debug)) if on]
+    valued = [*(["--project", str(project)] if project is not None else []),
+              *(["--resume", str(resume)] if resume is not None else []),
+              *(["--device", device] if device is not None else [])]
+    return ["train", *flags, *valued, "--", *([str(config)] if config is not None else []), *overrides]
 
 
 def launch(nproc: int, args: list[str]) -> int:

@@ -51,3 +51,9 @@ class QuietExit(Exception):
     def __init__(self, exit_code: int):
         super().__init__(f"exit {exit_code}")
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException) -> str:
+    """``"<ExceptionType>: <first line of its message>"`` (just the type when it has no message)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,16 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
-
-from dlscaffold.builder import Run, build_run
+from dlscaffold.builder import build_run
 from dlscaffold.checkpoint import resolve_epoch
-from dlscaffold.data import make_loader
-from dlscaffold.epoch import run_epoch
-from dlscaffold.errors import UserError
+from dlscaffold.evaluation import evaluate_run, set_clock
 from dlscaffold.prepare import prepare
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import is_run_dir, read_metrics, read_run_info, write_text_atomic
+from dlscaffold.rundir import write_text_atomic
+from dlscaffold.runfiles import LAST, check_run_dir, parse_epoch
 
 
 def evaluate(run_dir: Path, epoch: int | str | None = None, split: str = "val", json_path: Path | None = None,
@@ -39,8 +36,10 @@ def evaluate(run_dir: Path, epoch: int | str | None = None, split: str = "val", 
     Returns:
         ``{"run_dir", "epoch", "split", "num_samples", "metrics": {"<Model>/<name>": value}}``.
     """
+    epoch = parse_epoch(LAST if epoch is None else epoch)
     run_dir = check_run_dir(run_dir)
-    prepared = prepare(run_dir / "config.yml", list(overrides), project_dir, run_dir=run_dir, splits=(split,))
+    prepared = prepare(run_dir / "config.yml", list(overrides), project_dir, run_dir=run_dir, splits=(split,),
+                       training=False)
     echo(f"Evaluating with the code of the project in {prepared.project.root}")
     models = list(prepared.config.info_flow)
     epoch = resolve_epoch(run_dir, models, epoch)
@@ -51,57 +50,3 @@ def evaluate(run_dir: Path, epoch: int | str | None = None, split: str = "val", 
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(result, indent=2))
     return result
-
-
-def check_run_dir(run_dir: Path) -> Path:
-    """The run folder, absolute; a one-line :class:`UserError` when ``run_dir`` is not one."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    if not is_run_dir(run_dir):
-        raise UserError(f"{run_dir}: not a run folder (no config.yml and idx_dict.json in it); "
-                        "pass a folder printed by dlscaffold train")
-    return run_dir
-
-
-def set_clock(run: Run, run_dir: Path, epoch: int | str) -> None:
-    """Give ``{epoch: trainer}`` / ``{step: trainer}`` inputs what validation gave them after ``epoch``:
-    that epoch, and the global step its rows in ``metrics.jsonl`` record (0 when none do)."""
-    number = epoch_number(run_dir, epoch)
-    steps = [row.get("step") for row in read_metrics(run_dir) if row.get("epoch") == number]
-    run.flow.clock.update(epoch=number if isinstance(number, int) else 0,
-                          step=next((s for s in steps if isinstance(s, int)), 0))
-
-
-def epoch_number(run_dir: Path, epoch: int | str) -> int | str:
-    """The number of a saved epoch: for ``"best"`` the epoch ``run.json`` records as best (``"best"``
-    itself when it records none)."""
-    if epoch != "best":
-        return epoch
-    best = read_run_info(run_dir).get("best")
-    number = best.get("epoch") if isinstance(best, dict) else None
-    return number if isinstance(number, int) and not isinstance(number, bool) else epoch
-
-
-def evaluate_run(run: Run, split: str, progress: Progress) -> dict[str, Any]:
-    """Every loss and eval of a built run over ``split``, in eval mode.
-
-    Returns:
-        ``{"split", "num_samples", "metrics": {"<Model>/<name>": value}}``; losses and per-sample
-        evals are sample means, ``torchmetrics`` evals are computed over the whole split.
-    """
-    metrics, count = run_epoch(run.flow, split_loader(run, split), run.placement, run.precision, run.transform,
-                               progress, split)
-    return {"split": split, "num_samples": count, "metrics": metrics}
-
-
-def split_loader(run: Run, split: str) -> DataLoader:
-    """The run's loader for ``split`` (in order), made when the run was built without it."""
-    if split in run.loaders:
-        return run.loaders[split]
-    indices = run.idx_dict.get(split)
-    if not isinstance(indices, list):
-        names = ", ".join(k for k, v in run.idx_dict.items() if isinstance(v, list))
-        raise UserError(f"split: found '{split}'; this run has splits: {names}")
-    if not indices:
-        raise UserError(f"split '{split}' holds no points; an empty split has no metrics: choose another split")
-    dl, tp = run.config.dataloading_params, run.config.training_params
-    return make_loader(run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)

@@ -23,10 +23,11 @@ from torch import nn
 
 from dlscaffold.checkpoint import load_weights, weights_path
 from dlscaffold.config import DATASET, TRAINER, Config
-from dlscaffold.errors import UserError, did_you_mean
+from dlscaffold.errors import UserError
 from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
 from dlscaffold.registry import Registry
+from dlscaffold.tm_metrics import build_metric, is_torchmetric
 
 
 @dataclass
@@ -45,10 +46,6 @@ class Term:
     def names(self) -> list[str]:
         """The names it logs: its own, then ``<name>_<i>`` for each ensemble member."""
         return [self.name, *(f"{self.name}_{i}" for i in range(self.num_members))]
-
-
-TORCHMETRICS = "torchmetrics."  # the prefix of an eval that names a torchmetrics.Metric class
-_NOT_METRICS = ("Metric", "CompositionalMetric")  # exported base classes, not metrics one configures
 
 
 @dataclass
@@ -82,48 +79,6 @@ class MetricTerm:
                             "number, one number per class or a dict of numbers: choose init_args that give one "
                             "(e.g. average) or another metric")
         return {k: float(v) for k, v in items.items()}
-
-
-def is_torchmetric(name: str) -> bool:
-    """Whether a loss or eval name names a torchmetrics class (``torchmetrics.<Class>``)."""
-    return name.startswith(TORCHMETRICS)
-
-
-def torchmetrics_class(name: str) -> type:
-    """The ``torchmetrics.Metric`` class that ``torchmetrics.<Class>`` names.
-
-    Raises:
-        UserError: one line, with a did-you-mean, when torchmetrics exports no such Metric class.
-    """
-    try:
-        import torchmetrics
-    except ImportError:
-        raise UserError(f"'{name}': torchmetrics is not installed; pip install torchmetrics") from None
-    names = [n for n, obj in vars(torchmetrics).items() if not n.startswith("_") and n not in _NOT_METRICS
-             and isinstance(obj, type) and issubclass(obj, torchmetrics.Metric)]
-    wanted = name[len(TORCHMETRICS):]
-    if wanted not in names:
-        choices = [TORCHMETRICS + n for n in names]
-        raise UserError(f"unknown torchmetrics metric '{name}'; {did_you_mean(name, choices)}expected a Metric "
-                        "class that torchmetrics exports, e.g. torchmetrics.Accuracy, torchmetrics.F1Score, "
-                        "torchmetrics.AUROC, torchmetrics.MeanSquaredError")
-    return getattr(torchmetrics, wanted)
-
-
-def build_metric(name: str, init_args: dict[str, Any], path: str) -> Any:
-    """``torchmetrics.<Class>(**init_args)`` on the CPU; arguments it rejects are one line.
-
-    Raises:
-        UserError: an unknown class, or ``init_args`` the class's constructor refuses.
-    """
-    cls = torchmetrics_class(name)
-    try:
-        return cls(**init_args)
-    except Exception as exc:  # torchmetrics constructors validate their arguments
-        message = (str(exc).strip().splitlines() or [""])[0]
-        shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
-        raise UserError(f"{path}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
-                        "see the class's arguments in the torchmetrics documentation") from None
 
 
 @dataclass

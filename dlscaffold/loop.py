@@ -23,11 +23,203 @@ from dlscaffold.epoch import Sums, run_epoch
 from dlscaffold.flow import batch_size_of
 from dlscaffold.images import collect_images, image_grids
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import NullLog, RunLock, RunLog, update_run_info
+from dlscaffold.rundir import RunLock, update_run_info
 from dlscaffold.stops import StopFlag
+from dlscaffold.trackers import Trackers
 from dlscaffold.trainer import Trainer
 
 Echo = Callable[[str], None]
+
+
+def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
+    """The epoch loop: train, validate, keep the best, log, checkpoint; then the summary."""
+    run, tp = session.run, session.run.config.training_params
+    progress, last_val, started = Progress(session.options.progress_bar), {}, time.perf_counter()
+    last_epoch = session.start_epoch - 1
+    for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
+        session.epoch, epoch_start = epoch, time.perf_counter()
+        values = _train_and_validate(session, epoch, stop, progress)
+        if values is None:  # a signal: save the exact position inside this epoch, then stop
+            if session.saves:
+                save_state(session, epoch - 1, session.position)
+            stop.raise_if_requested()
+        train_values, val_values = values
+        last_val, last_epoch = val_values or last_val, epoch
+        stopping, signalled = _early_stop(session, epoch, val_values), agreed_stop(session, stop)
+        if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled):
+            save_state(session, epoch)
+        echo(f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
+             + (f"  | val: {_format(val_values)}" if val_values else "")
+             + f"  ({time.perf_counter() - epoch_start:.1f}s)")
+        session.position = Position()
+        if signalled:  # a signal during validation: the epoch's checkpoint is saved above
+            stop.raise_if_requested()
+        if stopping:
+            echo(f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
+                 f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch}).")
+            break
+    session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
+    record_end(session, "completed")
+    _summary(echo, session, last_epoch, last_val, time.perf_counter() - started)
+    monitor = session.monitor
+    return RunResult(session.run_dir, "completed", last_epoch, monitor.name, monitor.best_epoch or None, monitor.best,
+                     dict(last_val))
+
+
+def _train_and_validate(session: Session, epoch: int, stop: StopFlag,
+                        progress: Progress) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
+    run, trainer, tp = session.run, session.trainer, session.run.config.training_params
+    batch_size = run.config.dataloading_params.batch_size
+    run.loaders["train"].sampler.set_epoch(epoch, start=session.position.batches * batch_size)  # order: (seed, epoch)
+    run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
+    skipped_before = trainer.skipped_nonfinite
+    train_values = train_epoch(session, stop, progress)
+    if train_values is None:
+        return None
+    rates = trainer.learning_rates()  # after the epoch's scheduler step: the rate the next epoch starts with
+    if tp.on_nonfinite == "skip":
+        rates["skipped_nonfinite_steps"] = float(trainer.skipped_nonfinite - skipped_before)
+    if trainer.precision.scaler.is_enabled():
+        rates["fp16_skipped_steps"] = float(trainer.precision.skipped_steps)
+    session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
+    val_values: dict[str, float] = {}
+    if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
+        specs, images = run.config.logging_params.log_images, {}
+        keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
+        val_values, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
+                                  progress, "val", first_batch=keep)
+        session.log.epoch_row(epoch, "val", trainer.step, val_values)
+        session.log.images(trainer.step, image_grids(images))
+    return train_values, val_values
+
+
+def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
+    """One pass over the training loader; returns the epoch's sample means (over every rank's
+    samples), or None when a signal stopped it (the caller saves the exact position)."""
+    run, trainer, log, position = session.run, session.trainer, session.log, session.position
+    names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
+    epoch_sums, window = _running_sums(session)
+    trainer.flow.set_mode(training=True)
+    sampler, batches = run.loaders["train"].sampler, iter(run.loaders["train"])
+    if position.rng is not None:  # resumed mid-epoch: the iterator has drawn its seed, as it had then
+        set_rng_state(position.rng)
+        position.rng = None
+    done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
+    last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
+    for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step,
+                                done=done):
+        # --- the step
+        batch = run.transform(run.placement.move(batch), True)
+        mine, total = sampler.share(position.batches)  # this rank's points of the global batch
+        values = trainer.train_step(batch, share=mine * session.world.world_size / total)
+        position.batches += 1
+        # --- the epoch's sums and the log window
+        if values is not None and mine > 0:  # None: a skipped non-finite step; mine 0: a padding batch
+            epoch_sums.add(values, batch_size_of(batch))
+            window.add(values, batch_size_of(batch))
+        if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
+            means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
+            log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
+            progress.show(loss=sum(t.weight * means[t.name] for t in trainer.flow.losses))
+            window = Sums(names, device)
+        # --- a signal: a single process stops after any step; data-parallel ranks agree at log points
+        at_log_point = trainer.step % log_every == 0
+        stopping = agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed
+        if stopping and position.batches < last_batch:
+            position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
+            position.metrics = trainer.flow.metrics_state_dict()
+            return None
+    trainer.end_epoch()
+    return {**epoch_sums.means(), **trainer.flow.compute_metrics()}
+
+
+def _running_sums(session: Session) -> tuple[Sums, Sums]:
+    """The epoch's and the log window's sums: fresh, or as a mid-epoch checkpoint left them."""
+    names, device, position = session.trainer.flow.term_names, session.run.placement.device, session.position
+    epoch_sums, window = Sums(names, device), Sums(names, device)
+    session.trainer.flow.reset_metrics()
+    if position.sums is not None:
+        epoch_sums.load_state_dict(position.sums)
+        window.load_state_dict(position.window)
+        session.trainer.flow.load_metrics_state_dict(position.metrics or {})
+    return epoch_sums, window
+
+
+def agreed_stop(session: Session, stop: StopFlag) -> bool:
+    """Whether to stop now. Data-parallel ranks decide together: a signal seen by any rank stops
+    every rank at the same point (one small collective, at log points and epoch ends only)."""
+    if not session.world.distributed:
+        return stop.requested
+    seen = distributed.all_reduce_sum(torch.tensor([float(stop.signum or 0)], device=session.run.placement.device))
+    if seen.item() and not stop.requested:
+        stop.signum = int(signal.SIGTERM)
+    return bool(seen.item())
+
+
+def _early_stop(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
+    """Record a validation with the monitor; save the best weights; whether patience ran out."""
+    monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
+    if monitor.name not in val_values:
+        return False
+    if monitor.update(val_values[monitor.name], epoch) and session.saves and session.writes:
+        save_best(session.run_dir, session.run.flow.models)
+        update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
+    return patience is not None and monitor.bad >= patience
+
+
+def save_state(session: Session, epoch: int, position: Position | None = None) -> None:
+    """A checkpoint after ``epoch`` (or inside the next one, at ``position``). Every rank takes part
+    (their RNG states are gathered); rank 0 writes."""
+    state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+    if session.world.distributed:
+        state["rng_ranks"] = distributed.gather(rng_state())
+    if session.writes:
+        saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
+        save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
+
+
+def record_end(session: Session, status: str, error: str | None = None) -> None:
+    """Write how the run ended into ``run.json`` (rank 0 of a run that keeps a record)."""
+    session.status = status
+    if session.writes:
+        update_run_info(session.run_dir, status=status, error=error, ended=utc_now())
+
+
+def utc_now() -> str:
+    """The time, as run.json records it (ISO 8601, UTC)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _format(values: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4g}" for name, value in values.items())
+
+
+def _hparams(config: Any) -> dict[str, Any]:
+    tp, dl = config.training_params, config.dataloading_params
+    return {"lrn_rate": tp.lrn_rate, "batch_size": dl.batch_size, "regularization_weight": tp.regularization_weight,
+            "seed": tp.seed, "optimizer": tp.optimizer.name if tp.optimizer else "Adam",
+            "max_training_epochs": tp.max_training_epochs, "run_notes": config.logging_params.run_notes}
+
+
+def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float], seconds: float) -> None:
+    run_dir, monitor = session.run_dir, session.monitor
+    echo(f"Done: {epochs} epochs in {seconds:.1f}s.")
+    if last_val:
+        echo(f"Final val: {_format(last_val)}")
+    if monitor.best is not None:
+        echo(f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
+             f"(last: {last_val.get(monitor.name, float('nan')):.6g} at epoch {epochs})")
+    if run_dir is not None:
+        echo(f"Run folder: {run_dir}")
+        echo("  metrics:     metrics.jsonl (one row per epoch and split)")
+        if session.saves:
+            echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt, best: checkpoints/<Model>_best.pt")
+        echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
+        echo(f"  evaluate:    dlscaffold evaluate {run_dir}")
+
+
+# ------------------------------------------------------------------- what the loop works on
 
 
 @dataclass
@@ -82,7 +274,7 @@ class Session:
     run: Run
     trainer: Trainer
     monitor: Monitor
-    log: RunLog | NullLog
+    log: Trackers  # metrics.jsonl and the trackers; none for a --debug run
     run_dir: Path | None  # None: a --debug run writes nothing
     start_epoch: int
     options: TrainOptions
@@ -90,6 +282,7 @@ class Session:
     lock: RunLock | None = None
     epoch: int = 0  # the epoch in progress (for messages)
     world: distributed.World = field(default_factory=distributed.World)
+    status: str | None = None  # how the run ended: completed, failed, interrupted
 
     @property
     def saves(self) -> bool:
@@ -102,184 +295,14 @@ class Session:
         return self.run_dir is not None and self.world.main
 
 
-def record_end(session: Session, status: str, error: str | None = None) -> None:
-    """Write how the run ended into ``run.json`` (rank 0 of a run that keeps a record)."""
-    if session.writes:
-        update_run_info(session.run_dir, status=status, error=error, ended=utc_now())
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`dlscaffold.train.train` returns for a run that ended ``completed``."""
 
-
-def utc_now() -> str:
-    """The time, as run.json records it (ISO 8601, UTC)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
-    """One pass over the training loader; returns the epoch's sample means (over every rank's
-    samples), or None when a signal stopped it (the caller saves the exact position)."""
-    run, trainer, log, position = session.run, session.trainer, session.log, session.position
-    names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
-    epoch_sums, window = _running_sums(session)
-    trainer.flow.set_mode(training=True)
-    sampler, batches = run.loaders["train"].sampler, iter(run.loaders["train"])
-    if position.rng is not None:  # resumed mid-epoch: the iterator has drawn its seed, as it had then
-        set_rng_state(position.rng)
-        position.rng = None
-    done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
-    last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
-    for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step,
-                                done=done):
-        batch = run.transform(run.placement.move(batch), True)
-        mine, total = sampler.share(position.batches)  # this rank's points of the global batch
-        values = trainer.train_step(batch, share=mine * session.world.world_size / total)
-        position.batches += 1
-        if values is not None and mine > 0:  # None: a skipped non-finite step; mine 0: a padding batch
-            epoch_sums.add(values, batch_size_of(batch))
-            window.add(values, batch_size_of(batch))
-        if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
-            means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
-            log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
-            progress.show(loss=sum(t.weight * means[t.name] for t in trainer.flow.losses))
-            window = Sums(names, device)
-        # a single process stops after any step; data-parallel ranks agree at log points, together
-        at_log_point = trainer.step % log_every == 0
-        stopping = agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed
-        if stopping and position.batches < last_batch:
-            position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
-            position.metrics = trainer.flow.metrics_state_dict()
-            return None
-    trainer.end_epoch()
-    return {**epoch_sums.means(), **trainer.flow.compute_metrics()}
-
-
-def _running_sums(session: Session) -> tuple[Sums, Sums]:
-    """The epoch's and the log window's sums: fresh, or as a mid-epoch checkpoint left them."""
-    names, device, position = session.trainer.flow.term_names, session.run.placement.device, session.position
-    epoch_sums, window = Sums(names, device), Sums(names, device)
-    session.trainer.flow.reset_metrics()
-    if position.sums is not None:
-        epoch_sums.load_state_dict(position.sums)
-        window.load_state_dict(position.window)
-        session.trainer.flow.load_metrics_state_dict(position.metrics or {})
-    return epoch_sums, window
-
-
-def agreed_stop(session: Session, stop: StopFlag) -> bool:
-    """Whether to stop now. Data-parallel ranks decide together: a signal seen by any rank stops
-    every rank at the same point (one small collective, at log points and epoch ends only)."""
-    if not session.world.distributed:
-        return stop.requested
-    seen = distributed.all_reduce_sum(torch.tensor([float(stop.signum or 0)], device=session.run.placement.device))
-    if seen.item() and not stop.requested:
-        stop.signum = int(signal.SIGTERM)
-    return bool(seen.item())
-
-
-def fit(session: Session, stop: StopFlag, echo: Echo) -> Path | None:
-    """The epoch loop: train, validate, keep the best, log, checkpoint; then the summary."""
-    run, tp = session.run, session.run.config.training_params
-    progress, last_val, started = Progress(session.options.progress_bar), {}, time.perf_counter()
-    last_epoch = session.start_epoch - 1
-    for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
-        session.epoch, epoch_start = epoch, time.perf_counter()
-        values = _train_and_validate(session, epoch, stop, progress)
-        if values is None:  # a signal: save the exact position inside this epoch, then stop
-            if session.saves:
-                save_state(session, epoch - 1, session.position)
-            stop.raise_if_requested()
-        train_values, val_values = values
-        last_val, last_epoch = val_values or last_val, epoch
-        stopping, signalled = _early_stop(session, epoch, val_values), agreed_stop(session, stop)
-        if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled):
-            save_state(session, epoch)
-        echo(f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
-             + (f"  | val: {_format(val_values)}" if val_values else "")
-             + f"  ({time.perf_counter() - epoch_start:.1f}s)")
-        session.position = Position()
-        if signalled:  # a signal during validation: the epoch's checkpoint is saved above
-            stop.raise_if_requested()
-        if stopping:
-            echo(f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
-                 f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch}).")
-            break
-    session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
-    record_end(session, "completed")
-    _summary(echo, session, last_epoch, last_val, time.perf_counter() - started)
-    return session.run_dir
-
-
-def _train_and_validate(session: Session, epoch: int, stop: StopFlag,
-                        progress: Progress) -> tuple[dict[str, float], dict[str, float]] | None:
-    """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
-    run, trainer, tp = session.run, session.trainer, session.run.config.training_params
-    batch_size = run.config.dataloading_params.batch_size
-    run.loaders["train"].sampler.set_epoch(epoch, start=session.position.batches * batch_size)  # order: (seed, epoch)
-    run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
-    skipped_before = trainer.skipped_nonfinite
-    train_values = train_epoch(session, stop, progress)
-    if train_values is None:
-        return None
-    rates = trainer.learning_rates()  # after the epoch's scheduler step: the rate the next epoch starts with
-    if tp.on_nonfinite == "skip":
-        rates["skipped_nonfinite_steps"] = float(trainer.skipped_nonfinite - skipped_before)
-    if trainer.precision.scaler.is_enabled():
-        rates["fp16_skipped_steps"] = float(trainer.precision.skipped_steps)
-    session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
-    val_values: dict[str, float] = {}
-    if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
-        specs, images = run.config.logging_params.log_images, {}
-        keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
-        val_values, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
-                                  progress, "val", first_batch=keep)
-        session.log.epoch_row(epoch, "val", trainer.step, val_values)
-        session.log.images(trainer.step, image_grids(images))
-    return train_values, val_values
-
-
-def _early_stop(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
-    """Record a validation with the monitor; save the best weights; whether patience ran out."""
-    monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
-    if monitor.name not in val_values:
-        return False
-    if monitor.update(val_values[monitor.name], epoch) and session.saves and session.writes:
-        save_best(session.run_dir, session.run.flow.models)
-        update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
-    return patience is not None and monitor.bad >= patience
-
-
-def save_state(session: Session, epoch: int, position: Position | None = None) -> None:
-    """A checkpoint after ``epoch`` (or inside the next one, at ``position``). Every rank takes part
-    (their RNG states are gathered); rank 0 writes."""
-    state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
-    if session.world.distributed:
-        state["rng_ranks"] = distributed.gather(rng_state())
-    if session.writes:
-        saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
-        save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
-
-
-def _format(values: dict[str, float]) -> str:
-    return "  ".join(f"{name} {value:.4g}" for name, value in values.items())
-
-
-def _hparams(config: Any) -> dict[str, Any]:
-    tp, dl = config.training_params, config.dataloading_params
-    return {"lrn_rate": tp.lrn_rate, "batch_size": dl.batch_size, "regularization_weight": tp.regularization_weight,
-            "seed": tp.seed, "optimizer": tp.optimizer.name if tp.optimizer else "Adam",
-            "max_training_epochs": tp.max_training_epochs, "run_notes": config.logging_params.run_notes}
-
-
-def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float], seconds: float) -> None:
-    run_dir, monitor = session.run_dir, session.monitor
-    echo(f"Done: {epochs} epochs in {seconds:.1f}s.")
-    if last_val:
-        echo(f"Final val: {_format(last_val)}")
-    if monitor.best is not None:
-        echo(f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
-             f"(last: {last_val.get(monitor.name, float('nan')):.6g} at epoch {epochs})")
-    if run_dir is not None:
-        echo(f"Run folder: {run_dir}")
-        echo("  metrics:     metrics.jsonl (one row per epoch and split)")
-        if session.saves:
-            echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt, best: checkpoints/<Model>_best.pt")
-        echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
-        echo(f"  evaluate:    dlscaffold evaluate {run_dir}")
+    run_dir: Path | None  # None: a --debug run wrote nothing
+    status: str
+    epochs: int  # the last epoch trained
+    monitor: str  # training_params.monitor: the value "best" is judged by
+    best_epoch: int | None  # None: never validated
+    best_value: float | None
+    last_val: dict[str, float]  # the last validation's values, ``<Model>/<logging_name>`` keys

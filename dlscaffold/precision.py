@@ -48,37 +48,27 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self, optimizers: list[torch.optim.Optimizer], params: list[torch.nn.Parameter],
-             clip_norm: float | None, loss: torch.Tensor) -> str:
-        """Unscale, check, clip (on true gradients), step every optimizer and zero its gradients.
+    @property
+    def scaled(self) -> bool:
+        """Whether losses are scaled (fp16): an inf gradient with a finite loss is then an overflow
+        at the current scale, a normal event the scaler answers by skipping the step."""
+        return self.scaler.is_enabled()
 
-        A step whose loss or gradients are not finite is never applied. Returns ``"applied"``,
-        ``"scaled_skip"`` (fp16: the gradients overflowed at the current scale, a normal event the
-        scaler answers by lowering the scale) or ``"nonfinite"`` (the loss, or an fp32/bf16 gradient,
-        is NaN/inf; the gradients are left in place for the caller to inspect and zero).
-        """
+    def unscale(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Turn the scaled gradients back into true ones (fp16; inf where they overflowed)."""
         for optimizer in optimizers:
-            self.scaler.unscale_(optimizer)  # fp16: true gradients (inf where they overflowed)
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-        finite = torch.isfinite(loss.detach()) & torch.isfinite(norm)
-        # note: one host read per step, the same sync torch's GradScaler makes before every step
-        if not bool(finite):
-            if self.scaler.is_enabled() and bool(torch.isfinite(loss.detach())):
-                for optimizer in optimizers:
-                    self.scaler.step(optimizer)  # skipped by the scaler (it saw the inf)
-                    optimizer.zero_grad(set_to_none=True)
-                self.scaler.update()
-                self.skipped_steps += 1
-                return "scaled_skip"
-            return "nonfinite"
-        if clip_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizers: list[torch.optim.Optimizer], finite: bool) -> bool:
+        """Step every optimizer and zero its gradients; returns False when the scaler skipped the
+        step (``finite`` False: fp16 gradients overflowed; the scale is lowered, the count kept)."""
         for optimizer in optimizers:
-            self.scaler.step(optimizer)
+            self.scaler.step(optimizer)  # skipped by the scaler when it saw an inf
             optimizer.zero_grad(set_to_none=True)
         self.scaler.update()
-        return "applied"
+        if not finite:
+            self.skipped_steps += 1
+        return finite
 
     def skip(self, optimizers: list[torch.optim.Optimizer]) -> None:
         """Drop a step's gradients without applying them (and forget the scaler's record of it)."""

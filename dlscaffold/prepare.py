@@ -3,20 +3,20 @@
 :func:`prepare` reads the config (paths resolved once, in :func:`~dlscaffold.config.load_raw`),
 imports the project, reads earlier runs' configs once, and checks the one against the other:
 schema, model / loss / eval names, ``init_args`` and ``forward`` signatures, tensor sources, loss
-arity, optimizer and scheduler settings, duplicate logging names, ``model_dir`` / ``epoch`` and
-the splits the command will use. It raises one :class:`~dlscaffold.errors.ConfigError` holding
-every problem, one line each. :func:`check_batch` is the last check, once models exist: two
-samples through every model, loss and eval, before the run folder is created.
+arity, duplicate logging names, ``model_dir`` / ``epoch``, the splits the command will use and,
+when the command trains, the optimizer and scheduler settings
+(:func:`dlscaffold.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
+holding every problem, one line each. The last check, once models exist, is
+:func:`dlscaffold.trial.check_batch`.
 
-Nothing here writes a file.
+Nothing here writes a file or builds a model, a flow or a trainer; evaluating a run builds no
+optimizer.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
 from dlscaffold.project import MODULE_NAMES, Project, load_project
 from dlscaffold.registry import Registry, build_registries
 from dlscaffold.rundir import read_run_info
+from dlscaffold.signatures import arity_problem, kwargs_problem
+from dlscaffold.tm_metrics import TORCHMETRICS, build_metric
 
 
 @dataclass
@@ -62,7 +64,7 @@ class _EarlierRuns:
 
 
 def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | None = None, *,
-            run_dir: Path | None = None, splits: tuple[str, ...] | None = None) -> Prepared:
+            run_dir: Path | None = None, splits: tuple[str, ...] | None = None, training: bool = True) -> Prepared:
     """Check a config against its project; raise one :class:`ConfigError` listing every problem.
 
     Args:
@@ -75,6 +77,9 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
             (``train`` and ``val``, or ``dev`` with ``training_params.use_dev``), which also checks
             that there is something to optimise and the ``monitor``; with ``run_dir``, it resumes,
             and overrides may only change what is safe to change mid-run.
+        training: the command trains (``train``, ``--resume``): also build the optimizer and
+            scheduler on a dummy parameter to check their settings. ``evaluate`` and ``load_run``
+            pass False: they construct no optimizer.
     """
     config_path = Path(config_path)
     folder = project_folder(config_path, project_dir, run_dir)
@@ -89,7 +94,10 @@ def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | No
     saved_split, split_problems = _load_split(raw, run_dir)
     problems += split_problems
     if config is not None:
-        problems += _check_optim(config.training_params)
+        if training:
+            from dlscaffold import optim  # imports torch
+
+            problems += optim.check_settings(config)
         problems += _check_logging_names(config)
         from dlscaffold.images import parse_image_specs  # imports torch
 
@@ -155,47 +163,6 @@ def check_conflict_blocks(paths: list[Path]) -> None:
         raise UserError(*problems)
 
 
-# ------------------------------------------------------------------------------ signatures
-
-
-def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(fn)
-    except (TypeError, ValueError):  # some builtins have no signature: accept anything
-        return None
-
-
-def kwargs_problem(fn: Callable[..., Any], kwargs: dict, what: str, skip_first: bool = False) -> str | None:
-    """Unexpected and missing keyword arguments of ``fn``, in one line (None if they fit)."""
-    sig = _signature(fn)
-    if sig is None:
-        return None
-    params = list(sig.parameters.values())[1 if skip_first else 0 :]
-    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in params)
-    names = [p.name for p in named]
-    unexpected = [] if takes_any else [k for k in kwargs if k not in names]
-    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
-    parts = [f"unexpected '{k}' ({did_you_mean(k, names).strip() or 'not an argument'})" for k in unexpected]
-    parts += [f"missing required '{m}'" for m in missing]
-    return f"{'; '.join(parts)}; {what} takes ({', '.join(names)})" if parts else None
-
-
-def _arity_problem(fn: Callable[..., Any], count: int, what: str) -> str | None:
-    """Whether ``fn`` accepts ``count`` positional arguments (None if it does)."""
-    sig = _signature(fn)
-    if sig is None:
-        return None
-    try:
-        sig.bind(*range(count))
-    except TypeError:
-        params = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        low = sum(p.default is p.empty for p in params)
-        expected = str(low) if low == len(params) else f"{low} to {len(params)}"
-        return f"found {count} input(s); expected {expected}: {what}({', '.join(p.name for p in params)})"
-    return None
-
-
 # -------------------------------------------------------------------------------- info_flow
 
 
@@ -229,12 +196,12 @@ def _check_terms(path: str, terms: Any, registry: Registry, models: list[str]) -
         spec = spec if isinstance(spec, dict) else {}
         name = spec.get("function") or key
         where = f"{path}.{key}"
-        if isinstance(name, str) and name.startswith(_TORCHMETRICS) and registry.kind == "eval":
+        if isinstance(name, str) and name.startswith(TORCHMETRICS) and registry.kind == "eval":
             problems += _check_torchmetric(where, name, spec, models)
             continue
         if name not in registry:
             hint = ("; torchmetrics metrics are epoch-level evals: list it under evals"
-                    if isinstance(name, str) and name.startswith(_TORCHMETRICS) else "")
+                    if isinstance(name, str) and name.startswith(TORCHMETRICS) else "")
             problems.append(f"{where}: {registry.unknown(name)}{hint}")
             continue
         if spec.get("init_args"):
@@ -243,31 +210,26 @@ def _check_terms(path: str, terms: Any, registry: Registry, models: list[str]) -
         inputs = spec.get("inputs")
         problems += _check_sources(f"{where}.inputs", inputs, models, [])
         if isinstance(inputs, dict) and inputs:
-            problem = _arity_problem(registry.get(name), len(inputs), name)
+            problem = arity_problem(registry.get(name), len(inputs), name)
             if problem:
                 problems.append(f"{where}.inputs: {problem}")
     return problems
 
 
-_TORCHMETRICS = "torchmetrics."  # dlscaffold.flow.TORCHMETRICS, without importing torch here
-
-
 def _check_torchmetric(where: str, name: str, spec: dict, models: list[str]) -> list[str]:
     """A ``torchmetrics.<Class>`` eval: a Metric class torchmetrics exports, ``init_args`` its
     constructor accepts (built once on the CPU) and as many inputs as its ``update`` takes."""
-    from dlscaffold.flow import build_metric  # imports torch and torchmetrics: only when one is used
-
     inputs = spec.get("inputs")
     problems = _check_sources(f"{where}.inputs", inputs, models, [])
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
         return problems  # the schema reports it
     try:
-        metric = build_metric(name, init_args, where)
+        metric = build_metric(name, init_args, where)  # imports torch and torchmetrics: only when one is used
     except UserError as exc:
         return [*(f"{where}: {p}" if p.startswith("unknown") else p for p in exc.problems), *problems]
     if isinstance(inputs, dict) and inputs:
-        problem = _arity_problem(metric.update, len(inputs), f"{name}.update")
+        problem = arity_problem(metric.update, len(inputs), f"{name}.update")
         if problem:
             problems.append(f"{where}.inputs: {problem}")
     return problems
@@ -344,92 +306,11 @@ def _check_logging_names(config: Config) -> list[str]:
     return problems
 
 
-# ------------------------------------------------------------------------- optimizer, scheduler
-
-
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _check_optimizer(tp: Any) -> tuple[Any | None, list[str]]:
-    """The optimizer built on a dummy parameter (None when it cannot be), and its problems."""
-    import torch
-
-    from dlscaffold import optim
-
-    spec, where = tp.optimizer, "training_params.optimizer"
-    if spec is not None:
-        if spec.name in optim.UNSUPPORTED_OPTIMIZERS:
-            return None, [f"{where}.name: found '{spec.name}', which the training loop cannot step (it needs a "
-                          f"closure, sparse gradients or is a base class); {available(optim.optimizer_names())}"]
-        if spec.name not in optim.optimizer_names():
-            names = optim.optimizer_names()
-            return None, [f"{where}.name: unknown optimizer '{spec.name}'; "
-                          f"{did_you_mean(spec.name, names)}{available(names)}"]
-        problem = kwargs_problem(getattr(torch.optim, spec.name), spec.kwargs, spec.name, skip_first=True)
-        if problem:
-            return None, [f"{where}.kwargs: {problem}"]
-    try:
-        return optim.build_optimizer([torch.nn.Parameter(torch.zeros(2))], tp), []
-    except Exception as exc:  # the class's own check of its values, e.g. lr < 0
-        key = where if spec else "training_params"
-        return None, [f"{key}: the optimizer rejects its settings ({_first_line(exc)})"]
-
-
-def _check_optim(tp: Any) -> list[str]:
-    """Build the optimizer and scheduler on a dummy parameter and take two steps: every setting
-    torch rejects is found before anything is built or written."""
-    import warnings
-
-    import torch
-
-    from dlscaffold import optim
-
-    optimizer, problems = _check_optimizer(tp)
-    spec, where = tp.lr_scheduler, "training_params.lr_scheduler"
-    if spec is None:
-        return problems
-    names = optim.scheduler_names()
-    if spec.name not in names:
-        return [*problems, f"{where}.name: unsupported scheduler '{spec.name}'; "
-                           f"{did_you_mean(spec.name, names)}{available(names)}"]
-    milestones = spec.kwargs.get("milestones")
-    if milestones is not None and not (isinstance(milestones, list) and all(
-            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)):
-        return [*problems, f"{where}.kwargs.milestones: found {milestones!r}; expected a list of positive integers"]
-    kwargs = dict(spec.kwargs, **({"total_steps": 1} if spec.name == "OneCycleLR" else {}))
-    problem = kwargs_problem(getattr(torch.optim.lr_scheduler, spec.name), kwargs, spec.name, skip_first=True)
-    if problem or optimizer is None:
-        return [*problems, *([f"{where}.kwargs: {problem}"] if problem else [])]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            scheduler = optim.build_scheduler(optimizer, tp, steps_per_epoch=2)
-            for _ in range(2):
-                optimizer.step()
-                scheduler.step()
-    except Exception as exc:
-        return [f"{where}: the scheduler rejects its settings ({_first_line(exc)})"]
-    return []
-
-
 # ---------------------------------------------------------------------------------- training
 
 # Overrides a resumed run accepts: they change only what happens from now on.
 RESUMABLE = ("training_params.max_training_epochs", "training_params.val_every", "training_params.save_every",
              "training_params.log_every", "dataloading_params.num_workers", "training_params.lrn_rate")
-
-
-def monitored(config: Config) -> tuple[str, str]:
-    """``(name, mode)`` of the value that picks the best epoch: ``training_params.monitor``, or the
-    first loss of the first trained model; ``min`` for a loss, ``max`` for an eval by default."""
-    tp = config.training_params
-    losses = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items() for k, t in spec.losses.items()]
-    trained_first = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items() if spec.train
-                     for k, t in spec.losses.items()]
-    name = tp.monitor or (trained_first + losses + [""])[0]
-    return name, tp.monitor_mode or ("min" if name in losses else "max")
 
 
 def _check_training(config: Config) -> list[str]:
@@ -533,74 +414,3 @@ def _check_splits(config: Config, saved: dict[str, Any] | None, splits: tuple[st
             problems.append(f"split '{split}': the saved idx_dict holds no points in it; an empty split has no "
                             "metrics: use another split")
     return problems
-
-
-# ------------------------------------------------------------------------------- one batch
-
-
-def check_batch(run: Any, indices: list[int]) -> None:
-    """Forward, losses and evals on two samples, so a wrong tensor name or shape fails in seconds.
-
-    The last check before the run folder is created, once models exist: the inputs of every
-    built-in loss and eval must have the shapes it declares (built-ins never broadcast), and every
-    loss or eval must give one value per sample or a scalar. It runs in eval mode without gradients
-    and with every RNG forked, so it changes no state a resumed run would have to reproduce.
-
-    Args:
-        run: the built run (:class:`dlscaffold.builder.Run`).
-        indices: dataset indices to take the two samples from.
-    """
-    import warnings
-
-    import torch
-
-    from dlscaffold.data import collate
-    from dlscaffold.epoch import evaluate_batch
-    from dlscaffold.images import image_problems
-    from dlscaffold.seeding import forked_rng
-
-    with forked_rng(), torch.no_grad():
-        batch = run.transform(run.placement.move(collate([run.dataset[i] for i in indices[:2]])), True)
-        run.flow.set_mode(training=False)
-        try:
-            with run.precision.forward_context():
-                outputs = run.flow.forward(batch)
-                terms = run.flow.losses + run.flow.evals
-                problems = [p for t in terms if (p := _term_problem(run.flow, t, batch, outputs))]
-                problems += image_problems(run.config.logging_params.log_images, batch, outputs)
-            if problems:
-                raise ConfigError(*problems)
-            evaluate_batch(run.flow, batch, run.precision)  # also learns the ensembles' member counts
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. classes absent from 2 samples
-                run.flow.compute_metrics()  # a torchmetrics result that is not a number fails here, in seconds
-            run.flow.reset_metrics()
-        except UserError:
-            raise
-        except Exception as exc:  # e.g. init_args that do not fit the data's shapes
-            where = getattr(exc, "dlscaffold_where", None)
-            if where is None:
-                raise
-            raise UserError(f"{where} failed on a batch of 2 before training: {_first_line(exc)}") from exc
-
-
-def _term_problem(flow: Any, term: Any, batch: dict[str, Any], outputs: dict[str, Any]) -> str | None:
-    """What is wrong with one loss or eval on the check's batch (None if nothing)."""
-    from dlscaffold.flow import batch_size_of
-    from dlscaffold.losses import check_inputs
-
-    args = flow.term_args(term, batch, outputs)
-    problem = check_inputs(term.fn, args)
-    if problem:
-        return f"{term.path}: {problem}"
-    try:
-        value = term.fn(*args)
-    except Exception as exc:
-        exc.dlscaffold_where = term.path
-        raise
-    size = batch_size_of(batch)
-    if not hasattr(value, "shape") or (len(value.shape) > 0 and value.shape[0] != size):
-        shape = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
-        return (f"{term.path}: returned {shape} for a batch of {size}; expected one value per sample, "
-                f"({size},) or ({size}, ...), or a scalar batch mean")
-    return None

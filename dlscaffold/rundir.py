@@ -1,10 +1,9 @@
-"""The run directory and what is written into it for machines: ``metrics.jsonl`` and TensorBoard.
+"""The run directory: creating it, its lock, atomic writes, ``run.json`` and ``metrics.jsonl``.
 
 ``<logging_dir>/<YYYYMMDD>_<N>_<run_notes>/`` is created with one ``mkdir`` (atomic: two runs never
 share a folder; N counts that day's runs). ``run.json`` records the run's status, provenance and
-the project folder it was trained from. :class:`RunLog` writes the machines' record of a run;
-:class:`NullLog` takes the same calls and writes nothing (``--debug`` runs), so the loop never asks
-whether it has a log.
+the project folder it was trained from. What writes ``metrics.jsonl`` and the trackers during a run
+is :mod:`dlscaffold.trackers`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -91,79 +89,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class RunLog:
-    """Writes ``metrics.jsonl`` rows and TensorBoard scalars (tags ``<split>/<Model>/<name>``).
-
-    Rows are strict JSON: a NaN or infinite value is written as ``null``.
-
-    Args:
-        run_dir: the run folder.
-        resume: ``(epoch, step)`` of the checkpoint a resumed run starts from: rows after that epoch
-            (written before the interruption, past the checkpoint) are dropped, and TensorBoard
-            events after that step purged.
-    """
-
-    def __init__(self, run_dir: Path, resume: tuple[int, int] | None = None):
-        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow, so only here
-
-        self.path = run_dir / "metrics.jsonl"
-        if resume is not None:
-            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume[0]]
-            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.writer = SummaryWriter(str(run_dir), purge_step=resume[1] if resume is not None else None)
-
-    def step_scalars(self, step: int, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self.writer.add_scalar(f"train_step/{name}", value, step)
-
-    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
-        row = {"epoch": epoch, "split": split, "step": step,
-               **{k: v if math.isfinite(v) else None for k, v in values.items()}}
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row, allow_nan=False) + "\n")
-        for name, value in values.items():
-            self.writer.add_scalar(f"{split}/{name}", value, step)
-        self.writer.flush()
-
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Record the run's hyper-parameters with its final metrics (TensorBoard's HPARAMS tab)."""
-        from torch.utils.tensorboard.summary import hparams
-
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-        for summary in hparams(clean, metrics):
-            self.writer.file_writer.add_summary(summary)
-        self.writer.flush()
-
-    def images(self, step: int, grids: dict[str, Any]) -> None:
-        """Write images to TensorBoard (its IMAGES tab): ``{tag: grid}``, each grid a ``(C, H, W)``
-        tensor, ``C`` 1 or 3, of floats in [0, 1] (:func:`dlscaffold.images.image_grids`)."""
-        for tag, grid in grids.items():
-            self.writer.add_image(tag, grid, step, dataformats="CHW")
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class NullLog:
-    """A :class:`RunLog` that writes nothing (a ``--debug`` run keeps no record)."""
-
-    def step_scalars(self, step: int, values: dict[str, float]) -> None:
-        pass
-
-    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
-        pass
-
-    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        pass
-
-    def images(self, step: int, grids: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class RunLock:

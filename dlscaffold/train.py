@@ -9,8 +9,11 @@ project's code (one line, status ``failed``, the last good checkpoint kept).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,23 @@ from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, set_rn
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
 from dlscaffold.errors import QuietExit, UserError
-from dlscaffold.loop import Echo, Monitor, Position, Session, TrainOptions, fit, record_end, save_state, utc_now
-from dlscaffold.prepare import Prepared, check_batch, monitored, prepare
+from dlscaffold.loop import (
+    Echo,
+    Monitor,
+    Position,
+    RunResult,
+    Session,
+    TrainOptions,
+    fit,
+    record_end,
+    save_state,
+    utc_now,
+)
+from dlscaffold.monitor import monitored
+from dlscaffold.prepare import Prepared, prepare
+from dlscaffold.project import MODULE_NAMES
 from dlscaffold.rundir import (
-    NullLog,
     RunLock,
-    RunLog,
     create_run_dir,
     is_run_dir,
     remove_stale_temporaries,
@@ -35,14 +49,20 @@ from dlscaffold.rundir import (
     write_text_atomic,
 )
 from dlscaffold.stops import RunInterrupted, StopFlag
+from dlscaffold.trackers import Trackers, open_trackers
 from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
 
-__all__ = ["TrainOptions", "setup", "train"]
+__all__ = ["RunResult", "TrainOptions", "setup", "train"]
 
 
 def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: Path | None = None,
-          resume: Path | None = None, options: TrainOptions | None = None, echo: Echo = print) -> Path | None:
-    """Train the models of a config; returns the run folder (None when nothing is written).
+          resume: Path | None = None, options: TrainOptions | None = None, echo: Echo = print) -> RunResult:
+    """Train the models of a config; returns the :class:`RunResult` of a completed run (its folder,
+    status, best epoch and value, last validation values).
+
+    The caller's ``options`` are not changed, and the process is left as it was found (log level,
+    anomaly detection, the project's imported modules and ``sys.path``): two runs in one process
+    give what two processes give.
 
     Args:
         config_path: the config file (ignored with ``resume``: the run's own config is used).
@@ -58,12 +78,18 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
             (status ``failed`` in ``run.json``, the last checkpoint kept).
         RunInterrupted: SIGTERM or SIGINT; the position was saved (status ``interrupted``).
     """
+    with _process_state_kept():
+        return _train(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo)
+
+
+def _train(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
+           options: TrainOptions, echo: Echo) -> RunResult:
     world = distributed.world_from_env()
     if not world.main:  # other ranks print nothing but errors
         echo = _silent
         logging.getLogger("dlscaffold").setLevel(logging.ERROR)
     try:
-        session = setup(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo, world)
+        session = setup(config_path, overrides, project_dir, resume, options, echo, world)
     except UserError:
         if not world.main:  # every rank found the same problem: rank 0 says it
             raise QuietExit(2) from None
@@ -92,7 +118,7 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
         record_end(session, "failed", error)
         raise UserError(error) from exc
     finally:
-        session.log.close()
+        session.log.close(session.status)
         if session.lock is not None:
             session.lock.release()
         distributed.shutdown()
@@ -100,6 +126,37 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
 
 def _silent(line: str) -> None:
     pass
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Run with the process as a fresh one would have it, then put back what the run changed.
+
+    The project's ``models``, ``dataloader`` and ``training_utils`` are imported anew for each run
+    (module-level state never carries over) and stay in ``sys.modules`` after it, for a look. Put
+    back: the ``dlscaffold`` log level, anomaly detection, ``sys.path``, and no other module stays
+    imported from a folder the run put on it.
+    """
+    logger = logging.getLogger("dlscaffold")
+    level, anomaly, path = logger.level, torch.is_anomaly_enabled(), list(sys.path)
+    for name in MODULE_NAMES:
+        sys.modules.pop(name, None)
+    modules = set(sys.modules)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        torch.autograd.set_detect_anomaly(anomaly)
+        added = [Path(entry).resolve() for entry in sys.path if entry and entry not in path]
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if name not in modules and name not in MODULE_NAMES and file and _inside(Path(file), added):
+                del sys.modules[name]
+        sys.path[:] = path
+
+
+def _inside(file: Path, folders: list[Path]) -> bool:
+    return any(file.resolve().is_relative_to(folder) for folder in folders)
 
 
 def _peer_failed(exc: Exception) -> bool:
@@ -141,7 +198,7 @@ def _user_code_error(session: Session, exc: Exception) -> str:
 def setup(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
           options: TrainOptions, echo: Echo, world: distributed.World | None = None) -> Session:
     """Check everything, build data, models and trainer, then create (or reopen) the run folder."""
-    world = world or distributed.World()
+    world, options = world or distributed.World(), dataclasses.replace(options)  # the caller's stay as they were
     if resume is not None:
         resume = resume.resolve()
         if not is_run_dir(resume):
@@ -177,12 +234,14 @@ def _build_session(prepared: Prepared, overrides: list[str], resume: Path | None
     run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights, world)
     wrap_for_training(run, world)
     trainer = build_trainer(run, len(run.loaders["train"]))
+    from dlscaffold.trial import check_batch  # two samples through the built run, before anything is written
+
     check_batch(run, run.idx_dict[splits[0]])
     torch.autograd.set_detect_anomaly(options.debug)  # global: also switch it off after an earlier --debug run
     monitor = Monitor(*monitored(prepared.config))
     position = _restore(run, trainer, monitor, state, overrides, world) if state is not None else Position()
     start = state["epoch"] + 1 if state else 1
-    session = Session(run, trainer, monitor, NullLog(), None, start, options, position, world=world)
+    session = Session(run, trainer, monitor, Trackers(), None, start, options, position, world=world)
     _open_run_folder(session, prepared, resume, state)
     echo("Debug run: dev set, anomaly detection on, nothing is written." if session.run_dir is None
          else f"Logging and Model Saving Directory: {session.run_dir}")
@@ -245,8 +304,9 @@ def _restore(run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any]
     return Position(**{**state["position"], "rng": state["rng"]})
 
 
-def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None) -> RunLog:
-    """Write the run's config, split and run.json; open its metrics log (trimmed when resuming)."""
+def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None) -> Trackers:
+    """Write the run's config, split and run.json; open ``metrics.jsonl`` (trimmed when resuming) and
+    the config's trackers."""
     from dlscaffold import __version__
     from dlscaffold.provenance import collect, write_git_diff
     from dlscaffold.rundir import read_run_info
@@ -258,6 +318,6 @@ def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, A
                     started=read_run_info(run_dir).get("started") or utc_now(), ended=None,
                     provenance=collect(root, list(sys.argv), str(run.placement.device)))
     write_git_diff(root, run_dir)
-    return RunLog(run_dir, (state["epoch"], state["step"]) if state else None)
+    return open_trackers(run_dir, prepared.config, (state["epoch"], state["step"]) if state else None)
 
 

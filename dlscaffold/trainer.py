@@ -1,10 +1,10 @@
 """One training step, and what it steps: models, optimizers, schedulers, precision.
 
 :meth:`Trainer.train_step` reads like a hand-written loop: forward under the precision's context ->
-weighted sum of the losses -> backward -> unscale, check, clip, step (the precision object) ->
-scheduler -> evals on the same outputs. A step whose loss or gradients are not finite is never
-applied (``training_params.on_nonfinite``: ``stop`` raises :class:`NonFiniteStep`, ``skip`` drops
-and counts it).
+weighted sum of the losses -> backward -> unscale -> the finiteness check and clipping (here) ->
+step (the precision object reports an fp16 scaler skip) -> scheduler -> evals on the same outputs.
+A step whose loss or gradients are not finite is never applied (``training_params.on_nonfinite``:
+``stop`` raises :class:`NonFiniteStep`, ``skip`` drops and counts it).
 """
 
 from __future__ import annotations
@@ -60,23 +60,36 @@ class Trainer:
             if share != 1.0:
                 objective = objective * share
         self.precision.backward(objective)
-        status = self.precision.step(list(self.optimizers.values()), self.params, self.grad_clip_norm, objective)
-        if status == "nonfinite":
-            where = self._nonfinite_where(values)
-            self.precision.skip(list(self.optimizers.values()))  # the step is never applied
-            if self.on_nonfinite == "stop":
-                raise NonFiniteStep(where, batch)  # self.step still numbers this step, as {step: trainer} did
-            self.step += 1
-            self.skipped_nonfinite += 1
-            return None
+        optimizers = list(self.optimizers.values())
+        self.precision.unscale(optimizers)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=objective.device)
+        loss_finite = torch.isfinite(objective.detach())
+        finite = bool(loss_finite & torch.isfinite(norm))  # one host read per step, as GradScaler makes
+        if not finite and not (self.precision.scaled and bool(loss_finite)):
+            return self._skip_nonfinite(values, batch, optimizers)  # never applied; raises for "stop"
+        if finite and self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip_norm, norm)  # on true gradients
+        applied = self.precision.step(optimizers, finite)  # False: the fp16 scaler skipped an overflow
         self.step += 1
-        if self.scheduler_interval == "step" and status == "applied":  # after the optimizer step, as torch expects
+        if self.scheduler_interval == "step" and applied:  # after the optimizer step, as torch expects
             for scheduler in self.schedulers.values():
                 scheduler.step()
         with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
             values.update(self.flow.values(self.flow.evals, batch, outputs))
         self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
         return values
+
+    def _skip_nonfinite(self, values: dict[str, torch.Tensor], batch: dict[str, Any],
+                        optimizers: list[torch.optim.Optimizer]) -> None:
+        """A NaN/inf loss or gradient: drop the step; ``on_nonfinite: stop`` raises :class:`NonFiniteStep`."""
+        where = self._nonfinite_where(values)
+        self.precision.skip(optimizers)
+        if self.on_nonfinite == "stop":
+            raise NonFiniteStep(where, batch)  # self.step still numbers this step, as {step: trainer} did
+        self.step += 1
+        self.skipped_nonfinite += 1
+        return None
 
     def _nonfinite_where(self, values: dict[str, torch.Tensor]) -> str:
         """Which loss, or which model's gradients, went NaN/inf (only read after a failed check)."""

@@ -12,8 +12,8 @@ from conftest import write_config
 
 from dlscaffold.images import collect_images, image_grid, image_grids, image_problem, image_problems, parse_image_specs
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import NullLog, RunLog
 from dlscaffold.summary import human_count, model_summary, summary_lines, summary_rows
+from dlscaffold.trackers import TensorBoard, Trackers
 
 MODELS = ["Encoder", "Classifier", "Decoder"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -231,13 +231,13 @@ def test_run_log_images_reach_tensorboard(tmp_path: Path) -> None:
 
     collected = collect_images(["dataset.image", "Decoder.reconstruction"], {"image": torch.rand(8, 3, 6, 6)},
                                {"Decoder": {"reconstruction": torch.rand(8, 6, 6)}})
-    log = RunLog(tmp_path)
+    log = TensorBoard(tmp_path)
     log.images(5, image_grids(collected))
     log.images(10, image_grids(collected))
-    log.close()
+    log.close("completed")
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
     events.Reload()
     assert sorted(events.Tags()["images"]) == ["images/Decoder.reconstruction", "images/dataset.image"]
     shown = events.Images("images/dataset.image")
     assert [e.step for e in shown] == [5, 10] and (shown[0].height, shown[0].width) == (10, 66)
-    NullLog().images(5, image_grids(collected))  # writes nothing
+    Trackers().images(5, image_grids(collected))  # a --debug run's trackers: none, nothing written

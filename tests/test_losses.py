@@ -60,6 +60,8 @@ def test_ensemble_accuracy_averages_probabilities() -> None:
 def test_registry_clash_and_unknown_names() -> None:
     with pytest.raises(UserError, match="loss 'MSE' is already registered"):
         build_registries({"MSE": lambda a, b: a}, {})
+    with pytest.raises(UserError, match=r"collides with the built-in eval dlscaffold.losses.multinomial_accuracy;"):
+        build_registries({}, {"MultinomialAccuracy": lambda a, b: a})
     registry = Registry("eval", {"Accuracy": lambda a, b: a})
     with pytest.raises(UserError, match=r"unknown eval 'Acuracy'; did you mean 'Accuracy'\? available: Accuracy"):
         registry.get("Acuracy")

@@ -140,3 +140,10 @@ def test_no_import_circle_and_no_long_function_in_the_runtime() -> None:
                 body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(
                     getattr(node.body[0], "value", None), ast.Constant) and len(node.body) > 1 else node.body
                 assert body[-1].end_lineno - body[0].lineno + 1 <= 60, f"{path.name}:{node.lineno} {node.name}"
+
+
+def test_the_pre_run_phase_imports_nothing_that_builds() -> None:
+    """prepare.py checks; building data, models, flows, trainers and loops is elsewhere (lazy imports count)."""
+    imported = _imports(Path(dlscaffold.__file__).parent / "prepare.py")
+    forbidden = {f"dlscaffold.{name}" for name in ("builder", "flow", "epoch", "trainer", "loop")}
+    assert imported and not imported & forbidden, sorted(imported & forbidden)

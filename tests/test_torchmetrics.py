@@ -16,8 +16,9 @@ from sklearn.metrics import f1_score
 import dlscaffold
 from dlscaffold.data import collate
 from dlscaffold.errors import UserError
-from dlscaffold.flow import Flow, MetricTerm, build_metric, torchmetrics_class
+from dlscaffold.flow import Flow, MetricTerm
 from dlscaffold.rundir import read_metrics
+from dlscaffold.tm_metrics import build_metric, torchmetrics_class
 
 F1 = {"logging_name": "f1", "init_args": {"task": "multiclass", "num_classes": 3, "average": "macro"},
       "inputs": {"class_logits": "Classifier", "class_idx": "dataset"}}
