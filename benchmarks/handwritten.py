@@ -118,14 +118,29 @@ def main(argv: list[str] | None = None) -> None:
                 window, window_count = torch.zeros_like(window), 0
         train_ce, train_acc = (epoch_sums / count).tolist()
         val_ce, val_acc = validate(model, val_loader, device, dtype)  # eager, as dlscaffold validates
-        for name, value in (("train/CE", train_ce), ("train/Accuracy", train_acc), ("val/CE", val_ce),
-                            ("val/Accuracy", val_acc)):
+        for name, value in (
+            ("train/CE", train_ce),
+            ("train/Accuracy", train_acc),
+            ("val/CE", val_ce),
+            ("val/Accuracy", val_acc),
+        ):
             writer.add_scalar(name, value, step)
         writer.flush()
-        torch.save({"epoch": epoch, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict()}, args.out / f"checkpoint_{epoch:06d}.pt")
-        print(f"epoch {epoch}/{args.epochs}  train: CE {train_ce:.4g}  Accuracy {train_acc:.4g}  "
-              f"| val: CE {val_ce:.4g}  Accuracy {val_acc:.4g}", flush=True)
+        torch.save(
+            {
+                "epoch": epoch,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+            },
+            args.out / f"checkpoint_{epoch:06d}.pt",
+        )
+        print(
+            f"epoch {epoch}/{args.epochs}  train: CE {train_ce:.4g}  Accuracy {train_acc:.4g}  "
+            f"| val: CE {val_ce:.4g}  Accuracy {val_acc:.4g}",
+            flush=True,
+        )
     writer.close()
     print(f"Final val: CE {val_ce:.4g}  Accuracy {val_acc:.4g}")
 

@@ -50,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in both arms")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (arm, length)")
-    parser.add_argument("--epochs", type=int, nargs=2, default=(1, 3), metavar=("E1", "E2"),
-                        help="epochs of the short and the long run")
+    parser.add_argument(
+        "--epochs", type=int, nargs=2, default=(1, 3), metavar=("E1", "E2"), help="epochs of the short and the long run"
+    )
     parser.add_argument("--points", type=int, default=5120, help="synthetic data points; 80%% train, 20%% val")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--widths", default="32,64,128,256", help="Cifar10ResNet widths (the example's)")
@@ -73,16 +74,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def command(arm: str, epochs: int, args: argparse.Namespace, out: Path) -> list[str]:
     """The command line of one run of ``arm``; both take the same sizes and options."""
     if arm == "dlscaffold":
-        return [sys.executable, "-m", "dlscaffold", "train", str(PROJECT / "config.yml"),
-                f"training_params.max_training_epochs={epochs}", f"training_params.precision={args.precision}",
-                f"training_params.compile={'true' if args.compile else 'false'}",
-                f"dataloading_params.batch_size={args.batch_size}",
-                f"dataloading_params.dataset_args.num_points={args.points}",
-                f"info_flow.Cifar10ResNet.init_args.widths=[{args.widths}]",
-                f"logging_params.logging_dir={out}", "--device", args.device]
-    return [sys.executable, str(HERE / "handwritten.py"), "--epochs", str(epochs), "--precision", args.precision,
-            "--device", args.device, "--points", str(args.points), "--batch-size", str(args.batch_size),
-            "--widths", args.widths, "--out", str(out), *(["--compile"] if args.compile else [])]
+        return [
+            sys.executable,
+            "-m",
+            "dlscaffold",
+            "train",
+            str(PROJECT / "config.yml"),
+            f"training_params.max_training_epochs={epochs}",
+            f"training_params.precision={args.precision}",
+            f"training_params.compile={'true' if args.compile else 'false'}",
+            f"dataloading_params.batch_size={args.batch_size}",
+            f"dataloading_params.dataset_args.num_points={args.points}",
+            f"info_flow.Cifar10ResNet.init_args.widths=[{args.widths}]",
+            f"logging_params.logging_dir={out}",
+            "--device",
+            args.device,
+        ]
+    return [
+        sys.executable,
+        str(HERE / "handwritten.py"),
+        "--epochs",
+        str(epochs),
+        "--precision",
+        args.precision,
+        "--device",
+        args.device,
+        "--points",
+        str(args.points),
+        "--batch-size",
+        str(args.batch_size),
+        "--widths",
+        args.widths,
+        "--out",
+        str(out),
+        *(["--compile"] if args.compile else []),
+    ]
 
 
 def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float | None, str]:
@@ -90,8 +116,9 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float | None,
     failed run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN) if resource else None
     start = time.perf_counter()
-    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, env=env)
+    done = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}")
@@ -133,8 +160,11 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, dict[str, list]
                 if length == "long":
                     r["accuracy"].append(final_accuracy(output))
                 shown = f", CPU {cpu:7.1f} s" if cpu is not None else ""
-                print(f"  repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s): {wall:7.1f} s{shown}  "
-                      f"(load {load:.2f})", flush=True)
+                print(
+                    f"  repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s): {wall:7.1f} s{shown}  "
+                    f"(load {load:.2f})",
+                    flush=True,
+                )
     return results
 
 
@@ -151,10 +181,16 @@ def summarise(results: dict[str, dict[str, list]], args: argparse.Namespace) -> 
         wall, low, high = per_epoch(r["short"], r["long"], e2 - e1)
         has_cpu = None not in r["short_cpu"] + r["long_cpu"]
         cpu = per_epoch(r["short_cpu"], r["long_cpu"], e2 - e1)[0] if has_cpu else None
-        summary[arm] = {"per_epoch_s": wall, "per_epoch_min_s": low, "per_epoch_max_s": high, "per_epoch_cpu_s": cpu,
-                        "startup_s": statistics.median(r["short"]) - e1 * wall,
-                        "short_median_s": statistics.median(r["short"]), "long_median_s": statistics.median(r["long"]),
-                        "final_val_accuracy": r["accuracy"][-1]}
+        summary[arm] = {
+            "per_epoch_s": wall,
+            "per_epoch_min_s": low,
+            "per_epoch_max_s": high,
+            "per_epoch_cpu_s": cpu,
+            "startup_s": statistics.median(r["short"]) - e1 * wall,
+            "short_median_s": statistics.median(r["short"]),
+            "long_median_s": statistics.median(r["long"]),
+            "final_val_accuracy": r["accuracy"][-1],
+        }
     return summary
 
 
@@ -163,14 +199,22 @@ def machine(args: argparse.Namespace) -> dict[str, str | int]:
 
     cpu = platform.processor() or platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = f"{names[0]} x{len(names)}" if names else cpu
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count() or 0, "torch": torch.__version__,
-            "torch_threads": args.threads or torch.get_num_threads(), "python": platform.python_version(),
-            "os": platform.platform()}
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count() or 0,
+        "torch": torch.__version__,
+        "torch_threads": args.threads or torch.get_num_threads(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
     info["dlscaffold"] = runtime_version()
     if args.device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
@@ -207,16 +251,20 @@ def report(summary: dict[str, dict[str, float | None]], args: argparse.Namespace
     def num(value: float | None, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{args.device} {args.precision}{' compile' if args.compile else ''}: Cifar10ResNet widths {args.widths}, "
-             f"{args.points} points, batch {args.batch_size}, epochs {e1} vs {e2}, {args.repeats} repeat(s)",
-             f"machine: {info['cpu']}, {info.get('gpu', 'no GPU used')}, torch {info['torch']} "
-             f"({info['torch_threads']} threads), dlscaffold {info['dlscaffold']}",
-             f"{'arm':<12}{f'short ({e1} ep)':>14}{f'long ({e2} ep)':>14}{'per epoch':>11}{'[min, max]':>18}"
-             f"{'CPU/epoch':>11}{'start-up':>10}{'val acc':>9}"]
+    lines = [
+        f"{args.device} {args.precision}{' compile' if args.compile else ''}: Cifar10ResNet widths {args.widths}, "
+        f"{args.points} points, batch {args.batch_size}, epochs {e1} vs {e2}, {args.repeats} repeat(s)",
+        f"machine: {info['cpu']}, {info.get('gpu', 'no GPU used')}, torch {info['torch']} "
+        f"({info['torch_threads']} threads), dlscaffold {info['dlscaffold']}",
+        f"{'arm':<12}{f'short ({e1} ep)':>14}{f'long ({e2} ep)':>14}{'per epoch':>11}{'[min, max]':>18}"
+        f"{'CPU/epoch':>11}{'start-up':>10}{'val acc':>9}",
+    ]
     for arm, s in summary.items():
-        lines.append(f"{arm:<12}{s['short_median_s']:>12.1f} s{s['long_median_s']:>12.1f} s{s['per_epoch_s']:>9.2f} s"
-                     f"   [{s['per_epoch_min_s']:6.2f}, {s['per_epoch_max_s']:6.2f}]"
-                     f"{num(s['per_epoch_cpu_s'], 2):>9} s{s['startup_s']:>8.1f} s{num(s['final_val_accuracy'], 4):>9}")
+        lines.append(
+            f"{arm:<12}{s['short_median_s']:>12.1f} s{s['long_median_s']:>12.1f} s{s['per_epoch_s']:>9.2f} s"
+            f"   [{s['per_epoch_min_s']:6.2f}, {s['per_epoch_max_s']:6.2f}]"
+            f"{num(s['per_epoch_cpu_s'], 2):>9} s{s['startup_s']:>8.1f} s{num(s['final_val_accuracy'], 4):>9}"
+        )
     lines.append(f"ratio dlscaffold/handwritten (per-epoch time): {num(ratio(summary), 3)}")
     lines.append(f"ratio dlscaffold/handwritten (per-epoch CPU time): {num(ratio(summary, 'per_epoch_cpu_s'), 3)}")
     return "\n".join(lines)
@@ -235,9 +283,19 @@ def main(argv: list[str] | None = None) -> None:
     print(report(summary, args, info))
     if args.json:
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        args.json.write_text(json.dumps({"options": options, "machine": info, "walls_s": results,
-                                         "summary": summary, "ratio": ratio(summary),
-                                         "cpu_ratio": ratio(summary, "per_epoch_cpu_s")}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "options": options,
+                    "machine": info,
+                    "walls_s": results,
+                    "summary": summary,
+                    "ratio": ratio(summary),
+                    "cpu_ratio": ratio(summary, "per_epoch_cpu_s"),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

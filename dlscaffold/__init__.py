@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def load_run(run_dir: str | Path, epoch: str | int = "best", device: str | None = "cpu",
-             project: str | Path | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, epoch: str | int = "best", device: str | None = "cpu", project: str | Path | None = None
+) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
     See :func:`dlscaffold.api.load_run` (imported here on first use, so that ``import dlscaffold``

@@ -116,8 +116,9 @@ class LoadedRun:
         return f"LoadedRun({str(self.run_dir)!r}, epoch={self.epoch}, models={list(self.models)}, device={self.device})"
 
 
-def load_run(run_dir: str | Path, epoch: str | int = BEST, device: str | None = "cpu",
-             project: str | Path | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, epoch: str | int = BEST, device: str | None = "cpu", project: str | Path | None = None
+) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
     The project's code is imported from the folder the run recorded at training time

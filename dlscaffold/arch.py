@@ -75,8 +75,9 @@ def plan_table(
     """
     kinds = [k.value for k in ArchKind]
     if str(getattr(kind, "value", kind)) not in kinds:
-        raise UserError(f"unknown module kind '{kind}'; {did_you_mean(str(kind), kinds)}expected one of: "
-                        f"{', '.join(kinds)}")
+        raise UserError(
+            f"unknown module kind '{kind}'; {did_you_mean(str(kind), kinds)}expected one of: {', '.join(kinds)}"
+        )
     kind = ArchKind(getattr(kind, "value", kind))
     options: dict[str, object] = {"nonlinear": nonlinear, "dropout": dropout}
     if batchnorm is not None:
@@ -108,9 +109,7 @@ def _parse_size(text: str, flag: str) -> tuple[int, ...]:
     return size
 
 
-def _build(
-    kind: ArchKind, size_in: tuple[int, ...], size_out: tuple[int, ...], options: dict
-) -> nn.Module:
+def _build(kind: ArchKind, size_in: tuple[int, ...], size_out: tuple[int, ...], options: dict) -> nn.Module:
     """Build the module the command describes; ValueError for sizes or options that do not fit."""
     for name, kinds in _OPTION_KINDS.items():
         if name in options and kind not in kinds:

@@ -41,8 +41,13 @@ class Run:
     transform: Callable[[dict[str, Any], bool], dict[str, Any]]  # the dataset's transform_batch
 
 
-def build_run(prepared: Prepared, loaders: dict[str, tuple[str, bool]], device: str | None = None,
-              weights: tuple[Path, int | str] | None = None, world: World | None = None) -> Run:
+def build_run(
+    prepared: Prepared,
+    loaders: dict[str, tuple[str, bool]],
+    device: str | None = None,
+    weights: tuple[Path, int | str] | None = None,
+    world: World | None = None,
+) -> Run:
     """Build a run's data, models and loaders.
 
     Args:
@@ -59,15 +64,34 @@ def build_run(prepared: Prepared, loaders: dict[str, tuple[str, bool]], device: 
     dataset = build_dataset(prepared)
     idx_dict = make_split(config, dataset, prepared.saved_split)
     placement = select_placement(tp.use_GPU, device, tp.channels_last)
-    made = {role: make_loader(dataset, _indices(idx_dict, split), dl.batch_size, shuffle, tp.seed, dl.num_workers,
-                              placement.pin_memory, world.rank, world.world_size)
-            for role, (split, shuffle) in loaders.items()}
+    made = {
+        role: make_loader(
+            dataset,
+            _indices(idx_dict, split),
+            dl.batch_size,
+            shuffle,
+            tp.seed,
+            dl.num_workers,
+            placement.pin_memory,
+            world.rank,
+            world.world_size,
+        )
+        for role, (split, shuffle) in loaders.items()
+    }
     flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device, weights)
     if tp.channels_last:
         for model in flow.models.values():
             model.to(memory_format=torch.channels_last)
-    return Run(config, dataset, idx_dict, placement, Precision(tp.precision, placement.device), flow, made,
-               batch_transform(dataset))
+    return Run(
+        config,
+        dataset,
+        idx_dict,
+        placement,
+        Precision(tp.precision, placement.device),
+        flow,
+        made,
+        batch_transform(dataset),
+    )
 
 
 def build_dataset(prepared: Prepared) -> Any:
@@ -92,8 +116,10 @@ def make_split(config: Config, dataset: Any, saved: dict[str, Any] | None) -> di
         if idx_dict.get("num_points", len(dataset)) != len(dataset):
             problem = f"it splits {idx_dict['num_points']} points but the dataset has {len(dataset)}"
         if problem:
-            raise UserError(f"dataloading_params.idx_dict_path: the saved split does not fit the dataset: {problem}; "
-                            "use a split made for this dataset or leave idx_dict_path empty")
+            raise UserError(
+                f"dataloading_params.idx_dict_path: the saved split does not fit the dataset: {problem}; "
+                "use a split made for this dataset or leave idx_dict_path empty"
+            )
     elif test is None:
         idx_dict = make_idx_dict(len(dataset), dl.val_ratio, dl.dev_num, config.training_params.seed)
     else:
@@ -146,8 +172,12 @@ def _check_compile(device: torch.device) -> None:
     import torch._dynamo
 
     if not torch._dynamo.is_dynamo_supported():
-        raise UserError("training_params.compile: torch.compile is not supported on this platform (Python "
-                        "version or OS); set compile: false")
+        raise UserError(
+            "training_params.compile: torch.compile is not supported on this platform (Python "
+            "version or OS); set compile: false"
+        )
     if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
-        raise UserError("training_params.compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++), "
-                        "and none is on PATH; install one or set compile: false")
+        raise UserError(
+            "training_params.compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++), "
+            "and none is on PATH; install one or set compile: false"
+        )

@@ -82,8 +82,9 @@ def last_common_epoch(run_dir: Path, models: list[str]) -> int:
     """
     common = set.intersection(*(set(saved_epochs(run_dir, m)) for m in models))
     if not common:
-        raise UserError(f"{run_dir}: no epoch with saved weights of every model ({', '.join(models)}); "
-                        "was it run with --no-save?")
+        raise UserError(
+            f"{run_dir}: no epoch with saved weights of every model ({', '.join(models)}); was it run with --no-save?"
+        )
     return max(common)
 
 
@@ -104,8 +105,9 @@ def last_trainer_state(run_dir: Path) -> Path:
     # trainer_<epoch>.pt sorts before trainer_<epoch>_<batches>.pt, a stop inside the next epoch
     states = sorted((run_dir / "checkpoints").glob(f"{TRAINER}_[0-9]*.pt"))
     if not states:
-        raise UserError(f"--resume: {run_dir} holds no trainer checkpoint; it saved no epoch "
-                        "(was it run with --no-save?)")
+        raise UserError(
+            f"--resume: {run_dir} holds no trainer checkpoint; it saved no epoch (was it run with --no-save?)"
+        )
     return states[-1]
 
 
@@ -130,8 +132,12 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": random.getstate(),
     }
 
@@ -141,8 +147,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
@@ -155,8 +168,13 @@ def save_weights(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> Non
         save_atomic(model.state_dict(), folder / f"{name}_{epoch:06d}.pt")
 
 
-def save_checkpoint(run_dir: Path, epoch: int, models: dict[str, nn.Module], trainer: dict[str, Any],
-                    position: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    run_dir: Path,
+    epoch: int,
+    models: dict[str, nn.Module],
+    trainer: dict[str, Any],
+    position: dict[str, Any] | None = None,
+) -> None:
     """Write every model's weights and the trainer state after ``epoch``; drop older trainer states.
 
     Args:
@@ -201,8 +219,10 @@ def read_checkpoint(path: Path) -> Any:
         raise UserError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # truncated zip, pickle with code in it, empty file, ...
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail}); it may be truncated "
-                        "or not a dlscaffold checkpoint: use another epoch or run") from None
+        raise UserError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {detail}); it may be truncated "
+            "or not a dlscaffold checkpoint: use another epoch or run"
+        ) from None
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:

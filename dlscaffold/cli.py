@@ -41,8 +41,12 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _app_options(
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_print_version, is_eager=True, help="Print the dlscaffold version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the dlscaffold version and exit."
+        ),
+    ] = False,
 ) -> None:
     """dlscaffold: generate a deep-learning research project and train it from its config."""
 
@@ -89,22 +93,38 @@ def _project_default(ctx: typer.Context, project: Path | None) -> Path | None:
 @app.command()
 def train(
     ctx: typer.Context,
-    args: Annotated[list[str] | None, typer.Argument(
-        metavar="CONFIG_AND_OVERRIDES", show_default=False,
-        help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.")] = None,
-    project: Annotated[Path | None, typer.Option(
-        metavar="DIR", help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].")
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="CONFIG_AND_OVERRIDES",
+            show_default=False,
+            help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.",
+        ),
     ] = None,
-    resume: Annotated[Path | None, typer.Option(
-        metavar="RUN_DIR", help="Continue this run folder from its last checkpoint.")] = None,
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].",
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(metavar="RUN_DIR", help="Continue this run folder from its last checkpoint.")
+    ] = None,
     dev: Annotated[bool, typer.Option("--dev", help="Train and validate on the dev set only.")] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Log metrics but keep no checkpoints.")] = False,
-    debug: Annotated[bool, typer.Option(
-        "--debug", help="Dev set, anomaly detection, nothing written; full tracebacks.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Dev set, anomaly detection, nothing written; full tracebacks.")
+    ] = False,
     device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
-    nproc: Annotated[int, typer.Option(
-        min=1, metavar="N",
-        help="Train data-parallel in this many processes on this machine (started through torchrun).")] = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Train data-parallel in this many processes on this machine (started through torchrun).",
+        ),
+    ] = 1,
 ) -> None:
     """Train the models a config's info_flow names."""
 
@@ -114,8 +134,19 @@ def train(
         if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun, which runs this command N times
             from dlscaffold.distributed import launch, launch_args
 
-            code = launch(nproc, launch_args(config, overrides, project=project_dir, resume=resume, dev=dev,
-                                             no_save=no_save, debug=debug, device=device))
+            code = launch(
+                nproc,
+                launch_args(
+                    config,
+                    overrides,
+                    project=project_dir,
+                    resume=resume,
+                    dev=dev,
+                    no_save=no_save,
+                    debug=debug,
+                    device=device,
+                ),
+            )
             raise typer.Exit(code)
         from dlscaffold.train import TrainOptions
         from dlscaffold.train import train as run_train
@@ -130,18 +161,26 @@ def train(
 def evaluate(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder printed by `dlscaffold train`.")],
-    overrides: Annotated[list[str] | None, typer.Argument(
-        metavar="KEY=VALUE",
-        help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.",
-        show_default=False)] = None,
-    epoch: Annotated[str, typer.Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")
-                     ] = "last",
-    split: Annotated[str, typer.Option(
-        metavar="SPLIT", help="train, val, dev, or test where the project provides one.")] = "val",
-    json_file: Annotated[Path | None, typer.Option(
-        "--json", metavar="FILE", help="Also write the results to this JSON file.")] = None,
-    project: Annotated[Path | None, typer.Option(
-        metavar="DIR", help="Project folder [default: the one the run recorded].")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY=VALUE",
+            help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.",
+            show_default=False,
+        ),
+    ] = None,
+    epoch: Annotated[
+        str, typer.Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")
+    ] = "last",
+    split: Annotated[
+        str, typer.Option(metavar="SPLIT", help="train, val, dev, or test where the project provides one.")
+    ] = "val",
+    json_file: Annotated[
+        Path | None, typer.Option("--json", metavar="FILE", help="Also write the results to this JSON file.")
+    ] = None,
+    project: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
+    ] = None,
     device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
 ) -> None:
@@ -154,8 +193,17 @@ def evaluate(
         from dlscaffold.evaluate import evaluate as run_evaluate
         from dlscaffold.runfiles import parse_epoch
 
-        result = run_evaluate(run_dir, parse_epoch(epoch), split, json_file, _project_default(ctx, project), device,
-                              sys.stdout.isatty(), list(overrides or []), echo=typer.echo)
+        result = run_evaluate(
+            run_dir,
+            parse_epoch(epoch),
+            split,
+            json_file,
+            _project_default(ctx, project),
+            device,
+            sys.stdout.isatty(),
+            list(overrides or []),
+            echo=typer.echo,
+        )
         typer.echo(f"{run_dir}: epoch {result['epoch']}, split '{split}', {result['num_samples']} samples")
         table = Table()
         table.add_column("metric")
@@ -187,56 +235,111 @@ def _print_table(table: Any) -> None:
 @app.command("arch", short_help="Print a module's layer plan with parameter counts.")
 def arch_command(
     kind: Annotated[ArchKind, typer.Argument(help="Which module to plan.", show_default=False)],
-    input_size: Annotated[str, typer.Option(
-        "--input", metavar="SIZE", show_default=False, help="Input size, comma-separated: C,H,W (conv2d, deconv2d), "
-        "C,L (conv1d, deconv1d) or a feature count (fcn, resnetfcn).")],
-    output_size: Annotated[str, typer.Option(
-        "--output", metavar="SIZE", show_default=False, help="Output size, in the same layout as --input.")],
-    num_layers: Annotated[int | None, typer.Option(
-        min=1, metavar="N", help="Linear layers, fcn and resnetfcn only (default 2).")] = None,
-    hidden_size: Annotated[int | None, typer.Option(
-        min=1, metavar="N", help="Hidden width, fcn only (default max(input, output)).")] = None,
-    batchnorm: Annotated[bool | None, typer.Option(
-        "--batchnorm/--no-batchnorm", help="BatchNorm in hidden layers (default on, off for resnetfcn).")] = None,
-    nonlinear: Annotated[bool, typer.Option(
-        "--nonlinear", help="Norm/activation/dropout after the last layer too.")] = False,
+    input_size: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            metavar="SIZE",
+            show_default=False,
+            help="Input size, comma-separated: C,H,W (conv2d, deconv2d), "
+            "C,L (conv1d, deconv1d) or a feature count (fcn, resnetfcn).",
+        ),
+    ],
+    output_size: Annotated[
+        str,
+        typer.Option(
+            "--output", metavar="SIZE", show_default=False, help="Output size, in the same layout as --input."
+        ),
+    ],
+    num_layers: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Linear layers, fcn and resnetfcn only (default 2).")
+    ] = None,
+    hidden_size: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Hidden width, fcn only (default max(input, output)).")
+    ] = None,
+    batchnorm: Annotated[
+        bool | None,
+        typer.Option("--batchnorm/--no-batchnorm", help="BatchNorm in hidden layers (default on, off for resnetfcn)."),
+    ] = None,
+    nonlinear: Annotated[
+        bool, typer.Option("--nonlinear", help="Norm/activation/dropout after the last layer too.")
+    ] = False,
     dropout: Annotated[bool, typer.Option("--dropout", help="Dropout after each activation.")] = False,
-    adaptive_pool: Annotated[bool, typer.Option(
-        "--adaptive-pool", help="Reach sizes the strides cannot by adaptive pooling (conv kinds).")] = False,
+    adaptive_pool: Annotated[
+        bool, typer.Option("--adaptive-pool", help="Reach sizes the strides cannot by adaptive pooling (conv kinds).")
+    ] = False,
 ) -> None:
     """Print the layers a module would build from the given sizes, with parameter counts."""
 
     def action() -> None:
         from dlscaffold.arch import plan_table
 
-        _print_table(plan_table(kind, input_size, output_size, num_layers=num_layers, hidden_size=hidden_size,
-                                batchnorm=batchnorm, nonlinear=nonlinear, dropout=dropout,
-                                adaptive_pool=adaptive_pool))
+        _print_table(
+            plan_table(
+                kind,
+                input_size,
+                output_size,
+                num_layers=num_layers,
+                hidden_size=hidden_size,
+                batchnorm=batchnorm,
+                nonlinear=nonlinear,
+                dropout=dropout,
+                adaptive_pool=adaptive_pool,
+            )
+        )
 
     _run(action)
 
 
-DataOption = Annotated[list[str] | None, typer.Option(
-    "--data", "-d", metavar="KEY=VALUE", show_default=False,
-    help="Answer a template question, e.g. -d project_name='Digit study' (repeatable).")]
-VcsRefOption = Annotated[str, typer.Option(
-    "--vcs-ref", metavar="REF", show_default=False,
-    help="Template version: a tag, branch or commit of the template's git repository (default: HEAD).")]
+DataOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        "-d",
+        metavar="KEY=VALUE",
+        show_default=False,
+        help="Answer a template question, e.g. -d project_name='Digit study' (repeatable).",
+    ),
+]
+VcsRefOption = Annotated[
+    str,
+    typer.Option(
+        "--vcs-ref",
+        metavar="REF",
+        show_default=False,
+        help="Template version: a tag, branch or commit of the template's git repository (default: HEAD).",
+    ),
+]
 ScaffoldDebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 
 
 @app.command("new", short_help="Generate a new project from the dlscaffold template.")
 def new_command(
-    dest: Annotated[Path, typer.Argument(
-        metavar="DEST", show_default=False, help="Folder to create; its name is the default project name.")],
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DEST", show_default=False, help="Folder to create; its name is the default project name."
+        ),
+    ],
     data: DataOption = None,
-    defaults: Annotated[bool, typer.Option(
-        "--defaults", help="Take the default of every question not answered with --data. "
-                           "dlscaffold new never prompts, so this is always the case; accepted as in copier.")] = False,
-    template: Annotated[str | None, typer.Option(
-        "--template", metavar="PATH_OR_URL", show_default=False,
-        help="Template source: path or git URL of a dlscaffold checkout (default: the checkout this dlscaffold "
-             "is installed from). A relative path is recorded relative to the new project.")] = None,
+    defaults: Annotated[
+        bool,
+        typer.Option(
+            "--defaults",
+            help="Take the default of every question not answered with --data. "
+            "dlscaffold new never prompts, so this is always the case; accepted as in copier.",
+        ),
+    ] = False,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            metavar="PATH_OR_URL",
+            show_default=False,
+            help="Template source: path or git URL of a dlscaffold checkout (default: the checkout this dlscaffold "
+            "is installed from). A relative path is recorded relative to the new project.",
+        ),
+    ] = None,
     vcs_ref: VcsRefOption = "HEAD",
     debug: ScaffoldDebugOption = False,
 ) -> None:
@@ -252,8 +355,9 @@ def new_command(
         from dlscaffold.scaffold import new_project
 
         result = new_project(dest, list(data or []), template, vcs_ref)
-        typer.echo(f"Created {result.target} from the template at {result.source} "
-                   f"({result.commit or 'no git version'}).")
+        typer.echo(
+            f"Created {result.target} from the template at {result.source} ({result.commit or 'no git version'})."
+        )
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
         typer.echo(f"Next: cd {result.target} && python train.py")
@@ -273,8 +377,11 @@ def _report_update(result: Any) -> None:
     if result.up_to_date:
         typer.echo(f"{result.project}: up to date with template version {result.after}; nothing to update")
         return
-    versions = f"at template version {result.after}" if result.before == result.after else \
-        f"from template version {result.before} to {result.after}"
+    versions = (
+        f"at template version {result.after}"
+        if result.before == result.after
+        else f"from template version {result.before} to {result.after}"
+    )
     typer.echo(f"Updated {result.project} {versions}; review with `git diff`, then commit")
     if result.changed:
         typer.echo("Files changed:")
@@ -287,20 +394,27 @@ def _report_update(result: Any) -> None:
             table.add_row(Text(f"{key}: {old} -> {new}"))
         _print_table(table)
     if result.conflicts or result.kept:
-        typer.echo(f"error: template changes conflict with your edits in {len(result.conflicts) + len(result.kept)} "
-                   "file(s); resolve the <<<<<<< / >>>>>>> blocks (or .rej files), then git add and commit:", err=True)
+        typer.echo(
+            f"error: template changes conflict with your edits in {len(result.conflicts) + len(result.kept)} "
+            "file(s); resolve the <<<<<<< / >>>>>>> blocks (or .rej files), then git add and commit:",
+            err=True,
+        )
         for name in result.conflicts:
             typer.echo(f"  {name}", err=True)
         for name in result.kept:
-            typer.echo(f"  {name} (the template no longer has this file; kept because you edited it: "
-                       "keep or delete it)", err=True)
+            typer.echo(
+                f"  {name} (the template no longer has this file; kept because you edited it: keep or delete it)",
+                err=True,
+            )
         raise typer.Exit(CONFLICT_EXIT_CODE)
 
 
 @app.command("update", short_help="Bring template changes into a project, keeping your edits.")
 def update_command(
-    project_dir: Annotated[Path, typer.Argument(
-        metavar="PROJECT", show_default=False, help="The project folder (default: the current folder).")] = Path("."),
+    project_dir: Annotated[
+        Path,
+        typer.Argument(metavar="PROJECT", show_default=False, help="The project folder (default: the current folder)."),
+    ] = Path("."),
     data: DataOption = None,
     vcs_ref: VcsRefOption = "HEAD",
     debug: ScaffoldDebugOption = False,
@@ -330,8 +444,12 @@ def update_command(
 def runs(
     logging_dir: Annotated[Path, typer.Argument(help="A logging folder holding run folders.")] = Path("runs"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON instead of a table.")] = False,
-    sort: Annotated[str, typer.Option(
-        help="run, status, epochs, best, seconds, run_notes or val:<Model>/<name>; a leading '-' reverses.")] = "run",
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="run, status, epochs, best, seconds, run_notes or val:<Model>/<name>; a leading '-' reverses."
+        ),
+    ] = "run",
 ) -> None:
     """List the runs of a logging folder: status, epochs, best and last val metrics, duration."""
 

@@ -72,8 +72,7 @@ def _no_nul(value: Any) -> Any:
 class _Section(BaseModel):
     # Unknown keys are reported by _unknown_keys (with a did-you-mean), so pydantic ignores them.
     # Numbers are finite; nan and inf in free-form mappings (dataset_args) are passed on as they are.
-    model_config = ConfigDict(extra="ignore", validate_default=True, allow_inf_nan=False,
-                              ser_json_inf_nan="constants")
+    model_config = ConfigDict(extra="ignore", validate_default=True, allow_inf_nan=False, ser_json_inf_nan="constants")
 
 
 class DataloadingParams(_Section):
@@ -246,8 +245,9 @@ class Config(_Section):
     info_flow: dict[str, ModelSpec] = Field(min_length=1)
 
     # A section with every key commented out (``logging_params:``) takes the defaults.
-    _empty_sections = field_validator("dataloading_params", "training_params", "logging_params",
-                                      mode="before")(_none_is_empty)
+    _empty_sections = field_validator("dataloading_params", "training_params", "logging_params", mode="before")(
+        _none_is_empty
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict (paths as strings): what ``CustomDataSet(cfg)`` receives."""
@@ -318,29 +318,40 @@ class _Loader(yaml.SafeLoader):
     def _count(self, size: int, event: Any) -> None:
         self._nodes += size
         if self._nodes > MAX_YAML_NODES:
-            raise _Refused(problem=f"found more than {MAX_YAML_NODES} values (an alias counts as every value it "
-                           f"repeats); expected at most {MAX_YAML_NODES}", problem_mark=event.start_mark)
+            raise _Refused(
+                problem=f"found more than {MAX_YAML_NODES} values (an alias counts as every value it "
+                f"repeats); expected at most {MAX_YAML_NODES}",
+                problem_mark=event.start_mark,
+            )
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         anchor = getattr(event, "anchor", None)
         if isinstance(event, yaml.AliasEvent):
             if anchor in self._open:
-                raise _Refused(problem=f"alias *{anchor} repeats a value that contains it; expected no recursive "
-                               "aliases", problem_mark=event.start_mark)
+                raise _Refused(
+                    problem=f"alias *{anchor} repeats a value that contains it; expected no recursive aliases",
+                    problem_mark=event.start_mark,
+                )
             self._count(self._sizes.get(anchor, 1), event)
             return super().compose_node(parent, index)
         self._count(1, event)
         if len(self._path) >= MAX_YAML_DEPTH:
-            raise _Refused(problem=f"found values nested more than {MAX_YAML_DEPTH} levels deep; expected at most "
-                           f"{MAX_YAML_DEPTH}", problem_mark=event.start_mark)
+            raise _Refused(
+                problem=f"found values nested more than {MAX_YAML_DEPTH} levels deep; expected at most "
+                f"{MAX_YAML_DEPTH}",
+                problem_mark=event.start_mark,
+            )
         start = self._nodes
         self._open.add(anchor)
         self._path.append(index.value if isinstance(index, yaml.ScalarNode) else index)
         node = super().compose_node(parent, index)
         if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):  # "\\ud800": no UTF-8 for it
-            raise _Refused(problem="found an escaped surrogate (\\ud800 to \\udfff), which is no character; expected "
-                           "text that UTF-8 can hold", problem_mark=node.start_mark)
+            raise _Refused(
+                problem="found an escaped surrogate (\\ud800 to \\udfff), which is no character; expected "
+                "text that UTF-8 can hold",
+                problem_mark=node.start_mark,
+            )
         if isinstance(node, yaml.MappingNode):
             self._where[id(node)] = ".".join(str(part) for part in self._path if part is not None)
         self._path.pop()
@@ -365,8 +376,11 @@ class _Loader(yaml.SafeLoader):
                     continue  # an unhashable key: SafeConstructor reports it
                 if first is not key_node.start_mark:
                     parent = self._where.get(id(node), "")
-                    raise _Refused(problem=f"{parent + '.' if parent else ''}{key}: duplicate key (first at line "
-                                   f"{first.line + 1}); expected each key once", problem_mark=key_node.start_mark)
+                    raise _Refused(
+                        problem=f"{parent + '.' if parent else ''}{key}: duplicate key (first at line "
+                        f"{first.line + 1}); expected each key once",
+                        problem_mark=key_node.start_mark,
+                    )
         return super().construct_mapping(node, deep)
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
@@ -375,8 +389,10 @@ class _Loader(yaml.SafeLoader):
         except (ValueError, KeyError, TypeError, OverflowError) as exc:  # e.g. "!!int abc", 5000 digits
             kind = node.tag.rsplit(":", 1)[-1]
             reason = "" if isinstance(exc, KeyError) else f" ({_cut(str(exc).split(': ')[0], 80)})"
-            raise _Refused(problem=f"found '{_cut(node.value)}', which cannot be read as {kind}{reason}; expected "
-                           f"a valid {kind}", problem_mark=node.start_mark) from None
+            raise _Refused(
+                problem=f"found '{_cut(node.value)}', which cannot be read as {kind}{reason}; expected a valid {kind}",
+                problem_mark=node.start_mark,
+            ) from None
 
 
 def _refuse_tag(loader: _Loader, node: Any) -> Any:
@@ -410,8 +426,12 @@ def _problem(exc: yaml.YAMLError, text: str) -> YamlProblem:
     """One :class:`YamlProblem` for any error PyYAML raises."""
     if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. NUL
         before = text[: exc.position]
-        return YamlProblem(f"found the character U+{exc.character:04X}, which YAML does not allow; expected "
-                           "printable text", before.count("\n") + 1, len(before) - before.rfind("\n"), True)
+        return YamlProblem(
+            f"found the character U+{exc.character:04X}, which YAML does not allow; expected printable text",
+            before.count("\n") + 1,
+            len(before) - before.rfind("\n"),
+            True,
+        )
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
     context = getattr(exc, "context", None)
@@ -451,17 +471,22 @@ def _read_text(path: Path) -> str:
         with open(path, "rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror or exc}); "
-                        "expected a readable config file") from None
+        raise UserError(
+            f"{path}: cannot read the file ({exc.strerror or exc}); expected a readable config file"
+        ) from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise UserError(f"{path}: found a file over {MAX_CONFIG_BYTES // 2**20} MiB; expected a config file of "
-                        f"at most {MAX_CONFIG_BYTES // 2**20} MiB")
+        raise UserError(
+            f"{path}: found a file over {MAX_CONFIG_BYTES // 2**20} MiB; expected a config file of "
+            f"at most {MAX_CONFIG_BYTES // 2**20} MiB"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: found the byte 0x{data[exc.start]:02x}, which is not UTF-8; "
-                        "expected a UTF-8 text file (save it as UTF-8)") from None
+        raise UserError(
+            f"{path}:{line}: found the byte 0x{data[exc.start]:02x}, which is not UTF-8; "
+            "expected a UTF-8 text file (save it as UTF-8)"
+        ) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -518,8 +543,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], cwd: Path) -> dic
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            problems.append(f"override '{_cut(item, 80)}': expected key.path=value, "
-                            "e.g. training_params.lrn_rate=3e-4")
+            problems.append(f"override '{_cut(item, 80)}': expected key.path=value, e.g. training_params.lrn_rate=3e-4")
             continue
         try:
             value = _override_value(item, key.strip(), text, cwd)
@@ -532,8 +556,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], cwd: Path) -> dic
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                problems.append(f"override '{_cut(item, 80)}': {'.'.join(parts[: i + 1])} holds a "
-                                f"{type(child).__name__}; expected a mapping on the key path")
+                problems.append(
+                    f"override '{_cut(item, 80)}': {'.'.join(parts[: i + 1])} holds a "
+                    f"{type(child).__name__}; expected a mapping on the key path"
+                )
                 break
             node = child
         else:
@@ -571,8 +597,11 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[tuple[
         if key not in fields:
             home = [name for name, section in _SECTIONS.items() if key in section.model_fields and section is not model]
             close = closest(key, fields)
-            hint = (f"it belongs in {home[0]}" if home
-                    else f"{did_you_mean(key, fields)}expected one of: {', '.join(fields)}")
+            hint = (
+                f"it belongs in {home[0]}"
+                if home
+                else f"{did_you_mean(key, fields)}expected one of: {', '.join(fields)}"
+            )
             problems.append((f"{path}: unknown key; {hint}", f"{prefix}{close}" if close and not home else None))
             continue
         sub = _submodel(fields[key].annotation)
@@ -596,8 +625,13 @@ def _show(value: Any) -> str:
 
 
 # pydantic errors whose own words name Python classes: what a config is expected to hold instead
-_EXPECTED = {"dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
-             "path_type": "a path (text)", "too_short": "at least one entry"}
+_EXPECTED = {
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "path_type": "a path (text)",
+    "too_short": "at least one entry",
+}
 
 
 def _pydantic_problems(exc: ValidationError, meant: set[str]) -> list[str]:
@@ -612,12 +646,18 @@ def _pydantic_problems(exc: ValidationError, meant: set[str]) -> list[str]:
                 problems.append(f"{path}: missing; this key is required")
             continue
         if loc[-1:] == ["[key]"]:  # e.g. init_args: {1: 2}
-            problems.append(f"{path}: found the key {_show(err['input'])}; expected text keys (quote it: "
-                            f"'{err['input']}')")
+            problems.append(
+                f"{path}: found the key {_show(err['input'])}; expected text keys (quote it: '{err['input']}')"
+            )
             continue
         msg = re.sub(r"^(Value error, |Input should be |Input should have )", "", err["msg"])
-        expected = f"expected {_EXPECTED[err['type']]}" if err["type"] in _EXPECTED else \
-            msg if msg.startswith("expected") else f"expected {msg}"
+        expected = (
+            f"expected {_EXPECTED[err['type']]}"
+            if err["type"] in _EXPECTED
+            else msg
+            if msg.startswith("expected")
+            else f"expected {msg}"
+        )
         problems.append(f"{path}: found {_show(err['input'])}; {expected}")
     return problems
 
@@ -645,8 +685,11 @@ def resolve_raw_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(value, (str, Path)):
             node[key] = _absolute(str(value), base)
 
-    for section, key in (("dataloading_params", "dataset_path"), ("dataloading_params", "idx_dict_path"),
-                         ("logging_params", "logging_dir")):
+    for section, key in (
+        ("dataloading_params", "dataset_path"),
+        ("dataloading_params", "idx_dict_path"),
+        ("logging_params", "logging_dir"),
+    ):
         absolute(raw.get(section), key)
     flow = raw.get("info_flow")
     for spec in flow.values() if isinstance(flow, dict) else []:

@@ -121,8 +121,9 @@ def _to_tensor(values: list[Any], name: str) -> Any:
         return torch.from_numpy(array.astype(np.int64, copy=False))
     if kind == "b":
         return torch.from_numpy(array)
-    raise UserError(f"dataset item '{name}': found values of dtype {array.dtype}; "
-                    "expected numbers, arrays, tensors or strings")
+    raise UserError(
+        f"dataset item '{name}': found values of dtype {array.dtype}; expected numbers, arrays, tensors or strings"
+    )
 
 
 class DatasetItemError(Exception):
@@ -147,8 +148,10 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         except UserError:
             raise
         except Exception as exc:  # a missing key, values of different shapes, ...
-            raise DatasetItemError(f"the items' '{name}' values do not stack into a batch ({_first_line(exc)}); "
-                                   "every item must hold the same keys with values of one shape") from exc
+            raise DatasetItemError(
+                f"the items' '{name}' values do not stack into a batch ({_first_line(exc)}); "
+                "every item must hold the same keys with values of one shape"
+            ) from exc
     return batch
 
 
@@ -183,8 +186,15 @@ class EpochSampler(Sampler[int]):
     number of steps.
     """
 
-    def __init__(self, indices: Sequence[int], shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 batch_size: int | None = None):
+    def __init__(
+        self,
+        indices: Sequence[int],
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int | None = None,
+    ):
         self.indices = list(indices)
         self.shuffle, self.seed = shuffle, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
@@ -219,8 +229,17 @@ class EpochSampler(Sampler[int]):
         return max(self.num_samples - self.start, 0)
 
 
-def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,
-                num_workers: int, pin_memory: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    pin_memory: bool,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
     """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and an :class:`EpochSampler`
     (training loaders, ``shuffle=True``, give every rank the same number of steps)."""
     sampler = EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)

@@ -31,11 +31,16 @@ class Placement:
 
     def move(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Move every tensor of a batch to the device (non-blocking from pinned memory)."""
-        moved = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                 for k, v in batch.items()}
+        moved = {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+        }
         if self.channels_last:
-            moved = {k: v.contiguous(memory_format=torch.channels_last)
-                     if isinstance(v, torch.Tensor) and v.dim() == 4 else v for k, v in moved.items()}
+            moved = {
+                k: v.contiguous(memory_format=torch.channels_last)
+                if isinstance(v, torch.Tensor) and v.dim() == 4
+                else v
+                for k, v in moved.items()
+            }
         return moved
 
 
@@ -55,8 +60,9 @@ def select_placement(use_gpu: bool, override: str | None = None, channels_last: 
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device: found '{override}' but CUDA is not available here; use --device cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device: found '{override}'; "
-                            f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError(
+                f"--device: found '{override}'; this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         return Placement(device, channels_last)
     if use_gpu and torch.cuda.is_available():
         return Placement(torch.device("cuda"), channels_last)

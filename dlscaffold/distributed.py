@@ -56,8 +56,11 @@ def init(world: World, use_gpu: bool, backend: str | None) -> str | None:
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
         # A short timeout: a rank that died leaves the others waiting at most this long.
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"), timeout=dt.timedelta(minutes=5),
-                                 device_id=torch.device(device) if cuda else None)
+        dist.init_process_group(
+            backend or ("nccl" if cuda else "gloo"),
+            timeout=dt.timedelta(minutes=5),
+            device_id=torch.device(device) if cuda else None,
+        )
     return device
 
 
@@ -99,9 +102,17 @@ def gather(value: Any) -> list[Any]:
     return values
 
 
-def launch_args(config: Path | None, overrides: list[str], *, project: Path | None = None,
-                resume: Path | None = None, dev: bool = False, no_save: bool = False, debug: bool = False,
-                device: str | None = None) -> list[str]:
+def launch_args(
+    config: Path | None,
+    overrides: list[str],
+    *,
+    project: Path | None = None,
+    resume: Path | None = None,
+    dev: bool = False,
+    no_save: bool = False,
+    debug: bool = False,
+    device: str | None = None,
+) -> list[str]:
     """The ``dlscaffold`` arguments that run ``train`` with these options in each process :func:`launch` starts.
 
     Every option of the ``train`` command is forwarded except ``--nproc`` (a process torchrun started
@@ -109,9 +120,11 @@ def launch_args(config: Path | None, overrides: list[str], *, project: Path | No
     a config path or an override is never read as an option.
     """
     flags = [flag for flag, on in (("--dev", dev), ("--no-save", no_save), ("--debug", debug)) if on]
-    valued = [*(["--project", str(project)] if project is not None else []),
-              *(["--resume", str(resume)] if resume is not None else []),
-              *(["--device", device] if device is not None else [])]
+    valued = [
+        *(["--project", str(project)] if project is not None else []),
+        *(["--resume", str(resume)] if resume is not None else []),
+        *(["--device", device] if device is not None else []),
+    ]
     return ["train", *flags, *valued, "--", *([str(config)] if config is not None else []), *overrides]
 
 
@@ -123,8 +136,9 @@ def launch(nproc: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    options = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
-                                            "-m", "dlscaffold", *args])
+    options = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "-m", "dlscaffold", *args]
+    )
     try:
         run(options)
     except ChildFailedError as exc:

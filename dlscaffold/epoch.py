@@ -60,8 +60,9 @@ class Sums:
         return dict(zip(self.names, values, strict=True))
 
 
-def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision,
-                   seen: Callable[[dict[str, Any], dict], None] | None = None) -> dict[str, torch.Tensor]:
+def evaluate_batch(
+    flow: Flow, batch: dict[str, Any], precision: Precision, seen: Callable[[dict[str, Any], dict], None] | None = None
+) -> dict[str, torch.Tensor]:
     """Every loss and eval of one batch (the caller sets eval mode and no_grad).
 
     Returns the per-sample values; the batch is also added to the torchmetrics evals' state
@@ -77,9 +78,16 @@ def evaluate_batch(flow: Flow, batch: dict[str, Any], precision: Precision,
 
 
 @torch.no_grad()
-def run_epoch(flow: Flow, loader: Any, placement: Placement, precision: Precision, transform: Callable,
-              progress: Progress, label: str,
-              first_batch: Callable[[dict[str, Any], dict], None] | None = None) -> tuple[dict[str, float], int]:
+def run_epoch(
+    flow: Flow,
+    loader: Any,
+    placement: Placement,
+    precision: Precision,
+    transform: Callable,
+    progress: Progress,
+    label: str,
+    first_batch: Callable[[dict[str, Any], dict], None] | None = None,
+) -> tuple[dict[str, float], int]:
     """Every loss and eval over ``loader`` in eval mode.
 
     Returns:

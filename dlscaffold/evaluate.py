@@ -16,9 +16,17 @@ from dlscaffold.rundir import write_text_atomic
 from dlscaffold.runfiles import LAST, check_run_dir, parse_epoch
 
 
-def evaluate(run_dir: Path, epoch: int | str | None = None, split: str = "val", json_path: Path | None = None,
-             project_dir: Path | None = None, device: str | None = None, progress_bar: bool = False,
-             overrides: list[str] = (), echo: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate(
+    run_dir: Path,
+    epoch: int | str | None = None,
+    split: str = "val",
+    json_path: Path | None = None,
+    project_dir: Path | None = None,
+    device: str | None = None,
+    progress_bar: bool = False,
+    overrides: list[str] = (),
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Load a run's config, split and weights and compute its losses and evals over ``split``.
 
     Args:
@@ -38,8 +46,9 @@ def evaluate(run_dir: Path, epoch: int | str | None = None, split: str = "val", 
     """
     epoch = parse_epoch(LAST if epoch is None else epoch)
     run_dir = check_run_dir(run_dir)
-    prepared = prepare(run_dir / "config.yml", list(overrides), project_dir, run_dir=run_dir, splits=(split,),
-                       training=False)
+    prepared = prepare(
+        run_dir / "config.yml", list(overrides), project_dir, run_dir=run_dir, splits=(split,), training=False
+    )
     echo(f"Evaluating with the code of the project in {prepared.project.root}")
     models = list(prepared.config.info_flow)
     epoch = resolve_epoch(run_dir, models, epoch)

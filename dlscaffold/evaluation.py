@@ -26,8 +26,9 @@ def set_clock(run: Run, run_dir: Path, epoch: int | str) -> None:
     that epoch, and the global step its rows in ``metrics.jsonl`` record (0 when none do)."""
     number = epoch_number(run_dir, epoch)
     steps = [row.get("step") for row in read_metrics(run_dir) if row.get("epoch") == number]
-    run.flow.clock.update(epoch=number if isinstance(number, int) else 0,
-                          step=next((s for s in steps if isinstance(s, int)), 0))
+    run.flow.clock.update(
+        epoch=number if isinstance(number, int) else 0, step=next((s for s in steps if isinstance(s, int)), 0)
+    )
 
 
 def evaluate_run(run: Run, split: str, progress: Progress) -> dict[str, Any]:
@@ -37,8 +38,9 @@ def evaluate_run(run: Run, split: str, progress: Progress) -> dict[str, Any]:
         ``{"split", "num_samples", "metrics": {"<Model>/<name>": value}}``; losses and per-sample
         evals are sample means, ``torchmetrics`` evals are computed over the whole split.
     """
-    metrics, count = run_epoch(run.flow, split_loader(run, split), run.placement, run.precision, run.transform,
-                               progress, split)
+    metrics, count = run_epoch(
+        run.flow, split_loader(run, split), run.placement, run.precision, run.transform, progress, split
+    )
     return {"split": split, "num_samples": count, "metrics": metrics}
 
 

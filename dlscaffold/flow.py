@@ -71,13 +71,18 @@ class MetricTerm:
             items = {f"{self.name}_{i}": v for i, v in enumerate(result)}
         else:
             items = {self.name: result}
-        bad = [k for k, v in items.items() if not (isinstance(v, (int, float)) or (
-            isinstance(v, torch.Tensor) and v.numel() == 1))]
+        bad = [
+            k
+            for k, v in items.items()
+            if not (isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1))
+        ]
         if bad:
             found = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
-            raise UserError(f"{self.path}: {type(self.metric).__name__}.compute() returned {found}; expected a "
-                            "number, one number per class or a dict of numbers: choose init_args that give one "
-                            "(e.g. average) or another metric")
+            raise UserError(
+                f"{self.path}: {type(self.metric).__name__}.compute() returned {found}; expected a "
+                "number, one number per class or a dict of numbers: choose init_args that give one "
+                "(e.g. average) or another metric"
+            )
         return {k: float(v) for k, v in items.items()}
 
 
@@ -120,8 +125,9 @@ class Flow:
                 exc.dlscaffold_where = f"info_flow.{name}: {name}.forward"
                 raise
             if not isinstance(out, dict):
-                raise UserError(f"info_flow.{name}: {name}.forward returned {type(out).__name__}; "
-                                "expected a dict of named tensors")
+                raise UserError(
+                    f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors"
+                )
             outputs[name] = out
         return outputs
 
@@ -149,14 +155,21 @@ class Flow:
     def metrics_state_dict(self) -> dict[str, dict[str, Any]]:
         """The torchmetrics evals' accumulated state, on the CPU (tensors and lists of tensors, so a
         ``weights_only`` load reads it): what a run stopped mid-epoch saves with its position."""
+
         def cpu(value: Any) -> Any:
             return [cpu(v) for v in value] if isinstance(value, list) else value.detach().cpu().clone()
 
-        return {t.name: {**{k: cpu(getattr(t.metric, k)) for k in t.metric._defaults},
-                         "_update_count": t.metric._update_count} for t in self.metrics}
+        return {
+            t.name: {
+                **{k: cpu(getattr(t.metric, k)) for k in t.metric._defaults},
+                "_update_count": t.metric._update_count,
+            }
+            for t in self.metrics
+        }
 
     def load_metrics_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
         """Put back what :meth:`metrics_state_dict` saved (metrics it does not name are reset)."""
+
         def moved(value: Any) -> Any:
             if isinstance(value, list):
                 return [moved(v) for v in value]
@@ -198,8 +211,9 @@ class Flow:
             return pool[tensor]
         except KeyError:
             origin = "the dataset's items" if source == DATASET else f"model '{source}'"
-            raise UserError(f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: "
-                            f"{', '.join(pool) or 'nothing'}") from None
+            raise UserError(
+                f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: {', '.join(pool) or 'nothing'}"
+            ) from None
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
@@ -215,14 +229,16 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
         for key, term in getattr(spec, kind).items():
             if is_torchmetric(term.function or key):
                 continue  # a MetricTerm (_metric_terms)
-            terms.append(Term(
-                name=f"{model_name}/{term.logging_name or key}",
-                path=f"info_flow.{model_name}.{kind}.{key}",
-                fn=registry.get(term.function or key),
-                weight=getattr(term, "weight", 0.0),
-                sources=list(term.inputs.items()),
-                members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
-            ))
+            terms.append(
+                Term(
+                    name=f"{model_name}/{term.logging_name or key}",
+                    path=f"info_flow.{model_name}.{kind}.{key}",
+                    fn=registry.get(term.function or key),
+                    weight=getattr(term, "weight", 0.0),
+                    sources=list(term.inputs.items()),
+                    members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
+                )
+            )
     return terms
 
 
@@ -235,8 +251,11 @@ def _metric_terms(config: Config, device: torch.device) -> list[MetricTerm]:
             if is_torchmetric(name):
                 path = f"info_flow.{model_name}.evals.{key}"
                 metric = build_metric(name, dict(getattr(term, "init_args", None) or {}), path)
-                terms.append(MetricTerm(f"{model_name}/{term.logging_name or key}", path, metric.to(device),
-                                        list(term.inputs.items())))
+                terms.append(
+                    MetricTerm(
+                        f"{model_name}/{term.logging_name or key}", path, metric.to(device), list(term.inputs.items())
+                    )
+                )
     return terms
 
 
@@ -247,12 +266,20 @@ def _construct(cls: type, init_args: dict[str, Any], name: str) -> nn.Module:
     except Exception as exc:
         message = (str(exc).strip().splitlines() or [""])[0]
         shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
-        raise UserError(f"info_flow.{name}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
-                        "rerun with --debug for the traceback") from exc
+        raise UserError(
+            f"info_flow.{name}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
+            "rerun with --debug for the traceback"
+        ) from exc
 
 
-def build_flow(config: Config, project: Project, losses: Registry, evals: Registry,
-               device: torch.device, weights: tuple[Path, int] | None = None) -> Flow:
+def build_flow(
+    config: Config,
+    project: Project,
+    losses: Registry,
+    evals: Registry,
+    device: torch.device,
+    weights: tuple[Path, int] | None = None,
+) -> Flow:
     """Build the models in ``info_flow`` order and the loss / eval terms.
 
     Args:
@@ -277,5 +304,12 @@ def build_flow(config: Config, project: Project, losses: Registry, evals: Regist
             model.requires_grad_(False)  # frozen: in no optimizer, but gradients still pass through
             model.eval()
         models[name], inputs[name] = model, list(spec.inputs.items())
-    return Flow(models, inputs, trained, _terms(config, "losses", losses), _terms(config, "evals", evals), device,
-                metrics=_metric_terms(config, device))
+    return Flow(
+        models,
+        inputs,
+        trained,
+        _terms(config, "losses", losses),
+        _terms(config, "evals", evals),
+        device,
+        metrics=_metric_terms(config, device),
+    )

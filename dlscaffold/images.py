@@ -50,8 +50,10 @@ def parse_image_specs(specs: list[str], model_names: list[str]) -> list[str]:
         if not source or not name:
             problems.append(f"{KEY}: found '{spec}'; expected '<Model>.<output>' or '{DATASET}.<key>'")
         elif source not in sources:
-            problems.append(f"{KEY}: '{spec}' names unknown source '{source}'; {did_you_mean(source, sources)}"
-                            f"expected '{DATASET}' or a model in info_flow: {', '.join(sources)}")
+            problems.append(
+                f"{KEY}: '{spec}' names unknown source '{source}'; {did_you_mean(source, sources)}"
+                f"expected '{DATASET}' or a model in info_flow: {', '.join(sources)}"
+            )
     return problems
 
 
@@ -79,8 +81,10 @@ def find_image_tensor(spec: str, batch: dict[str, Any], outputs: dict[str, dict[
     if name in pool:
         return pool[name], None
     holder = "the dataset's items hold" if source == DATASET else f"model '{source}' returns"
-    return None, (f"{KEY}: '{spec}': {holder} no '{name}'; {did_you_mean(name, list(pool))}"
-                  f"expected one of: {', '.join(pool) or 'nothing'}")
+    return None, (
+        f"{KEY}: '{spec}': {holder} no '{name}'; {did_you_mean(name, list(pool))}"
+        f"expected one of: {', '.join(pool) or 'nothing'}"
+    )
 
 
 def image_problems(specs: list[str], batch: dict[str, Any], outputs: dict[str, dict[str, Any]]) -> list[str]:
@@ -94,8 +98,9 @@ def image_problems(specs: list[str], batch: dict[str, Any], outputs: dict[str, d
     return problems
 
 
-def collect_images(specs: list[str], batch: dict[str, Any],
-                   outputs: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+def collect_images(
+    specs: list[str], batch: dict[str, Any], outputs: dict[str, dict[str, Any]]
+) -> dict[str, torch.Tensor]:
     """The first :data:`NUM_SAMPLES` samples of each entry's tensor, detached, on the CPU.
 
     Args:
@@ -142,7 +147,7 @@ def image_grid(tensor: torch.Tensor, columns: int = NUM_SAMPLES) -> torch.Tensor
     for i, image in enumerate(images):
         top = (i // columns) * (height + PADDING) + PADDING
         left = (i % columns) * (width + PADDING) + PADDING
-        grid[:, top:top + height, left:left + width] = image
+        grid[:, top : top + height, left : left + width] = image
     return grid
 
 

@@ -48,26 +48,32 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         stopping, signalled = _early_stop(session, epoch, val_values), agreed_stop(session, stop)
         if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled):
             save_state(session, epoch)
-        echo(f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
-             + (f"  | val: {_format(val_values)}" if val_values else "")
-             + f"  ({time.perf_counter() - epoch_start:.1f}s)")
+        echo(
+            f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
+            + (f"  | val: {_format(val_values)}" if val_values else "")
+            + f"  ({time.perf_counter() - epoch_start:.1f}s)"
+        )
         session.position = Position()
         if signalled:  # a signal during validation: the epoch's checkpoint is saved above
             stop.raise_if_requested()
         if stopping:
-            echo(f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
-                 f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch}).")
+            echo(
+                f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
+                f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch})."
+            )
             break
     session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
     record_end(session, "completed")
     _summary(echo, session, last_epoch, last_val, time.perf_counter() - started)
     monitor = session.monitor
-    return RunResult(session.run_dir, "completed", last_epoch, monitor.name, monitor.best_epoch or None, monitor.best,
-                     dict(last_val))
+    return RunResult(
+        session.run_dir, "completed", last_epoch, monitor.name, monitor.best_epoch or None, monitor.best, dict(last_val)
+    )
 
 
-def _train_and_validate(session: Session, epoch: int, stop: StopFlag,
-                        progress: Progress) -> tuple[dict[str, float], dict[str, float]] | None:
+def _train_and_validate(
+    session: Session, epoch: int, stop: StopFlag, progress: Progress
+) -> tuple[dict[str, float], dict[str, float]] | None:
     """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
     run, trainer, tp = session.run, session.trainer, session.run.config.training_params
     batch_size = run.config.dataloading_params.batch_size
@@ -87,8 +93,9 @@ def _train_and_validate(session: Session, epoch: int, stop: StopFlag,
     if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
         specs, images = run.config.logging_params.log_images, {}
         keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
-        val_values, _ = run_epoch(run.flow, run.loaders["val"], run.placement, run.precision, run.transform,
-                                  progress, "val", first_batch=keep)
+        val_values, _ = run_epoch(
+            run.flow, run.loaders["val"], run.placement, run.precision, run.transform, progress, "val", first_batch=keep
+        )
         session.log.epoch_row(epoch, "val", trainer.step, val_values)
         session.log.images(trainer.step, image_grids(images))
     return train_values, val_values
@@ -107,8 +114,7 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
         position.rng = None
     done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
     last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
-    for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step,
-                                done=done):
+    for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step, done=done):
         # --- the step
         batch = run.transform(run.placement.move(batch), True)
         mine, total = sampler.share(position.batches)  # this rank's points of the global batch
@@ -197,9 +203,15 @@ def _format(values: dict[str, float]) -> str:
 
 def _hparams(config: Any) -> dict[str, Any]:
     tp, dl = config.training_params, config.dataloading_params
-    return {"lrn_rate": tp.lrn_rate, "batch_size": dl.batch_size, "regularization_weight": tp.regularization_weight,
-            "seed": tp.seed, "optimizer": tp.optimizer.name if tp.optimizer else "Adam",
-            "max_training_epochs": tp.max_training_epochs, "run_notes": config.logging_params.run_notes}
+    return {
+        "lrn_rate": tp.lrn_rate,
+        "batch_size": dl.batch_size,
+        "regularization_weight": tp.regularization_weight,
+        "seed": tp.seed,
+        "optimizer": tp.optimizer.name if tp.optimizer else "Adam",
+        "max_training_epochs": tp.max_training_epochs,
+        "run_notes": config.logging_params.run_notes,
+    }
 
 
 def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float], seconds: float) -> None:
@@ -208,8 +220,10 @@ def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, floa
     if last_val:
         echo(f"Final val: {_format(last_val)}")
     if monitor.best is not None:
-        echo(f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
-             f"(last: {last_val.get(monitor.name, float('nan')):.6g} at epoch {epochs})")
+        echo(
+            f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
+            f"(last: {last_val.get(monitor.name, float('nan')):.6g} at epoch {epochs})"
+        )
     if run_dir is not None:
         echo(f"Run folder: {run_dir}")
         echo("  metrics:     metrics.jsonl (one row per epoch and split)")

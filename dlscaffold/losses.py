@@ -33,8 +33,11 @@ from torch.distributions import Categorical, Normal, kl_divergence
 _KINDS: dict[str, tuple[Callable[[torch.Tensor], bool], str, str]] = {
     "float": (torch.Tensor.is_floating_point, "floating point", ""),
     "number": (lambda t: not t.is_complex(), "real", ""),
-    "class": (lambda t: not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool), "integer",
-              "integers in [0, K)"),
+    "class": (
+        lambda t: not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool),
+        "integer",
+        "integers in [0, K)",
+    ),
     "positive": (torch.Tensor.is_floating_point, "floating point", "positive"),
     "unit": (lambda t: not t.is_complex(), "real", "in [0, 1]"),
     "binary": (lambda t: not t.is_complex(), "real", "0 or 1"),
@@ -118,7 +121,7 @@ def _bind(dims: tuple[str, ...], shape: tuple[int, ...], bound: dict[str, Any]) 
         return False
     pairs: list[tuple[str, Any]] = list(zip(fixed, shape, strict=False))  # shape may go on: *D
     if rest:
-        pairs.append((dims[-1], shape[len(fixed):]))
+        pairs.append((dims[-1], shape[len(fixed) :]))
     return all(bound.setdefault(name, size) == size for name, size in pairs)
 
 
@@ -146,8 +149,13 @@ def _mismatch(spec: Spec, tensors: Sequence[Any], detail: str = "") -> str:
     return f"expected {spec.expectation}; found {found}" + (f"; {detail}" if detail else "")
 
 
-def declare(*inputs: Input, formula: str, output: str = "(B,)", members: Callable[..., torch.Tensor] | None = None,
-            members_formula: str = "") -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+def declare(
+    *inputs: Input,
+    formula: str,
+    output: str = "(B,)",
+    members: Callable[..., torch.Tensor] | None = None,
+    members_formula: str = "",
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Declare a built-in's inputs and guard it: shapes that do not fit raise ``ValueError``.
 
     The guard reads shapes and dtypes only (no values, so no GPU sync). ``members`` (an ensemble's
@@ -262,8 +270,11 @@ def multinomial_nll(class_logits: torch.Tensor, class_idx: torch.Tensor) -> torc
     return F.cross_entropy(class_logits, class_idx.long(), reduction="none")
 
 
-@declare(Input("logits", "B *D"), Input("labels", "B *D", "unit"),
-         formula="mean over D of -(labels log σ(logits) + (1 - labels) log(1 - σ(logits)))")
+@declare(
+    Input("logits", "B *D"),
+    Input("labels", "B *D", "unit"),
+    formula="mean over D of -(labels log σ(logits) + (1 - labels) log(1 - σ(logits)))",
+)
 def binomial_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Binary cross entropy of logits against labels in [0, 1], both ``(B, *D)``."""
     return per_sample(F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none"))
@@ -275,8 +286,11 @@ def multinomial_entropy(class_logits: torch.Tensor) -> torch.Tensor:
     return Categorical(logits=class_logits).entropy()
 
 
-@declare(_LOGITS, Input("target_logits", "B K"),
-         formula="KL(q ‖ p) = Σ_k q_k (log q_k - log p_k), p = softmax(class_logits), q = softmax(target_logits)")
+@declare(
+    _LOGITS,
+    Input("target_logits", "B K"),
+    formula="KL(q ‖ p) = Σ_k q_k (log q_k - log p_k), p = softmax(class_logits), q = softmax(target_logits)",
+)
 def multinomial_kl(class_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
     """``KL(q || p)``: the target's categorical q against the model's p, as the older deep_learning tool computed.
 
@@ -293,25 +307,36 @@ def multinomial_kl(class_logits: torch.Tensor, target_logits: torch.Tensor) -> t
     return F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(dim=-1)
 
 
-@declare(Input("mean", "B *D"), Input("variance", "B *D", "positive"), Input("target", "B *D", "number"),
-         formula="Σ over D of ½ (log(2π variance) + (target - mean)² / variance)")
+@declare(
+    Input("mean", "B *D"),
+    Input("variance", "B *D", "positive"),
+    Input("target", "B *D", "number"),
+    formula="Σ over D of ½ (log(2π variance) + (target - mean)² / variance)",
+)
 def gaussian_nll(mean: torch.Tensor, variance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of ``target`` under N(mean, variance), summed over ``D``."""
     nll = -Normal(mean, variance.clamp_min(1e-12).sqrt()).log_prob(target.to(mean.dtype))  # (B, *D)
     return nll.flatten(1).sum(dim=1) if nll.dim() > 1 else nll
 
 
-@declare(Input("mean_p", "B *D"), Input("var_p", "B *D", "positive"), Input("mean_q", "B *D"),
-         Input("var_q", "B *D", "positive"),
-         formula="KL(N_p ‖ N_q) = Σ over D of ½ (log(var_q / var_p) + (var_p + (mean_p - mean_q)²) / var_q - 1)")
+@declare(
+    Input("mean_p", "B *D"),
+    Input("var_p", "B *D", "positive"),
+    Input("mean_q", "B *D"),
+    Input("var_q", "B *D", "positive"),
+    formula="KL(N_p ‖ N_q) = Σ over D of ½ (log(var_q / var_p) + (var_p + (mean_p - mean_q)²) / var_q - 1)",
+)
 def gaussian_kl(mean_p: torch.Tensor, var_p: torch.Tensor, mean_q: torch.Tensor, var_q: torch.Tensor) -> torch.Tensor:
     """KL(N(mean_p, var_p) || N(mean_q, var_q)) for diagonal Gaussians, summed over ``D``."""
     kl = kl_divergence(Normal(mean_p, var_p.clamp_min(1e-12).sqrt()), Normal(mean_q, var_q.clamp_min(1e-12).sqrt()))
     return kl.flatten(1).sum(dim=1) if kl.dim() > 1 else kl
 
 
-@declare(Input("loss", "..."), formula="loss, averaged over its non-batch dimensions (a scalar: the batch mean)",
-         output="(B,) or a scalar")
+@declare(
+    Input("loss", "..."),
+    formula="loss, averaged over its non-batch dimensions (a scalar: the batch mean)",
+    output="(B,) or a scalar",
+)
 def identity_loss(loss: torch.Tensor) -> torch.Tensor:
     """A loss the model computed itself, passed through (averaged over non-batch dims)."""
     return per_sample(loss)
@@ -339,8 +364,13 @@ def _l1_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _per_member(l1, prediction, target)  # (B, E)
 
 
-@declare(_MEMBERS, _TARGET, members=_l1_members, members_formula="L1(prediction[:, e], target)",
-         formula="Σ_e mean over D of |prediction[:, e] - target|")
+@declare(
+    _MEMBERS,
+    _TARGET,
+    members=_l1_members,
+    members_formula="L1(prediction[:, e], target)",
+    formula="Σ_e mean over D of |prediction[:, e] - target|",
+)
 def l1_ensemble(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 of every member against one target, summed over members: ``(B, E, *D)``, ``(B, *D)`` -> ``(B,)``.
 
@@ -354,9 +384,13 @@ def _kl_members(class_logits: torch.Tensor, target_logits: torch.Tensor) -> torc
     return _per_member(multinomial_kl, class_logits, target_logits)  # (B, E)
 
 
-@declare(_ENSEMBLE_LOGITS, Input("target_logits", "B K"), members=_kl_members,
-         members_formula="MultinomialKL(class_logits[:, e], target_logits)",
-         formula="Σ_e KL(q ‖ p_e), p_e = softmax(class_logits[:, e]), q = softmax(target_logits)")
+@declare(
+    _ENSEMBLE_LOGITS,
+    Input("target_logits", "B K"),
+    members=_kl_members,
+    members_formula="MultinomialKL(class_logits[:, e], target_logits)",
+    formula="Σ_e KL(q ‖ p_e), p_e = softmax(class_logits[:, e]), q = softmax(target_logits)",
+)
 def multinomial_kl_ensemble(class_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
     """:func:`multinomial_kl` of every member against one target, summed over members.
 
@@ -376,8 +410,7 @@ def multinomial_accuracy(class_logits: torch.Tensor, class_idx: torch.Tensor) ->
     return (class_logits.argmax(dim=-1) == class_idx).float()
 
 
-@declare(Input("logits", "B *D"), Input("labels", "B *D", "binary"),
-         formula="mean over D of [(logits > 0) = labels]")
+@declare(Input("logits", "B *D"), Input("labels", "B *D", "binary"), formula="mean over D of [(logits > 0) = labels]")
 def binomial_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction of the ``D`` binary predictions (logit > 0) that match the 0/1 labels."""
     return per_sample(((logits > 0) == labels.bool()).float())
@@ -401,9 +434,13 @@ def _accuracy_members(class_logits: torch.Tensor, class_idx: torch.Tensor) -> to
     return _per_member(multinomial_accuracy, class_logits, class_idx)  # (B, E)
 
 
-@declare(_ENSEMBLE_LOGITS, _CLASS_IDX, members=_accuracy_members,
-         members_formula="MultinomialAccuracy(class_logits[:, e], class_idx)",
-         formula="MultinomialAccuracy of log mean_e softmax(class_logits[:, e])")
+@declare(
+    _ENSEMBLE_LOGITS,
+    _CLASS_IDX,
+    members=_accuracy_members,
+    members_formula="MultinomialAccuracy(class_logits[:, e], class_idx)",
+    formula="MultinomialAccuracy of log mean_e softmax(class_logits[:, e])",
+)
 def multinomial_accuracy_ensemble(class_logits: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
     """Accuracy of an ensemble's averaged prediction; logits ``(B, E, K)``, labels ``(B,)``."""
     return multinomial_accuracy(_mean_log_probs(class_logits), class_idx)
@@ -413,8 +450,12 @@ def _entropy_members(class_logits: torch.Tensor) -> torch.Tensor:
     return _per_member(multinomial_entropy, class_logits)  # (B, E)
 
 
-@declare(_ENSEMBLE_LOGITS, members=_entropy_members, members_formula="MultinomialEntropy(class_logits[:, e])",
-         formula="MultinomialEntropy of log mean_e softmax(class_logits[:, e])")
+@declare(
+    _ENSEMBLE_LOGITS,
+    members=_entropy_members,
+    members_formula="MultinomialEntropy(class_logits[:, e])",
+    formula="MultinomialEntropy of log mean_e softmax(class_logits[:, e])",
+)
 def multinomial_entropy_ensemble(class_logits: torch.Tensor) -> torch.Tensor:
     """Entropy of an ensemble's averaged prediction; logits ``(B, E, K)``."""
     return multinomial_entropy(_mean_log_probs(class_logits))
@@ -424,8 +465,13 @@ def _error_mag_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.
     return _per_member(continuous_error_mag, prediction, target)  # (B, E)
 
 
-@declare(_MEMBERS, _TARGET, members=_error_mag_members, members_formula="ContinuousErrorMag(prediction[:, e], target)",
-         formula="‖mean_e prediction[:, e] - target‖₂ over all of D")
+@declare(
+    _MEMBERS,
+    _TARGET,
+    members=_error_mag_members,
+    members_formula="ContinuousErrorMag(prediction[:, e], target)",
+    formula="‖mean_e prediction[:, e] - target‖₂ over all of D",
+)
 def continuous_error_mag_ensemble(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Error magnitude of the ensemble mean; predictions ``(B, E, *D)``, target ``(B, *D)``."""
     return continuous_error_mag(prediction.mean(dim=1), target)
@@ -435,9 +481,13 @@ def _continuous_accuracy_members(prediction: torch.Tensor, target: torch.Tensor)
     return _per_member(continuous_accuracy, prediction, target)  # (B, E)
 
 
-@declare(_MEMBERS, _TARGET, members=_continuous_accuracy_members,
-         members_formula="ContinuousAccuracy(prediction[:, e], target)",
-         formula="ContinuousAccuracy of mean_e prediction[:, e]")
+@declare(
+    _MEMBERS,
+    _TARGET,
+    members=_continuous_accuracy_members,
+    members_formula="ContinuousAccuracy(prediction[:, e], target)",
+    formula="ContinuousAccuracy of mean_e prediction[:, e]",
+)
 def continuous_accuracy_ensemble(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """:func:`continuous_accuracy` of the ensemble mean; predictions ``(B, E, *D)``, target ``(B, *D)``."""
     return continuous_accuracy(prediction.mean(dim=1), target)

@@ -10,8 +10,14 @@ from collections.abc import Callable
 
 from dlscaffold.losses import EVALS, LOSSES, Input, Spec, spec_of
 
-_KIND_TEXT = {"float": "float", "number": "", "class": "integers in [0, K)", "positive": "float, positive",
-              "unit": "in [0, 1]", "binary": "0 or 1"}
+_KIND_TEXT = {
+    "float": "float",
+    "number": "",
+    "class": "integers in [0, K)",
+    "positive": "float, positive",
+    "unit": "in [0, 1]",
+    "binary": "0 or 1",
+}
 
 _INTRO = """\
 # Built-in losses and evals

@@ -10,7 +10,11 @@ def monitored(config: Config) -> tuple[str, str]:
     first loss of the first trained model; ``min`` for a loss, ``max`` for an eval by default."""
     tp = config.training_params
     losses = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items() for k, t in spec.losses.items()]
-    trained_first = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items() if spec.train
-                     for k, t in spec.losses.items()]
+    trained_first = [
+        f"{m}/{t.logging_name or k}"
+        for m, spec in config.info_flow.items()
+        if spec.train
+        for k, t in spec.losses.items()
+    ]
     name = tp.monitor or (trained_first + losses + [""])[0]
     return name, tp.monitor_mode or ("min" if name in losses else "max")

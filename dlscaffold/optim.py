@@ -26,19 +26,37 @@ from dlscaffold.signatures import kwargs_problem
 # Optimizers whose step needs a closure or sparse gradients: the loop cannot drive them.
 UNSUPPORTED_OPTIMIZERS = ("LBFGS", "SparseAdam", "Optimizer")
 # Schedulers that need a metric or other schedulers, which a config cannot give them.
-UNSUPPORTED_SCHEDULERS = ("ReduceLROnPlateau", "LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler",
-                          "LRScheduler")
+UNSUPPORTED_SCHEDULERS = (
+    "ReduceLROnPlateau",
+    "LambdaLR",
+    "MultiplicativeLR",
+    "SequentialLR",
+    "ChainedScheduler",
+    "LRScheduler",
+)
 
 
 def optimizer_names() -> list[str]:
-    return [n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)
-            and not n.startswith("_") and n not in UNSUPPORTED_OPTIMIZERS]
+    return [
+        n
+        for n, c in vars(torch.optim).items()
+        if isinstance(c, type)
+        and issubclass(c, torch.optim.Optimizer)
+        and not n.startswith("_")
+        and n not in UNSUPPORTED_OPTIMIZERS
+    ]
 
 
 def scheduler_names() -> list[str]:
     module = torch.optim.lr_scheduler
-    return [n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, module.LRScheduler)
-            and not n.startswith("_") and n not in UNSUPPORTED_SCHEDULERS]
+    return [
+        n
+        for n, c in vars(module).items()
+        if isinstance(c, type)
+        and issubclass(c, module.LRScheduler)
+        and not n.startswith("_")
+        and n not in UNSUPPORTED_SCHEDULERS
+    ]
 
 
 def _optimizer_kwargs(cls: type, params: TrainingParams) -> dict[str, Any]:
@@ -53,8 +71,12 @@ def _optimizer_kwargs(cls: type, params: TrainingParams) -> dict[str, Any]:
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], params: TrainingParams) -> torch.optim.Optimizer:
     if params.optimizer is None:
-        return torch.optim.Adam(parameters, lr=params.lrn_rate, betas=(params.beta1, params.beta2),
-                                weight_decay=params.regularization_weight)
+        return torch.optim.Adam(
+            parameters,
+            lr=params.lrn_rate,
+            betas=(params.beta1, params.beta2),
+            weight_decay=params.regularization_weight,
+        )
     cls = getattr(torch.optim, params.optimizer.name)
     return cls(parameters, **_optimizer_kwargs(cls, params))
 
@@ -83,11 +105,15 @@ def check_settings(config: Config) -> list[str]:
         return problems
     names = scheduler_names()
     if spec.name not in names:
-        return [*problems, f"{where}.name: unsupported scheduler '{spec.name}'; "
-                           f"{did_you_mean(spec.name, names)}{available(names)}"]
+        return [
+            *problems,
+            f"{where}.name: unsupported scheduler '{spec.name}'; {did_you_mean(spec.name, names)}{available(names)}",
+        ]
     milestones = spec.kwargs.get("milestones")
-    if milestones is not None and not (isinstance(milestones, list) and all(
-            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)):
+    if milestones is not None and not (
+        isinstance(milestones, list)
+        and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)
+    ):
         return [*problems, f"{where}.kwargs.milestones: found {milestones!r}; expected a list of positive integers"]
     kwargs = dict(spec.kwargs, **({"total_steps": 1} if spec.name == "OneCycleLR" else {}))
     problem = kwargs_problem(getattr(torch.optim.lr_scheduler, spec.name), kwargs, spec.name, skip_first=True)
@@ -110,12 +136,15 @@ def _check_optimizer(tp: TrainingParams) -> tuple[torch.optim.Optimizer | None, 
     spec, where = tp.optimizer, "training_params.optimizer"
     if spec is not None:
         if spec.name in UNSUPPORTED_OPTIMIZERS:
-            return None, [f"{where}.name: found '{spec.name}', which the training loop cannot step (it needs a "
-                          f"closure, sparse gradients or is a base class); {available(optimizer_names())}"]
+            return None, [
+                f"{where}.name: found '{spec.name}', which the training loop cannot step (it needs a "
+                f"closure, sparse gradients or is a base class); {available(optimizer_names())}"
+            ]
         if spec.name not in optimizer_names():
             names = optimizer_names()
-            return None, [f"{where}.name: unknown optimizer '{spec.name}'; "
-                          f"{did_you_mean(spec.name, names)}{available(names)}"]
+            return None, [
+                f"{where}.name: unknown optimizer '{spec.name}'; {did_you_mean(spec.name, names)}{available(names)}"
+            ]
         problem = kwargs_problem(getattr(torch.optim, spec.name), spec.kwargs, spec.name, skip_first=True)
         if problem:
             return None, [f"{where}.kwargs: {problem}"]

@@ -63,8 +63,15 @@ class _EarlierRuns:
         return dict(entry.get("init_args") or {}) if isinstance(entry, dict) else {}
 
 
-def prepare(config_path: Path, overrides: list[str] = (), project_dir: Path | None = None, *,
-            run_dir: Path | None = None, splits: tuple[str, ...] | None = None, training: bool = True) -> Prepared:
+def prepare(
+    config_path: Path,
+    overrides: list[str] = (),
+    project_dir: Path | None = None,
+    *,
+    run_dir: Path | None = None,
+    splits: tuple[str, ...] | None = None,
+    training: bool = True,
+) -> Prepared:
     """Check a config against its project; raise one :class:`ConfigError` listing every problem.
 
     Args:
@@ -140,8 +147,9 @@ def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | 
         found = f"it records its own folder '{recorded}' as the project"
     else:
         found = f"the project folder it records, '{recorded}', holds no models.py"
-    raise UserError(f"{run_dir}: {found}; code is never imported from a run folder: "
-                    "pass the project folder with --project DIR")
+    raise UserError(
+        f"{run_dir}: {found}; code is never imported from a run folder: pass the project folder with --project DIR"
+    )
 
 
 _CONFLICT = re.compile(r"^(<{7}|>{7})( |$)")
@@ -157,8 +165,10 @@ def check_conflict_blocks(paths: list[Path]) -> None:
             continue  # a missing file is reported where it is read
         line = next((i for i, text in enumerate(lines, 1) if _CONFLICT.match(text)), None)
         if line is not None:
-            problems.append(f"{path}:{line}: holds a merge conflict block (<<<<<<< ... >>>>>>>) left by "
-                            "`dlscaffold update`; keep the lines you want, delete the markers, then commit")
+            problems.append(
+                f"{path}:{line}: holds a merge conflict block (<<<<<<< ... >>>>>>>) left by "
+                "`dlscaffold update`; keep the lines you want, delete the markers, then commit"
+            )
     if problems:
         raise UserError(*problems)
 
@@ -173,18 +183,24 @@ def _check_sources(path: str, inputs: Any, allowed: list[str], later: list[str])
     choices = ", ".join([DATASET, *allowed])
     for tensor, source in inputs.items():
         if source == TRAINER and tensor not in TRAINER_TENSORS:
-            problems.append(f"{path}.{tensor}: the trainer gives only {' and '.join(TRAINER_TENSORS)}; "
-                            f"expected one of them, e.g. {{epoch: {TRAINER}}}")
+            problems.append(
+                f"{path}.{tensor}: the trainer gives only {' and '.join(TRAINER_TENSORS)}; "
+                f"expected one of them, e.g. {{epoch: {TRAINER}}}"
+            )
         if source in (DATASET, TRAINER) or source in allowed:
             continue
         if source in later:
-            problems.append(f"{path}.{tensor}: source '{source}' is built after this model; "
-                            f"expected '{DATASET}' or a model listed earlier: {choices}")
+            problems.append(
+                f"{path}.{tensor}: source '{source}' is built after this model; "
+                f"expected '{DATASET}' or a model listed earlier: {choices}"
+            )
         else:
-            problems.append(f"{path}.{tensor}: unknown source '{source}'; "
-                            f"{did_you_mean(source, [DATASET, TRAINER, *allowed])}"
-                            f"expected '{DATASET}' or a model in info_flow: {choices} "
-                            f"(or '{TRAINER}' for the epoch and step)")
+            problems.append(
+                f"{path}.{tensor}: unknown source '{source}'; "
+                f"{did_you_mean(source, [DATASET, TRAINER, *allowed])}"
+                f"expected '{DATASET}' or a model in info_flow: {choices} "
+                f"(or '{TRAINER}' for the epoch and step)"
+            )
     return problems
 
 
@@ -200,13 +216,18 @@ def _check_terms(path: str, terms: Any, registry: Registry, models: list[str]) -
             problems += _check_torchmetric(where, name, spec, models)
             continue
         if name not in registry:
-            hint = ("; torchmetrics metrics are epoch-level evals: list it under evals"
-                    if isinstance(name, str) and name.startswith(TORCHMETRICS) else "")
+            hint = (
+                "; torchmetrics metrics are epoch-level evals: list it under evals"
+                if isinstance(name, str) and name.startswith(TORCHMETRICS)
+                else ""
+            )
             problems.append(f"{where}: {registry.unknown(name)}{hint}")
             continue
         if spec.get("init_args"):
-            problems.append(f"{where}.init_args: only a torchmetrics.<Class> eval takes init_args; "
-                            f"'{name}' is a function: remove them")
+            problems.append(
+                f"{where}.init_args: only a torchmetrics.<Class> eval takes init_args; "
+                f"'{name}' is a function: remove them"
+            )
         inputs = spec.get("inputs")
         problems += _check_sources(f"{where}.inputs", inputs, models, [])
         if isinstance(inputs, dict) and inputs:
@@ -252,8 +273,10 @@ def _check_model(name: str, spec: dict, project: Project, earlier: _EarlierRuns)
     cls = project.model_classes.get(name)
     if cls is None:
         choices = project.model_classes
-        return [f"{path}: unknown model '{name}'; {did_you_mean(name, choices)}{available(choices)} "
-                "(from get_ref_model_dict() in models.py)"]
+        return [
+            f"{path}: unknown model '{name}'; {did_you_mean(name, choices)}{available(choices)} "
+            "(from get_ref_model_dict() in models.py)"
+        ]
     problems = []
     init_args = spec.get("init_args") or {}
     if isinstance(spec.get("model_dir"), str):
@@ -271,8 +294,9 @@ def _check_model(name: str, spec: dict, project: Project, earlier: _EarlierRuns)
     return problems
 
 
-def _check_info_flow(raw: dict[str, Any], project: Project, losses: Registry, evals: Registry,
-                     earlier: _EarlierRuns) -> list[str]:
+def _check_info_flow(
+    raw: dict[str, Any], project: Project, losses: Registry, evals: Registry, earlier: _EarlierRuns
+) -> list[str]:
     """Model names, ``init_args``, ``forward`` arguments, tensor sources, loss/eval names and arity."""
     flow = raw.get("info_flow")
     if not isinstance(flow, dict):
@@ -291,26 +315,40 @@ def _check_info_flow(raw: dict[str, Any], project: Project, losses: Registry, ev
 
 def _check_logging_names(config: Config) -> list[str]:
     """Two losses (or two evals) logged under one ``<Model>/<logging_name>`` would overwrite each other."""
-    names = {kind: [f"{m}/{t.logging_name or key}" for m, spec in config.info_flow.items()
-                    for key, t in getattr(spec, kind).items()] for kind in ("losses", "evals")}
+    names = {
+        kind: [
+            f"{m}/{t.logging_name or key}"
+            for m, spec in config.info_flow.items()
+            for key, t in getattr(spec, kind).items()
+        ]
+        for kind in ("losses", "evals")
+    }
     problems = []
     for kind, listed in names.items():
         duplicates = sorted({n for n in listed if listed.count(n) > 1})
         if duplicates:
-            problems.append(f"info_flow: {kind} logged twice as {', '.join(duplicates)}; "
-                            "give each a distinct logging_name")
+            problems.append(
+                f"info_flow: {kind} logged twice as {', '.join(duplicates)}; give each a distinct logging_name"
+            )
     both = sorted(set(names["losses"]) & set(names["evals"]))
     if both:
-        problems.append(f"info_flow: a loss and an eval are both logged as {', '.join(both)}; "
-                        "give each a distinct logging_name")
+        problems.append(
+            f"info_flow: a loss and an eval are both logged as {', '.join(both)}; give each a distinct logging_name"
+        )
     return problems
 
 
 # ---------------------------------------------------------------------------------- training
 
 # Overrides a resumed run accepts: they change only what happens from now on.
-RESUMABLE = ("training_params.max_training_epochs", "training_params.val_every", "training_params.save_every",
-             "training_params.log_every", "dataloading_params.num_workers", "training_params.lrn_rate")
+RESUMABLE = (
+    "training_params.max_training_epochs",
+    "training_params.val_every",
+    "training_params.save_every",
+    "training_params.log_every",
+    "dataloading_params.num_workers",
+    "training_params.lrn_rate",
+)
 
 
 def _check_training(config: Config) -> list[str]:
@@ -320,17 +358,22 @@ def _check_training(config: Config) -> list[str]:
         problems.append("info_flow: no model has train: 1, so there is nothing to optimise; set train: 1 on a model")
     if not any(spec.losses for spec in config.info_flow.values()):
         problems.append("info_flow: no losses, so there is nothing to optimise; add a loss to a model's losses")
-    names = [f"{m}/{t.logging_name or k}" for m, spec in config.info_flow.items()
-             for kind in ("losses", "evals") for k, t in getattr(spec, kind).items()]
+    names = [
+        f"{m}/{t.logging_name or k}"
+        for m, spec in config.info_flow.items()
+        for kind in ("losses", "evals")
+        for k, t in getattr(spec, kind).items()
+    ]
     monitor = config.training_params.monitor
     if monitor is not None and monitor not in names:
-        problems.append(f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, names)}expected "
-                        f"<Model>/<logging_name> of a loss or eval: {', '.join(names)}")
+        problems.append(
+            f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, names)}expected "
+            f"<Model>/<logging_name> of a loss or eval: {', '.join(names)}"
+        )
     return problems
 
 
-def _check_resume_overrides(config_path: Path, raw: dict[str, Any], overrides: list[str],
-                            config: Config) -> list[str]:
+def _check_resume_overrides(config_path: Path, raw: dict[str, Any], overrides: list[str], config: Config) -> list[str]:
     """A resumed run's config.yml must keep describing what ran: only future-only keys may change.
 
     ``raw`` is the config with the overrides applied; the run's saved config is read once to compare.
@@ -344,11 +387,15 @@ def _check_resume_overrides(config_path: Path, raw: dict[str, Any], overrides: l
             continue
         tp = config.training_params
         if key == "training_params.lrn_rate" and (tp.lr_scheduler or tp.optimizer and "lr" in tp.optimizer.kwargs):
-            problems.append(f"override '{item}': --resume cannot set lrn_rate while the run's lr_scheduler (or "
-                            "optimizer.kwargs.lr) sets the rate; start a new run instead")
+            problems.append(
+                f"override '{item}': --resume cannot set lrn_rate while the run's lr_scheduler (or "
+                "optimizer.kwargs.lr) sets the rate; start a new run instead"
+            )
         elif key not in RESUMABLE:
-            problems.append(f"override '{item}': {key} cannot change on --resume (the run's config.yml would no "
-                            f"longer describe what ran); keys that can: {', '.join(RESUMABLE)}")
+            problems.append(
+                f"override '{item}': {key} cannot change on --resume (the run's config.yml would no "
+                f"longer describe what ran); keys that can: {', '.join(RESUMABLE)}"
+            )
     return problems
 
 
@@ -368,8 +415,9 @@ def _check_paths(raw: dict[str, Any]) -> list[str]:
     for key in ("dataset_path", "idx_dict_path"):
         value = dl.get(key) if isinstance(dl, dict) else None
         if isinstance(value, str) and not Path(value).exists():
-            problems.append(f"dataloading_params.{key}: found '{value}', which does not exist; "
-                            "expected an existing path")
+            problems.append(
+                f"dataloading_params.{key}: found '{value}', which does not exist; expected an existing path"
+            )
     return problems
 
 
@@ -402,8 +450,10 @@ def _check_splits(config: Config, saved: dict[str, Any] | None, splits: tuple[st
     """Every split the command reads holds points (an empty one would report metrics of nothing)."""
     if saved is None:  # made from the seed: only val_ratio can leave one empty
         if "val" in splits and config.dataloading_params.val_ratio == 0:
-            return ["dataloading_params.val_ratio: found 0, so the validation split would be empty; "
-                    "expected a value above 0 (e.g. 0.1), or train with --dev"]
+            return [
+                "dataloading_params.val_ratio: found 0, so the validation split would be empty; "
+                "expected a value above 0 (e.g. 0.1), or train with --dev"
+            ]
         return []
     names = ", ".join(k for k, v in saved.items() if isinstance(v, list))
     problems = []
@@ -411,6 +461,8 @@ def _check_splits(config: Config, saved: dict[str, Any] | None, splits: tuple[st
         if not isinstance(saved.get(split), list):
             problems.append(f"--split: found '{split}'; this run has splits: {names}")
         elif not saved[split]:
-            problems.append(f"split '{split}': the saved idx_dict holds no points in it; an empty split has no "
-                            "metrics: use another split")
+            problems.append(
+                f"split '{split}': the saved idx_dict holds no points in it; an empty split has no "
+                "metrics: use another split"
+            )
     return problems

@@ -42,8 +42,17 @@ def _columns() -> list[Any]:
             unit = "steps/s" if task.fields.get("step") is not None else "batches/s"
             return Text(f"{task.speed:.1f} {unit}" if task.speed is not None else f"- {unit}")
 
-    return [TextColumn("{task.description}"), BarColumn(), Batch(), Step(), Loss(), Rate(), TimeElapsedColumn(),
-            TextColumn("<"), TimeRemainingColumn()]
+    return [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        Batch(),
+        Step(),
+        Loss(),
+        Rate(),
+        TimeElapsedColumn(),
+        TextColumn("<"),
+        TimeRemainingColumn(),
+    ]
 
 
 class Progress:
@@ -60,8 +69,16 @@ class Progress:
         self._bar: Any = None  # the rich.progress.Progress of the bar in progress
         self._task: Any = None
 
-    def track(self, items: Iterable[T], label: str, total: int | None = None, *, epoch: tuple[int, int] | None = None,
-              step: int | None = None, done: int = 0) -> Iterator[T]:
+    def track(
+        self,
+        items: Iterable[T],
+        label: str,
+        total: int | None = None,
+        *,
+        epoch: tuple[int, int] | None = None,
+        step: int | None = None,
+        done: int = 0,
+    ) -> Iterator[T]:
         """Yield ``items``, with a bar while they are iterated.
 
         Args:
@@ -82,8 +99,12 @@ class Progress:
             total = len(items) + done
         description = f"{label}  epoch {epoch[0]}/{epoch[1]}" if epoch is not None else label
         with rich.progress.Progress(*_columns(), console=self.console, transient=True) as bar:
-            self._bar, self._task = bar, bar.add_task(description, total=total, completed=done,
-                                                      step=None if step is None else step - done, loss=None)
+            self._bar, self._task = (
+                bar,
+                bar.add_task(
+                    description, total=total, completed=done, step=None if step is None else step - done, loss=None
+                ),
+            )
             try:
                 for item in items:
                     yield item

@@ -29,8 +29,12 @@ def _git_bytes(project_dir: Path, *args: str) -> bytes | None:
     """The stdout of ``git ARGS`` run in ``project_dir``, or None when git fails in any way."""
     try:
         result = subprocess.run(
-            ["git", *args], cwd=project_dir, stdin=subprocess.DEVNULL, capture_output=True,
-            timeout=GIT_TIMEOUT_S, env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
+            ["git", *args],
+            cwd=project_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
         )
     except (OSError, subprocess.SubprocessError):  # git missing, folder gone, timeout
         return None

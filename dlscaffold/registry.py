@@ -33,8 +33,10 @@ class Registry:
             taken = self._entries[name]
             what = f"{getattr(taken, '__module__', '')}.{getattr(taken, '__qualname__', '')}".strip(".")
             builtin = what.startswith("dlscaffold.")
-            raise UserError(f"{origin or self.kind}: {self.kind} '{name}' is already registered: it collides with the "
-                            f"{'built-in' if builtin else 'registered'} {self.kind} {what}; choose another name")
+            raise UserError(
+                f"{origin or self.kind}: {self.kind} '{name}' is already registered: it collides with the "
+                f"{'built-in' if builtin else 'registered'} {self.kind} {what}; choose another name"
+            )
         if not callable(fn):
             raise UserError(f"{origin or self.kind}: {self.kind} '{name}' is {type(fn).__name__}; expected a function")
         self._entries[name] = fn

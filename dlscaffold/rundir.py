@@ -34,8 +34,10 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
         os.replace(tmp, path)
     except OSError as exc:  # a full disk (ENOSPC), a read-only one (EROFS), no permission
         tmp.unlink(missing_ok=True)
-        raise UserError(f"{path.parent}: cannot write {path.name} ({exc.strerror or exc}); files written before "
-                        "are intact: free space or make the folder writable, then resume the run") from None
+        raise UserError(
+            f"{path.parent}: cannot write {path.name} ({exc.strerror or exc}); files written before "
+            "are intact: free space or make the folder writable, then resume the run"
+        ) from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -48,8 +50,9 @@ def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = No
     try:
         logging_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); "
-                        "choose a writable folder") from None
+        raise UserError(
+            f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); choose a writable folder"
+        ) from None
     date = (today or dt.date.today()).strftime("%Y%m%d")
     notes = safe_run_notes(run_notes)
     taken = [int(m.group(1)) for p in logging_dir.iterdir() if (m := re.match(rf"{date}_(\d+)(_|$)", p.name))]
@@ -113,8 +116,10 @@ class RunLock:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
             fh.close()
-            raise UserError(f"{self.path.parent}: in use by process {holder} (another train or --resume of this "
-                            "run); wait for it to end, or stop it first") from None
+            raise UserError(
+                f"{self.path.parent}: in use by process {holder} (another train or --resume of this "
+                "run); wait for it to end, or stop it first"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")

@@ -19,8 +19,10 @@ def check_run_dir(run_dir: Path) -> Path:
     """The run folder, absolute; a one-line :class:`UserError` when ``run_dir`` is not one."""
     run_dir = Path(run_dir).expanduser().resolve()
     if not is_run_dir(run_dir):
-        raise UserError(f"{run_dir}: not a run folder (no config.yml and idx_dict.json in it); "
-                        "pass a folder printed by dlscaffold train")
+        raise UserError(
+            f"{run_dir}: not a run folder (no config.yml and idx_dict.json in it); "
+            "pass a folder printed by dlscaffold train"
+        )
     return run_dir
 
 

@@ -44,8 +44,10 @@ def _read_json(path: Path, warn: Callable[[str], None]) -> dict[str, Any]:
         warn(f"{path}: cannot read it ({_reason(exc)}); its status, best and times are shown as unknown")
         return {}
     if not isinstance(info, dict):
-        warn(f"{path}: expected a JSON object, found {type(info).__name__}; "
-             "its status, best and times are shown as unknown")
+        warn(
+            f"{path}: expected a JSON object, found {type(info).__name__}; "
+            "its status, best and times are shown as unknown"
+        )
         return {}
     return info
 
@@ -145,8 +147,10 @@ def list_runs(logging_dir: Path, warn: Callable[[str], None]) -> list[dict[str, 
         UserError: when ``logging_dir`` is not a folder.
     """
     if not logging_dir.is_dir():
-        raise UserError(f"runs: '{logging_dir}' is not a folder; give the logging_dir of your runs, "
-                        "e.g. dlscaffold runs path/to/runs")
+        raise UserError(
+            f"runs: '{logging_dir}' is not a folder; give the logging_dir of your runs, "
+            "e.g. dlscaffold runs path/to/runs"
+        )
     folders = sorted((p for p in logging_dir.iterdir() if p.is_dir() and is_run_dir(p)), key=lambda p: _natural(p.name))
     return [summarize_run(folder, warn) for folder in folders]
 
@@ -188,11 +192,14 @@ def sort_runs(rows: list[dict[str, Any]], key: str = "run") -> list[dict[str, An
     if name.startswith("val:"):
         metrics = {m for row in rows for m in row["last_val"]}
         if rows and name[4:] not in metrics:
-            raise UserError(f"--sort: no run has the val metric '{name[4:]}'; {did_you_mean(name[4:], metrics)}"
-                            f"{available(metrics)}")
+            raise UserError(
+                f"--sort: no run has the val metric '{name[4:]}'; {did_you_mean(name[4:], metrics)}{available(metrics)}"
+            )
     elif name not in SORT_KEYS:
-        raise UserError(f"--sort: unknown key '{key}'; {did_you_mean(name, SORT_KEYS)}expected one of "
-                        f"{', '.join(SORT_KEYS)} or val:<Model>/<name>, with '-' in front to reverse")
+        raise UserError(
+            f"--sort: unknown key '{key}'; {did_you_mean(name, SORT_KEYS)}expected one of "
+            f"{', '.join(SORT_KEYS)} or val:<Model>/<name>, with '-' in front to reverse"
+        )
     by_run = sorted(rows, key=lambda r: _natural(r["run"]))
     known = [r for r in by_run if _sort_value(r, name) is not None]
     missing = [r for r in by_run if _sort_value(r, name) is None]
@@ -235,8 +242,12 @@ def format_table(rows: list[dict[str, Any]]) -> Table:
     """
     table = Table()
     for column in ("run", "status", "epochs", "best", "last val", "seconds", "notes"):
-        table.add_column(column, justify="right" if column in ("epochs", "seconds") else "left",
-                         no_wrap=column in ("run", "status", "epochs", "seconds"), overflow="fold")
+        table.add_column(
+            column,
+            justify="right" if column in ("epochs", "seconds") else "left",
+            no_wrap=column in ("run", "status", "epochs", "seconds"),
+            overflow="fold",
+        )
     for row in rows:
         last_val = "\n".join(f"{name}={_number(value)}" for name, value in row["last_val"].items())
         seconds = row["seconds"]

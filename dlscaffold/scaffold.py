@@ -123,8 +123,10 @@ def default_template() -> Path:
 
     root = Path(dlscaffold.__file__).resolve().parents[1]
     if not (root / "copier.yml").is_file():
-        raise UserError(f"no template next to the installed dlscaffold ({root} has no copier.yml); "
-                        "pass --template <path or URL of a dlscaffold checkout>")
+        raise UserError(
+            f"no template next to the installed dlscaffold ({root} has no copier.yml); "
+            "pass --template <path or URL of a dlscaffold checkout>"
+        )
     return root
 
 
@@ -136,8 +138,10 @@ def _template_source(template: str | None) -> str:
         return template
     path = Path(template).expanduser().resolve()
     if not (path / "copier.yml").is_file() and not (path / "copier.yaml").is_file():
-        raise UserError(f"--template: found '{template}', which has no copier.yml; "
-                        "expected the path or URL of a dlscaffold checkout")
+        raise UserError(
+            f"--template: found '{template}', which has no copier.yml; "
+            "expected the path or URL of a dlscaffold checkout"
+        )
     return str(path)
 
 
@@ -187,8 +191,10 @@ def _parse_data(items: Sequence[str], questions: dict[str, Any] | None) -> dict[
         if not sep or not key:
             problems.append(f"--data '{item}': expected key=value, e.g. --data project_name='Digit study'")
         elif questions is not None and key not in questions:
-            problems.append(f"--data {key}: not a question of this template; "
-                            f"{did_you_mean(key, questions)}expected one of: {', '.join(questions)}")
+            problems.append(
+                f"--data {key}: not a question of this template; "
+                f"{did_you_mean(key, questions)}expected one of: {', '.join(questions)}"
+            )
         else:
             data[key] = value
     if problems:
@@ -214,8 +220,10 @@ def _copier_error(exc: Exception, action: str) -> UserError:
 def _read_answers(project: Path) -> dict[str, Any]:
     path = project / ANSWERS_FILE
     if not path.is_file():
-        raise UserError(f"{project}: no {ANSWERS_FILE}, so nothing records which template this project came from; "
-                        "`dlscaffold update` only updates projects made by `dlscaffold new` (or copier)")
+        raise UserError(
+            f"{project}: no {ANSWERS_FILE}, so nothing records which template this project came from; "
+            "`dlscaffold update` only updates projects made by `dlscaffold new` (or copier)"
+        )
     try:
         answers = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
@@ -261,17 +269,18 @@ def _template_notes(source: str, vcs_ref: str) -> list[str]:
     if not _is_git_root(path):
         return [f"{source} is not a git repository: this project cannot be updated from it"]
     if vcs_ref == "HEAD" and _is_dirty(path, *_template_paths(path)):
-        return [f"the template at {source} has uncommitted changes: they are copied, but they belong to no "
-                f"template version, so the project records the last commit ({_describe(path, 'HEAD')}) "
-                "and later updates treat them as your own edits"]
+        return [
+            f"the template at {source} has uncommitted changes: they are copied, but they belong to no "
+            f"template version, so the project records the last commit ({_describe(path, 'HEAD')}) "
+            "and later updates treat them as your own edits"
+        ]
     return []
 
 
 # ---------------------------------------------------------------------------------------- new
 
 
-def new_project(dest: Path, data: Sequence[str] = (), template: str | None = None,
-                vcs_ref: str = "HEAD") -> NewResult:
+def new_project(dest: Path, data: Sequence[str] = (), template: str | None = None, vcs_ref: str = "HEAD") -> NewResult:
     """Render the template into the new folder ``dest`` with the ``key=value`` answers in ``data``.
 
     ``template`` is a path or git URL of a dlscaffold checkout (default: the installed one), taken at
@@ -287,8 +296,16 @@ def new_project(dest: Path, data: Sequence[str] = (), template: str | None = Non
     notes = _template_notes(source, vcs_ref)  # before copying: a project made inside the checkout dirties it
     try:
         with _copier_quietly():
-            copier.run_copy(source, target, data=answers, vcs_ref=vcs_ref, defaults=True,
-                            user_defaults={"project_name": target.name}, unsafe=False, quiet=True)
+            copier.run_copy(
+                source,
+                target,
+                data=answers,
+                vcs_ref=vcs_ref,
+                defaults=True,
+                user_defaults={"project_name": target.name},
+                unsafe=False,
+                quiet=True,
+            )
     except _copier_errors() as exc:  # copier, git or a question's validator; copier removed the folder
         raise _copier_error(exc, "dlscaffold new") from exc
     if not (target / ANSWERS_FILE).is_file():
@@ -309,11 +326,15 @@ def _check_project(project: Path) -> None:
     if not project.is_dir():
         raise UserError(f"{project}: no such folder; pass the project folder, e.g. dlscaffold update my_project")
     if _git(project, "rev-parse", "--is-inside-work-tree").returncode != 0:
-        raise UserError(f"{project}: not a git repository; updates merge through git: "
-                        "run `git init && git add -A && git commit -m 'Initial project'` first")
+        raise UserError(
+            f"{project}: not a git repository; updates merge through git: "
+            "run `git init && git add -A && git commit -m 'Initial project'` first"
+        )
     if _is_dirty(project):  # the project folder's own files: a repository around it may hold others
-        raise UserError(f"{project}: uncommitted changes; commit or stash your changes first, "
-                        "so that the update can be reviewed with `git diff`")
+        raise UserError(
+            f"{project}: uncommitted changes; commit or stash your changes first, "
+            "so that the update can be reviewed with `git diff`"
+        )
 
 
 def _check_template_source(source: str, written: str, commit: str | None) -> None:
@@ -325,14 +346,20 @@ def _check_template_source(source: str, written: str, commit: str | None) -> Non
     if written != source:
         where += f" ({source}: a relative _src_path is relative to the project folder)"
     if not path.is_dir():
-        raise UserError(f"{where}, does not exist; set _src_path there to the path (absolute, or relative to the "
-                        "project folder) or URL of a dlscaffold checkout")
+        raise UserError(
+            f"{where}, does not exist; set _src_path there to the path (absolute, or relative to the "
+            "project folder) or URL of a dlscaffold checkout"
+        )
     if not _is_git_root(path):
-        raise UserError(f"{where}, is not a git repository; updates need the template's version history: "
-                        "point _src_path at a git checkout of dlscaffold")
+        raise UserError(
+            f"{where}, is not a git repository; updates need the template's version history: "
+            "point _src_path at a git checkout of dlscaffold"
+        )
     if commit and not _commit_exists(path, commit):
-        raise UserError(f"{ANSWERS_FILE}: _commit '{commit}' is not a commit of '{written}'; "
-                        "set _commit to the template commit or tag the project was made from")
+        raise UserError(
+            f"{ANSWERS_FILE}: _commit '{commit}' is not a commit of '{written}'; "
+            "set _commit to the template commit or tag the project was made from"
+        )
 
 
 def _run_copier_update(project: Path, answers: dict[str, str], vcs_ref: str) -> None:
@@ -344,8 +371,16 @@ def _run_copier_update(project: Path, answers: dict[str, str], vcs_ref: str) -> 
     try:
         os.chdir(project)
         with _copier_quietly():
-            copier.run_update(project, data=answers, vcs_ref=vcs_ref, defaults=True, overwrite=True,
-                              conflict="inline", unsafe=False, quiet=True)
+            copier.run_update(
+                project,
+                data=answers,
+                vcs_ref=vcs_ref,
+                defaults=True,
+                overwrite=True,
+                conflict="inline",
+                unsafe=False,
+                quiet=True,
+            )
     except _copier_errors() as exc:
         raise _copier_error(exc, "dlscaffold update") from exc
     finally:
@@ -421,8 +456,7 @@ def changed_files(project: Path) -> list[tuple[str, str]]:
     to the project, ``what`` one of modified, added, deleted, renamed, conflict."""
     prefix = _git(project, "rev-parse", "--show-prefix").stdout.strip()
     entries = _git(project, "status", "--porcelain", "-z", "--untracked-files=all", "--", ".").stdout.split("\0")
-    words = {"M": "modified", "T": "modified", "A": "added", "?": "added", "D": "deleted", "R": "renamed",
-             "C": "added"}
+    words = {"M": "modified", "T": "modified", "A": "added", "?": "added", "D": "deleted", "R": "renamed", "C": "added"}
     changed, skip_next = [], False
     for entry in entries:
         if skip_next or not entry:
@@ -431,7 +465,7 @@ def changed_files(project: Path) -> list[tuple[str, str]]:
         code, path = entry[:2], entry[3:]
         skip_next = code[0] in "RC"  # -z puts the original path of a rename next
         what = "conflict" if "U" in code or code in ("AA", "DD") else words.get(code.strip()[:1], code.strip())
-        changed.append((what, path[len(prefix):] if path.startswith(prefix) else path))
+        changed.append((what, path[len(prefix) :] if path.startswith(prefix) else path))
     return changed
 
 
@@ -468,8 +502,11 @@ def config_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) 
         return []
     old, new = _flatten(before), _flatten(after)
     keys = list(old) + [key for key in new if key not in old]
-    return [(key, _show(old[key]) if key in old else _ABSENT, _show(new[key]) if key in new else _ABSENT)
-            for key in keys if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+    return [
+        (key, _show(old[key]) if key in old else _ABSENT, _show(new[key]) if key in new else _ABSENT)
+        for key in keys
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+    ]
 
 
 def update_project(project_dir: Path = Path("."), data: Sequence[str] = (), vcs_ref: str = "HEAD") -> UpdateResult:
@@ -495,6 +532,13 @@ def update_project(project_dir: Path = Path("."), data: Sequence[str] = (), vcs_
     _run_copier_update(project, new_answers, vcs_ref)
     after = _record_version(project, written, source, before, vcs_ref)
     kept = _keep_edited_files(project, answers, source, before)
-    return UpdateResult(project=project, before=before, after=after, changed=changed_files(project),
-                        config_changes=config_changes(config_before, _read_config(project)),
-                        conflicts=conflicted_files(project), kept=kept, notes=notes)
+    return UpdateResult(
+        project=project,
+        before=before,
+        after=after,
+        changed=changed_files(project),
+        config_changes=config_changes(config_before, _read_config(project)),
+        conflicts=conflicted_files(project),
+        kept=kept,
+        notes=notes,
+    )

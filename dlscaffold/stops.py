@@ -42,8 +42,10 @@ class StopFlag:
             sys.stderr.flush()
             os._exit(EXIT_CODES.get(signum, 130))
         self.signum = signum
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: finishing the current step, then saving the run's "
-                         "position (send it again to exit at once)\n")
+        sys.stderr.write(
+            f"\n{signal.Signals(signum).name}: finishing the current step, then saving the run's "
+            "position (send it again to exit at once)\n"
+        )
         sys.stderr.flush()
 
     def __enter__(self) -> StopFlag:

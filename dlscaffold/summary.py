@@ -38,12 +38,15 @@ def weights_sources(config: Config, resumed_epoch: int | None = None) -> dict[st
     """
     if resumed_epoch is not None:
         return dict.fromkeys(config.info_flow, f"resumed from epoch {resumed_epoch}")
-    return {name: f"{spec.model_dir} epoch {spec.epoch}" if spec.model_dir is not None else "initialised"
-            for name, spec in config.info_flow.items()}
+    return {
+        name: f"{spec.model_dir} epoch {spec.epoch}" if spec.model_dir is not None else "initialised"
+        for name, spec in config.info_flow.items()
+    }
 
 
-def summary_rows(flow: Flow, config: Config, weights_source: dict[str, str] | None = None,
-                 resumed_epoch: int | None = None) -> list[tuple[str, str, str, str, str]]:
+def summary_rows(
+    flow: Flow, config: Config, weights_source: dict[str, str] | None = None, resumed_epoch: int | None = None
+) -> list[tuple[str, str, str, str, str]]:
     """One ``(model, class, parameters, training, weights)`` row per model, in ``info_flow`` order,
     then a ``total`` row.
 
@@ -60,14 +63,22 @@ def summary_rows(flow: Flow, config: Config, weights_source: dict[str, str] | No
         count = sum(p.numel() for p in model.parameters())
         total += count
         trained += count if name in flow.trained else 0
-        rows.append((name, type(model).__name__, human_count(count),
-                     "trained" if name in flow.trained else "frozen", sources.get(name, "initialised")))
+        rows.append(
+            (
+                name,
+                type(model).__name__,
+                human_count(count),
+                "trained" if name in flow.trained else "frozen",
+                sources.get(name, "initialised"),
+            )
+        )
     rows.append(("total", "", human_count(total), f"{human_count(trained)} trained", ""))
     return rows
 
 
-def model_summary(flow: Flow, config: Config, weights_source: dict[str, str] | None = None,
-                  resumed_epoch: int | None = None) -> Table:
+def model_summary(
+    flow: Flow, config: Config, weights_source: dict[str, str] | None = None, resumed_epoch: int | None = None
+) -> Table:
     """The models as a rich table (for a terminal); arguments as for :func:`summary_rows`."""
     from rich.table import Table
 
@@ -82,14 +93,17 @@ def model_summary(flow: Flow, config: Config, weights_source: dict[str, str] | N
     return table
 
 
-def summary_lines(flow: Flow, config: Config, weights_source: dict[str, str] | None = None,
-                  resumed_epoch: int | None = None) -> list[str]:
+def summary_lines(
+    flow: Flow, config: Config, weights_source: dict[str, str] | None = None, resumed_epoch: int | None = None
+) -> list[str]:
     """The models as aligned plain-text lines (for logs); arguments as for :func:`summary_rows`."""
     rows: list[Any] = [HEADER, *summary_rows(flow, config, weights_source, resumed_epoch)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = []
     for row in rows:
-        cells = [cell.rjust(width) if i == 2 else cell.ljust(width)
-                 for i, (cell, width) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            cell.rjust(width) if i == 2 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
     return lines

@@ -29,14 +29,22 @@ def torchmetrics_class(name: str) -> type:
         import torchmetrics
     except ImportError:
         raise UserError(f"'{name}': torchmetrics is not installed; pip install torchmetrics") from None
-    names = [n for n, obj in vars(torchmetrics).items() if not n.startswith("_") and n not in _NOT_METRICS
-             and isinstance(obj, type) and issubclass(obj, torchmetrics.Metric)]
-    wanted = name[len(TORCHMETRICS):]
+    names = [
+        n
+        for n, obj in vars(torchmetrics).items()
+        if not n.startswith("_")
+        and n not in _NOT_METRICS
+        and isinstance(obj, type)
+        and issubclass(obj, torchmetrics.Metric)
+    ]
+    wanted = name[len(TORCHMETRICS) :]
     if wanted not in names:
         choices = [TORCHMETRICS + n for n in names]
-        raise UserError(f"unknown torchmetrics metric '{name}'; {did_you_mean(name, choices)}expected a Metric "
-                        "class that torchmetrics exports, e.g. torchmetrics.Accuracy, torchmetrics.F1Score, "
-                        "torchmetrics.AUROC, torchmetrics.MeanSquaredError")
+        raise UserError(
+            f"unknown torchmetrics metric '{name}'; {did_you_mean(name, choices)}expected a Metric "
+            "class that torchmetrics exports, e.g. torchmetrics.Accuracy, torchmetrics.F1Score, "
+            "torchmetrics.AUROC, torchmetrics.MeanSquaredError"
+        )
     return getattr(torchmetrics, wanted)
 
 
@@ -52,5 +60,7 @@ def build_metric(name: str, init_args: dict[str, Any], path: str) -> Any:
     except Exception as exc:  # torchmetrics constructors validate their arguments
         message = (str(exc).strip().splitlines() or [""])[0]
         shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
-        raise UserError(f"{path}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
-                        "see the class's arguments in the torchmetrics documentation") from None
+        raise UserError(
+            f"{path}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
+            "see the class's arguments in the torchmetrics documentation"
+        ) from None

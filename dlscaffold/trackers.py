@@ -191,8 +191,12 @@ class Trackers:
                 getattr(tracker, method)(*args)
             except Exception as exc:
                 self.trackers.remove((name, tracker))
-                _logger.warning("warning: the %s tracker failed (%s) and is switched off; the run, metrics.jsonl "
-                                "and checkpoints go on", name, one_line(exc))
+                _logger.warning(
+                    "warning: the %s tracker failed (%s) and is switched off; the run, metrics.jsonl "
+                    "and checkpoints go on",
+                    name,
+                    one_line(exc),
+                )
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
         self._each("step_scalars", step, values)
@@ -220,8 +224,9 @@ def open_trackers(run_dir: Path, config: Any, resume: tuple[int, int] | None = N
         try:
             opened.append((name, _open(name, run_dir, config, resume)))
         except Exception as exc:  # a server that cannot be reached: the run goes on without it
-            _logger.warning("warning: the %s tracker could not start (%s); the run goes on without it",
-                            name, one_line(exc))
+            _logger.warning(
+                "warning: the %s tracker could not start (%s); the run goes on without it", name, one_line(exc)
+            )
     return Trackers(opened)
 
 

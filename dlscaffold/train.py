@@ -55,8 +55,15 @@ from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
 __all__ = ["RunResult", "TrainOptions", "setup", "train"]
 
 
-def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: Path | None = None,
-          resume: Path | None = None, options: TrainOptions | None = None, echo: Echo = print) -> RunResult:
+def train(
+    config_path: Path | None,
+    overrides: list[str] = (),
+    *,
+    project_dir: Path | None = None,
+    resume: Path | None = None,
+    options: TrainOptions | None = None,
+    echo: Echo = print,
+) -> RunResult:
     """Train the models of a config; returns the :class:`RunResult` of a completed run (its folder,
     status, best epoch and value, last validation values).
 
@@ -82,8 +89,14 @@ def train(config_path: Path | None, overrides: list[str] = (), *, project_dir: P
         return _train(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo)
 
 
-def _train(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
-           options: TrainOptions, echo: Echo) -> RunResult:
+def _train(
+    config_path: Path | None,
+    overrides: list[str],
+    project_dir: Path | None,
+    resume: Path | None,
+    options: TrainOptions,
+    echo: Echo,
+) -> RunResult:
     world = distributed.world_from_env()
     if not world.main:  # other ranks print nothing but errors
         echo = _silent
@@ -163,7 +176,8 @@ def _peer_failed(exc: Exception) -> bool:
     """Whether a collective failed because another process is gone (closed connection, timeout)."""
     text = str(exc).lower()
     return type(exc).__name__ in ("DistError", "DistBackendError", "DistNetworkError") or any(
-        words in text for words in ("connection closed", "connection reset", "broken pipe", "timed out"))
+        words in text for words in ("connection closed", "connection reset", "broken pipe", "timed out")
+    )
 
 
 def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
@@ -174,9 +188,11 @@ def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
 
         save_atomic({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in exc.batch.items()}, path)
         saved = f"; the batch is saved in {path}"
-    return (f"epoch {session.epoch}, step {session.trainer.step}: {exc.where} is not finite (NaN or inf); the step "
-            f"was not applied and the last checkpoint is intact{saved}; lower lrn_rate, set grad_clip_norm, or set "
-            "training_params.on_nonfinite: skip")
+    return (
+        f"epoch {session.epoch}, step {session.trainer.step}: {exc.where} is not finite (NaN or inf); the step "
+        f"was not applied and the last checkpoint is intact{saved}; lower lrn_rate, set grad_clip_norm, or set "
+        "training_params.on_nonfinite: skip"
+    )
 
 
 def _user_code_error(session: Session, exc: Exception) -> str:
@@ -188,15 +204,24 @@ def _user_code_error(session: Session, exc: Exception) -> str:
         what = f"{where} failed: {type(exc).__name__}: {lines[0]}"
     if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
         what += "; torch.compile failed here: set training_params.compile: false"
-    return (f"epoch {session.epoch}, step {session.trainer.step}: {what}; the last checkpoint is intact; "
-            "rerun with --debug for the traceback")
+    return (
+        f"epoch {session.epoch}, step {session.trainer.step}: {what}; the last checkpoint is intact; "
+        "rerun with --debug for the traceback"
+    )
 
 
 # ------------------------------------------------------------------------------------- setup
 
 
-def setup(config_path: Path | None, overrides: list[str], project_dir: Path | None, resume: Path | None,
-          options: TrainOptions, echo: Echo, world: distributed.World | None = None) -> Session:
+def setup(
+    config_path: Path | None,
+    overrides: list[str],
+    project_dir: Path | None,
+    resume: Path | None,
+    options: TrainOptions,
+    echo: Echo,
+    world: distributed.World | None = None,
+) -> Session:
     """Check everything, build data, models and trainer, then create (or reopen) the run folder."""
     world, options = world or distributed.World(), dataclasses.replace(options)  # the caller's stay as they were
     if resume is not None:
@@ -221,8 +246,14 @@ def setup(config_path: Path | None, overrides: list[str], project_dir: Path | No
     return session
 
 
-def _build_session(prepared: Prepared, overrides: list[str], resume: Path | None, options: TrainOptions,
-                   echo: Echo, world: distributed.World) -> Session:
+def _build_session(
+    prepared: Prepared,
+    overrides: list[str],
+    resume: Path | None,
+    options: TrainOptions,
+    echo: Echo,
+    world: distributed.World,
+) -> Session:
     tp, dl = prepared.config.training_params, prepared.config.dataloading_params
     splits = ("dev", "dev") if tp.use_dev else ("train", "val")
     if resume is not None:
@@ -243,12 +274,17 @@ def _build_session(prepared: Prepared, overrides: list[str], resume: Path | None
     start = state["epoch"] + 1 if state else 1
     session = Session(run, trainer, monitor, Trackers(), None, start, options, position, world=world)
     _open_run_folder(session, prepared, resume, state)
-    echo("Debug run: dev set, anomaly detection on, nothing is written." if session.run_dir is None
-         else f"Logging and Model Saving Directory: {session.run_dir}")
-    echo(f"Training {', '.join(run.flow.trained) or 'nothing'} on {run.placement.device} "
-         f"({len(run.idx_dict[splits[0]])} train / {len(run.idx_dict[splits[1]])} val points"
-         f"{', dev set' if tp.use_dev else ''}); {world.world_size} process(es) x batch {dl.batch_size} "
-         f"= global batch {world.world_size * dl.batch_size}")
+    echo(
+        "Debug run: dev set, anomaly detection on, nothing is written."
+        if session.run_dir is None
+        else f"Logging and Model Saving Directory: {session.run_dir}"
+    )
+    echo(
+        f"Training {', '.join(run.flow.trained) or 'nothing'} on {run.placement.device} "
+        f"({len(run.idx_dict[splits[0]])} train / {len(run.idx_dict[splits[1]])} val points"
+        f"{', dev set' if tp.use_dev else ''}); {world.world_size} process(es) x batch {dl.batch_size} "
+        f"= global batch {world.world_size * dl.batch_size}"
+    )
     _show_models(run, state, options, echo)
     return session
 
@@ -281,8 +317,9 @@ def _show_models(run: Run, state: dict[str, Any] | None, options: TrainOptions, 
             echo(line)
 
 
-def _restore(run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str],
-             world: distributed.World) -> Position:
+def _restore(
+    run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str], world: distributed.World
+) -> Position:
     """Put a checkpoint's state back: trainer, monitor, mid-epoch weights and position, RNGs (last)."""
     from dlscaffold.checkpoint import load_state_dict
 
@@ -314,10 +351,15 @@ def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, A
     write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
     save_idx_dict(run.idx_dict, run_dir / "idx_dict.json")
     root = prepared.project.root
-    update_run_info(run_dir, project_dir=str(root), dlscaffold_version=__version__, status="running", error=None,
-                    started=read_run_info(run_dir).get("started") or utc_now(), ended=None,
-                    provenance=collect(root, list(sys.argv), str(run.placement.device)))
+    update_run_info(
+        run_dir,
+        project_dir=str(root),
+        dlscaffold_version=__version__,
+        status="running",
+        error=None,
+        started=read_run_info(run_dir).get("started") or utc_now(),
+        ended=None,
+        provenance=collect(root, list(sys.argv), str(run.placement.device)),
+    )
     write_git_diff(root, run_dir)
     return open_trackers(run_dir, prepared.config, (state["epoch"], state["step"]) if state else None)
-
-

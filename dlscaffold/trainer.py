@@ -80,8 +80,9 @@ class Trainer:
         self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
         return values
 
-    def _skip_nonfinite(self, values: dict[str, torch.Tensor], batch: dict[str, Any],
-                        optimizers: list[torch.optim.Optimizer]) -> None:
+    def _skip_nonfinite(
+        self, values: dict[str, torch.Tensor], batch: dict[str, Any], optimizers: list[torch.optim.Optimizer]
+    ) -> None:
         """A NaN/inf loss or gradient: drop the step; ``on_nonfinite: stop`` raises :class:`NonFiniteStep`."""
         where = self._nonfinite_where(values)
         self.precision.skip(optimizers)
@@ -120,10 +121,13 @@ class Trainer:
                     group["initial_lr"] = lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "skipped_nonfinite": self.skipped_nonfinite,
-                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-                "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-                "precision": self.precision.state_dict()}
+        return {
+            "step": self.step,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "precision": self.precision.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():

@@ -72,6 +72,8 @@ def _term_problem(flow: Any, term: Any, batch: dict[str, Any], outputs: dict[str
     size = batch_size_of(batch)
     if not hasattr(value, "shape") or (len(value.shape) > 0 and value.shape[0] != size):
         shape = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
-        return (f"{term.path}: returned {shape} for a batch of {size}; expected one value per sample, "
-                f"({size},) or ({size}, ...), or a scalar batch mean")
+        return (
+            f"{term.path}: returned {shape} for a batch of {size}; expected one value per sample, "
+            f"({size},) or ({size}, ...), or a scalar batch mean"
+        )
     return None

@@ -40,8 +40,14 @@ def write_config(project: Path, name: str = "config.yml", **changes: object) -> 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m dlscaffold ARGS`` as a user would, capturing its output."""
-    return subprocess.run([sys.executable, "-m", "dlscaffold", *args], cwd=cwd, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dlscaffold", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
 
 
 def run_dirs(project: Path) -> list[Path]:

@@ -76,8 +76,13 @@ def run_case(main: Any, case: dict[str, Any], folder: Path) -> dict[str, Any]:
     _write_case(case, folder)
     before = _folders(folder)
     overrides = [o.replace(CASE_TOKEN, str(folder)) for o in case.get("overrides", [])]
-    argv = ["train", "case.yml", *(["--dev"] if case.get("dev", True) else []),
-            "training_params.max_training_epochs=1", *overrides]
+    argv = [
+        "train",
+        "case.yml",
+        *(["--dev"] if case.get("dev", True) else []),
+        "training_params.max_training_epochs=1",
+        *overrides,
+    ]
     out, err = io.StringIO(), io.StringIO()
     code, crash = None, None
     started = time.perf_counter()
@@ -92,8 +97,15 @@ def run_case(main: Any, case: dict[str, Any], folder: Path) -> dict[str, Any]:
         signal.alarm(0)
         os.chdir(folder.parent)
     created = sorted(str(p.relative_to(folder)) for p in _folders(folder) - before if RUN_DIR.match(p.name))
-    return {"name": case["name"], "code": code, "stdout": out.getvalue(), "stderr": err.getvalue(),
-            "crash": crash, "run_dirs": created, "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "name": case["name"],
+        "code": code,
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+        "crash": crash,
+        "run_dirs": created,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def main() -> None:

@@ -49,15 +49,16 @@ def test_forward_over_the_val_split_reproduces_evaluate(trained: tuple[Path, Pat
     by_hand: dict[str, list[torch.Tensor]] = {k: [] for k in evaluated["metrics"]}
     by_flow: dict[str, list[torch.Tensor]] = {k: [] for k in evaluated["metrics"]}
     for start in range(0, len(val), 7):  # another batch size than training's: sample means do not depend on it
-        batch = collate([dataset[i] for i in val[start:start + 7]])
+        batch = collate([dataset[i] for i in val[start : start + 7]])
         out = loaded.forward(batch)
         logits, labels = out["Classifier"]["class_logits"], batch["class_idx"]
         by_hand["Classifier/ce"].append(per_sample(LOSSES["MultinomialNLL"](logits, labels)))
         by_hand["Classifier/accuracy"].append(per_sample(EVALS["MultinomialAccuracy"](logits, labels)))
         top2 = logits.topk(2, dim=-1).indices
         by_hand["Classifier/Top2Accuracy"].append((top2 == labels.view(-1, 1)).any(-1).float())
-        by_hand["Decoder/reconstruction"].append(per_sample(LOSSES["MSE"](out["Decoder"]["reconstruction"],
-                                                                          batch["features"])))
+        by_hand["Decoder/reconstruction"].append(
+            per_sample(LOSSES["MSE"](out["Decoder"]["reconstruction"], batch["features"]))
+        )
         for name, value in flow.values(flow.losses + flow.evals, batch, out).items():
             by_flow[name].append(value)
     assert evaluated["epoch"] == 2 and evaluated["num_samples"] == len(val) == 60
@@ -96,7 +97,11 @@ def test_models_config_split_metrics_and_dataset(trained: tuple[Path, Path, dict
     assert loaded.config.training_params.max_training_epochs == 2
     assert loaded.split == json.loads((run / "idx_dict.json").read_text())
     assert loaded.metrics == read_metrics(run) and [(r["epoch"], r["split"]) for r in loaded.metrics] == [
-        (1, "train"), (1, "val"), (2, "train"), (2, "val")]
+        (1, "train"),
+        (1, "val"),
+        (2, "train"),
+        (2, "val"),
+    ]
     dataset = loaded.dataset()
     assert len(dataset) == 240 and dataset.idx_dict is loaded.split
     assert loaded.evaluate("train")["num_samples"] == 180

@@ -22,11 +22,7 @@ def app():
 
 def _rows(stdout: str) -> list[list[str]]:
     """The body rows of the rich table, as lists of stripped cell texts."""
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in stdout.splitlines()
-        if line.startswith("│")
-    ]
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in stdout.splitlines() if line.startswith("│")]
 
 
 def _count(module) -> int:
@@ -81,9 +77,7 @@ def test_dense_table_lists_widths_and_parameters(app, args, module):
     result = CliRunner().invoke(app, ["arch", *args])
     assert result.exit_code == 0, result.output
     rows = _rows(result.stdout)
-    assert [row[3] for row in rows[:-1]] == [
-        f"{s.in_features}->{s.out_features}" for s in module.plan
-    ]
+    assert [row[3] for row in rows[:-1]] == [f"{s.in_features}->{s.out_features}" for s in module.plan]
     assert [row[1] for row in rows[:-1]] == [s.kind for s in module.plan]
     assert rows[-1][-1] == f"{_count(module):,}"
 

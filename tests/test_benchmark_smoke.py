@@ -16,9 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_overhead_quick_prints_both_arms_and_the_ratio(tmp_path: Path) -> None:
     result_file = tmp_path / "result.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--quick", "--json",
-                           str(result_file), "--keep", str(tmp_path / "runs")],
-                          cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "overhead.py"),
+            "--quick",
+            "--json",
+            str(result_file),
+            "--keep",
+            str(tmp_path / "runs"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     for arm in ("dlscaffold", "handwritten"):

@@ -106,13 +106,20 @@ def test_augmentation_crops_and_flips_each_image() -> None:
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600
+    )
 
 
 def test_one_dev_epoch_through_the_cli_then_evaluate_the_test_split(tiny: dict[str, Path], tmp_path: Path) -> None:
-    result = run(str(EXAMPLE / "train.py"), "--dev", f"dataloading_params.dataset_path={tiny['folder']}",
-                 f"logging_params.logging_dir={tmp_path}", "training_params.max_training_epochs=1", cwd=tmp_path)
+    result = run(
+        str(EXAMPLE / "train.py"),
+        "--dev",
+        f"dataloading_params.dataset_path={tiny['folder']}",
+        f"logging_params.logging_dir={tmp_path}",
+        "training_params.max_training_epochs=1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert json.loads((run_dir / "idx_dict.json").read_text())["test"] == list(range(30, 50))
@@ -126,8 +133,17 @@ def test_seed_config_trains_one_dev_epoch_against_the_example(tiny: dict[str, Pa
     config = tmp_path / "example_learning_config.yml"
     text = SEED_CONFIG.replace("DATASET_PATH", str(tiny["batches"]))
     config.write_text(text.replace("LOGGING_DIR", str(tmp_path / "logs")))
-    result = run("-m", "dlscaffold", "train", str(config), "--project", str(EXAMPLE), "--dev",
-                 "training_params.max_training_epochs=1", cwd=tmp_path)
+    result = run(
+        "-m",
+        "dlscaffold",
+        "train",
+        str(config),
+        "--project",
+        str(EXAMPLE),
+        "--dev",
+        "training_params.max_training_epochs=1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = list((tmp_path / "logs").iterdir())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -156,8 +172,20 @@ def test_shipped_baseline_reproduces_the_readme_test_accuracy(tmp_path_factory, 
     readme = (EXAMPLE / "README.md").read_text()
     claimed = float(re.search(r"baseline test accuracy: \*\*([\d.]+)%\*\*", readme).group(1))
     out = tmp_path / "baseline.json"
-    result = run("-m", "dlscaffold", "evaluate", str(EXAMPLE / "baseline"), f"dataloading_params.dataset_path={images}",
-                 "--split", "test", "--json", str(out), "--project", str(EXAMPLE), cwd=tmp_path)
+    result = run(
+        "-m",
+        "dlscaffold",
+        "evaluate",
+        str(EXAMPLE / "baseline"),
+        f"dataloading_params.dataset_path={images}",
+        "--split",
+        "test",
+        "--json",
+        str(out),
+        "--project",
+        str(EXAMPLE),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     accuracy = json.loads(out.read_text())["metrics"]["Cifar10ResNet/Accuracy"] * 100
     assert abs(accuracy - claimed) <= 0.1
@@ -174,17 +202,36 @@ def test_official_layout_with_fewer_training_batches(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("setting", ["training_params.compile=true", "training_params.channels_last=true"])
 def test_compile_and_channels_last_train_the_example_model(tiny: dict[str, Path], tmp_path: Path, setting: str) -> None:
-    result = run(str(EXAMPLE / "train.py"), "--dev", setting, f"dataloading_params.dataset_path={tiny['folder']}",
-                 f"logging_params.logging_dir={tmp_path}", "training_params.max_training_epochs=1", cwd=tmp_path)
+    result = run(
+        str(EXAMPLE / "train.py"),
+        "--dev",
+        setting,
+        f"dataloading_params.dataset_path={tiny['folder']}",
+        f"logging_params.logging_dir={tmp_path}",
+        "training_params.max_training_epochs=1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["split"] for r in rows] == ["train", "val"]
     # the weights are the plain model's: a run without compile / channels_last evaluates them
-    result = run("-m", "dlscaffold", "evaluate", str(run_dir), "training_params.compile=false",
-                 "training_params.channels_last=false", "--project", str(EXAMPLE), "--split", "dev",
-                 "--json", "out.json",
-                 cwd=tmp_path)
+    result = run(
+        "-m",
+        "dlscaffold",
+        "evaluate",
+        str(run_dir),
+        "training_params.compile=false",
+        "training_params.channels_last=false",
+        "--project",
+        str(EXAMPLE),
+        "--split",
+        "dev",
+        "--json",
+        "out.json",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out.json").read_text())["metrics"]["Cifar10ResNet/Accuracy"] == pytest.approx(
-        rows[1]["Cifar10ResNet/Accuracy"], abs=1e-6)
+        rows[1]["Cifar10ResNet/Accuracy"], abs=1e-6
+    )

@@ -20,13 +20,15 @@ def problems_of(config: Path, *overrides: str) -> list[str]:
 
 def test_five_independent_mistakes_give_five_lines_exit_2_and_no_run_folder(toy: Path) -> None:
     config = write_config(
-        toy, "bad.yml",
+        toy,
+        "bad.yml",
         training_params__lrn_rat=0.01,  # misspelled key
         dataloading_params__batch_size="many",  # wrong type
         dataloading_params__val_ratio=1.5,  # out of range
         info_flow__Classifier__inputs={"encoding": "Encodr"},  # unknown source
         info_flow__Decoder__losses={  # unknown loss
-            "MSEE": {"inputs": {"reconstruction": "Decoder", "features": "dataset"}}},
+            "MSEE": {"inputs": {"reconstruction": "Decoder", "features": "dataset"}}
+        },
     )
     result = run_cli("train", str(config), cwd=toy)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -49,14 +51,17 @@ def test_debug_flag_shows_the_traceback(toy: Path) -> None:
 
 
 def test_model_problems_name_the_key_and_what_fits(toy: Path) -> None:
-    problems = problems_of(write_config(
-        toy, "bad.yml",
-        info_flow__Encoder__init_args={"in_dim": 8, "enc_dimm": 4},
-        info_flow__Classifier__inputs={"encoding": "Decoder"},
-        info_flow__Decoder__losses={"MSE": {"inputs": {"reconstruction": "Decoder"}}},
-        info_flow__Decoder__evals={"MultinomialAccuracy": {"inputs": {"x": "Decoder", "y": "dataset"}}},
-        info_flow__Typo={"inputs": {"features": "dataset"}},
-    ))
+    problems = problems_of(
+        write_config(
+            toy,
+            "bad.yml",
+            info_flow__Encoder__init_args={"in_dim": 8, "enc_dimm": 4},
+            info_flow__Classifier__inputs={"encoding": "Decoder"},
+            info_flow__Decoder__losses={"MSE": {"inputs": {"reconstruction": "Decoder"}}},
+            info_flow__Decoder__evals={"MultinomialAccuracy": {"inputs": {"x": "Decoder", "y": "dataset"}}},
+            info_flow__Typo={"inputs": {"features": "dataset"}},
+        )
+    )
     assert problems == [
         "info_flow.Encoder.init_args: unexpected 'enc_dimm' (did you mean 'enc_dim'?); missing required 'enc_dim'; "
         "Encoder() takes (in_dim, enc_dim)",
@@ -69,14 +74,19 @@ def test_model_problems_name_the_key_and_what_fits(toy: Path) -> None:
 
 
 def test_forward_arguments_and_model_dir_are_checked(toy: Path, tmp_path: Path) -> None:
-    problems = problems_of(write_config(
-        toy, "bad.yml",
-        info_flow__Encoder__inputs={"featurez": "dataset"},
-        info_flow__Decoder__model_dir=str(tmp_path / "no_such_run"),
-    ))
+    problems = problems_of(
+        write_config(
+            toy,
+            "bad.yml",
+            info_flow__Encoder__inputs={"featurez": "dataset"},
+            info_flow__Decoder__model_dir=str(tmp_path / "no_such_run"),
+        )
+    )
     assert problems[0].startswith("info_flow.Encoder.inputs: unexpected 'featurez' (did you mean 'features'?)")
-    assert problems[1] == (f"info_flow.Decoder.model_dir: found '{tmp_path / 'no_such_run'}', which does not exist; "
-                           "expected an earlier run's folder")
+    assert problems[1] == (
+        f"info_flow.Decoder.model_dir: found '{tmp_path / 'no_such_run'}', which does not exist; "
+        "expected an earlier run's folder"
+    )
 
 
 def test_overrides_are_validated_like_the_file(toy: Path) -> None:
@@ -121,11 +131,14 @@ def test_unreadable_inputs_get_one_line(toy: Path) -> None:
 
 
 def test_optimizer_and_scheduler_names_are_checked(toy: Path) -> None:
-    problems = problems_of(write_config(
-        toy, "bad.yml",
-        training_params__optimizer={"name": "Adamm", "kwargs": {}},
-        training_params__lr_scheduler={"name": "StepLR", "kwargs": {"step_sise": 2}},
-    ))
+    problems = problems_of(
+        write_config(
+            toy,
+            "bad.yml",
+            training_params__optimizer={"name": "Adamm", "kwargs": {}},
+            training_params__lr_scheduler={"name": "StepLR", "kwargs": {"step_sise": 2}},
+        )
+    )
     assert problems[0].startswith("training_params.optimizer.name: unknown optimizer 'Adamm'; did you mean 'Adam'?")
     assert problems[1].startswith("training_params.lr_scheduler.kwargs:") and "step_sise" in problems[1]
 
@@ -153,7 +166,8 @@ def test_a_duplicate_key_names_the_file_line_and_key_path(toy: Path) -> None:
     line = text.splitlines().index("  lrn_rate: 0.02") + 1
     assert load_problems(toy / "dup.yml") == [
         f"{toy / 'dup.yml'}:{line}:3: training_params.lrn_rate: duplicate key (first at line {line - 1}); "
-        "expected each key once"]
+        "expected each key once"
+    ]
     (toy / "merge.yml").write_text("base: &b {x: 1}\nother: {<<: *b, x: 2}\n")  # a merge key may be overridden
     assert "base: unknown key" in load_problems(toy / "merge.yml")[0]
 
@@ -170,35 +184,42 @@ def test_alias_bombs_and_deep_nesting_are_refused_before_they_grow(toy: Path) ->
     assert "alias *a repeats a value that contains it" in loop
     (problem,) = load_problems(toy / "config.yml", "dataloading_params.dataset_args=" + "[" * 5000)
     assert problem.startswith("override 'dataloading_params.dataset_args=[[[[[[")
-    assert problem.endswith("... (5032 characters)': found values nested more than 100 levels deep; "
-                            "expected at most 100")
+    assert problem.endswith(
+        "... (5032 characters)': found values nested more than 100 levels deep; expected at most 100"
+    )
 
 
 def test_unreadable_files_are_one_line_naming_the_file(toy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (toy / "latin1.yml").write_bytes(b"logging_params:\n  run_notes: caf\xe9\n")
     assert load_problems(toy / "latin1.yml") == [
         f"{toy / 'latin1.yml'}:2: found the byte 0xe9, which is not UTF-8; expected a UTF-8 text file "
-        "(save it as UTF-8)"]
+        "(save it as UTF-8)"
+    ]
     assert load_problems(toy) == [f"{toy}: found a folder; expected a config file, e.g. {toy / 'config.yml'}"]
     for text, found in [("- 1\n", "a list ([1])"), ("3\n", "a single value (3)"), ("", "an empty file")]:
         (toy / "odd.yml").write_text(text)
-        assert load_problems(toy / "odd.yml") == [f"{toy / 'odd.yml'}: found {found}; expected a mapping of sections: "
-                                                  "dataloading_params, training_params, logging_params, info_flow"]
+        assert load_problems(toy / "odd.yml") == [
+            f"{toy / 'odd.yml'}: found {found}; expected a mapping of sections: "
+            "dataloading_params, training_params, logging_params, info_flow"
+        ]
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("dlscaffold.config.open", refuse, raising=False)
     assert load_problems(toy / "config.yml") == [
-        f"{toy / 'config.yml'}: cannot read the file (Permission denied); expected a readable config file"]
+        f"{toy / 'config.yml'}: cannot read the file (Permission denied); expected a readable config file"
+    ]
 
 
 def test_yaml_values_that_are_no_plain_data_are_refused(toy: Path) -> None:
-    cases = {"run_notes: !!binary aGVsbG8=": "found a !!binary value; expected plain values",
-             "run_notes: !!python/name:os.system": "invalid YAML: could not determine a constructor",
-             'run_notes: "\\ud800"': "found an escaped surrogate",
-             "seed: " + "1" * 5000: "which cannot be read as int",
-             "run_notes: a\0b": "found the character U+0000, which YAML does not allow"}
+    cases = {
+        "run_notes: !!binary aGVsbG8=": "found a !!binary value; expected plain values",
+        "run_notes: !!python/name:os.system": "invalid YAML: could not determine a constructor",
+        'run_notes: "\\ud800"': "found an escaped surrogate",
+        "seed: " + "1" * 5000: "which cannot be read as int",
+        "run_notes: a\0b": "found the character U+0000, which YAML does not allow",
+    }
     for text, expected in cases.items():
         (toy / "odd.yml").write_text(f"info_flow: {{Encoder: {{train: 0}}}}\nx:\n  {text}\n")
         (problem,) = load_problems(toy / "odd.yml")
@@ -210,19 +231,29 @@ def test_yaml_values_that_are_no_plain_data_are_refused(toy: Path) -> None:
 def test_a_broken_override_value_names_the_override(toy: Path) -> None:
     assert load_problems(toy / "config.yml", "training_params.lrn_rate=[") == [
         "override 'training_params.lrn_rate=[': invalid YAML value: while parsing a flow node, expected the node "
-        "content, but found '<stream end>' (column 27); expected a YAML value, e.g. 3e-4, true, [1, 2] or 'text'"]
+        "content, but found '<stream end>' (column 27); expected a YAML value, e.g. 3e-4, true, [1, 2] or 'text'"
+    ]
     assert load_problems(toy / "config.yml", "training_params={seed: 1, seed: 2}") == [
         "override 'training_params={seed: 1, seed: 2}': training_params.seed: duplicate key (first at line 1); "
-        "expected each key once"]
+        "expected each key once"
+    ]
     assert load_problems(toy / "config.yml", "training_params.seed.x=1") == [
-        "override 'training_params.seed.x=1': training_params.seed holds a int; expected a mapping on the key path"]
+        "override 'training_params.seed.x=1': training_params.seed holds a int; expected a mapping on the key path"
+    ]
 
 
 def test_numbers_are_finite_in_range_and_no_true_false(toy: Path) -> None:
-    problems = load_problems(toy / "config.yml", "dataloading_params.batch_size=true", "training_params.seed=1e20",
-                             "training_params.lrn_rate=.nan", "training_params.beta1=.inf",
-                             "dataloading_params.num_workers=300", "info_flow.Decoder.losses.MSE.weight=-.inf",
-                             f"training_params.val_every={2**63}", "training_params.grad_clip_norm=false")
+    problems = load_problems(
+        toy / "config.yml",
+        "dataloading_params.batch_size=true",
+        "training_params.seed=1e20",
+        "training_params.lrn_rate=.nan",
+        "training_params.beta1=.inf",
+        "dataloading_params.num_workers=300",
+        "info_flow.Decoder.losses.MSE.weight=-.inf",
+        f"training_params.val_every={2**63}",
+        "training_params.grad_clip_norm=false",
+    )
     assert problems == [
         "dataloading_params.num_workers: found 300 (int); expected less than or equal to 256",
         "dataloading_params.batch_size: found True (bool); expected an integer, not true/false",
@@ -239,8 +270,12 @@ def test_numbers_are_finite_in_range_and_no_true_false(toy: Path) -> None:
 
 
 def test_structural_messages_name_what_to_write(toy: Path) -> None:
-    problems = load_problems(toy / "config.yml", "logging_params.logging_dir=[a]", "training_params.optimizer=Adam",
-                             "info_flow.Decoder.losses.MSE.inputs={}")
+    problems = load_problems(
+        toy / "config.yml",
+        "logging_params.logging_dir=[a]",
+        "training_params.optimizer=Adam",
+        "info_flow.Decoder.losses.MSE.inputs={}",
+    )
     assert problems == [
         "training_params.optimizer: found 'Adam' (str); expected a mapping",
         "logging_params.logging_dir: found ['a'] (list); expected a path (text)",

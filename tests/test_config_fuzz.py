@@ -58,15 +58,31 @@ def mutated(changes: dict[str, Any]) -> str:
 BASE_TEXT = mutated({})
 
 
-def case(name: str, changes: dict[str, Any] | None = None, *, text: str | None = None, data: bytes | None = None,
-         overrides: tuple[str, ...] = (), expect: int | None = 2, dev: bool = True,
-         files: dict[str, str] | None = None, dirs: tuple[str, ...] = ()) -> dict[str, Any]:
+def case(
+    name: str,
+    changes: dict[str, Any] | None = None,
+    *,
+    text: str | None = None,
+    data: bytes | None = None,
+    overrides: tuple[str, ...] = (),
+    expect: int | None = 2,
+    dev: bool = True,
+    files: dict[str, str] | None = None,
+    dirs: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """One fuzz case: a config (changes to the toy config, raw text or raw bytes), its overrides,
     and the exit code it must give (None: 0 or 2)."""
     config = text if text is not None else mutated(changes or {})
-    return {"name": name, "config": None if data is not None else config,
-            "config_hex": data.hex() if data is not None else None, "overrides": list(overrides),
-            "expect": expect, "dev": dev, "files": files or {}, "dirs": list(dirs)}
+    return {
+        "name": name,
+        "config": None if data is not None else config,
+        "config_hex": data.hex() if data is not None else None,
+        "overrides": list(overrides),
+        "expect": expect,
+        "dev": dev,
+        "files": files or {},
+        "dirs": list(dirs),
+    }
 
 
 def _short(value: Any) -> str:
@@ -128,21 +144,30 @@ def number_cases() -> list[dict[str, Any]]:
 
 SECTIONS = ["dataloading_params", "training_params", "logging_params", "info_flow"]
 NOT_MAPPINGS = {"list": [1], "str": "x", "int": 3, "true": True}
-TERMS = {"info_flow.Decoder.losses.MSE": "Decoder.losses", "info_flow.Classifier.evals.MultinomialAccuracy":
-         "Classifier.evals"}
+TERMS = {
+    "info_flow.Decoder.losses.MSE": "Decoder.losses",
+    "info_flow.Classifier.evals.MultinomialAccuracy": "Classifier.evals",
+}
 TERM_MISTAKES: dict[str, Any] = {
-    "extra_key": {"extra_key": 1}, "inputs missing": {"inputs": DELETE}, "inputs={}": {"inputs": {}},
-    "inputs=list": {"inputs": ["a", "b"]}, "inputs value=int": {"inputs": {"a": 3, "b": "dataset"}},
-    "logging_name=list": {"logging_name": ["a"]}, "function unknown": {"function": "Nope"},
+    "extra_key": {"extra_key": 1},
+    "inputs missing": {"inputs": DELETE},
+    "inputs={}": {"inputs": {}},
+    "inputs=list": {"inputs": ["a", "b"]},
+    "inputs value=int": {"inputs": {"a": 3, "b": "dataset"}},
+    "logging_name=list": {"logging_name": ["a"]},
+    "function unknown": {"function": "Nope"},
     "function=3": {"function": 3},
 }
 
 
 def section_cases() -> list[dict[str, Any]]:
     """Sections of the wrong type, missing, misspelled, with extra keys; each key misspelled or missing."""
-    cases = [case("info_flow missing", {"info_flow": DELETE}), case("info_flow={}", {"info_flow": {}}),
-             case("info_flow=null", {"info_flow": None}),
-             case("a key in the wrong section", {"training_params.batch_size": 8})]
+    cases = [
+        case("info_flow missing", {"info_flow": DELETE}),
+        case("info_flow={}", {"info_flow": {}}),
+        case("info_flow=null", {"info_flow": None}),
+        case("a key in the wrong section", {"training_params.batch_size": 8}),
+    ]
     for section in SECTIONS:
         cases += [case(f"{section}={label}", {section: value}) for label, value in NOT_MAPPINGS.items()]
         cases.append(case(f"{section} misspelled", text=BASE_TEXT.replace(f"{section}:", f"{section[:-1]}:", 1)))
@@ -164,19 +189,25 @@ def model_cases() -> list[dict[str, Any]]:
         path = f"info_flow.{model}"
         cases += [case(f"{path}={label}", {path: value}) for label, value in {**NOT_MAPPINGS, "null": None}.items()]
         cases.append(case(f"{path}.extra_key", {f"{path}.extra_key": 1}))
-        cases += [case(f"{path}.{key} misspelled", {f"{path}.{key}": DELETE, f"{path}.{key}s": spec[key]})
-                  for key in spec]
+        cases += [
+            case(f"{path}.{key} misspelled", {f"{path}.{key}": DELETE, f"{path}.{key}s": spec[key]}) for key in spec
+        ]
         for key in ("init_args", "inputs"):
             cases.append(case(f"{path}.{key} missing", {f"{path}.{key}": DELETE}))
-            cases += [case(f"{path}.{key}={label}", {f"{path}.{key}": value})
-                      for label, value in {"list": ["a"], "str": "dataset", "int": 3}.items()]
+            cases += [
+                case(f"{path}.{key}={label}", {f"{path}.{key}": value})
+                for label, value in {"list": ["a"], "str": "dataset", "int": 3}.items()
+            ]
         cases.append(case(f"{path}.train missing (default: trained)", {f"{path}.train": DELETE}, expect=0))
     for path, kind in TERMS.items():
         for label, changes in TERM_MISTAKES.items():
             cases.append(case(f"{path}.{label}", {f"{path}.{key}": value for key, value in changes.items()}))
-        cases += [case(f"{path}=null", {path: None}), case(f"{path}=str", {path: "x"}),
-                  case(f"info_flow.{kind}=list", {f"info_flow.{kind}": [path.rsplit('.', 1)[-1]]}),
-                  case(f"info_flow.{kind}=str", {f"info_flow.{kind}": "x"})]
+        cases += [
+            case(f"{path}=null", {path: None}),
+            case(f"{path}=str", {path: "x"}),
+            case(f"info_flow.{kind}=list", {f"info_flow.{kind}": [path.rsplit(".", 1)[-1]]}),
+            case(f"info_flow.{kind}=str", {f"info_flow.{kind}": "x"}),
+        ]
     return cases
 
 
@@ -208,7 +239,9 @@ FLOW_MISTAKES: dict[str, dict[str, Any]] = {
     "no losses at all": {f"{DEC}.losses": DELETE, f"{CLS}.losses": DELETE},
     "no losses, empty mappings": {f"{DEC}.losses": {}, f"{CLS}.losses": {}},
     "no trained model": {f"info_flow.{m}.train": 0 for m in BASE["info_flow"]},
-    "train=yes": {f"{ENC}.train": "yes"}, "train=1.5": {f"{ENC}.train": 1.5}, "train=list": {f"{ENC}.train": [1]},
+    "train=yes": {f"{ENC}.train": "yes"},
+    "train=1.5": {f"{ENC}.train": 1.5},
+    "train=list": {f"{ENC}.train": [1]},
     "duplicate loss logging names": {f"{CLS}.losses.nll2": {**NLL2, "logging_name": "ce"}},
     "duplicate eval logging names": {f"{CLS}.evals.Top2Accuracy.logging_name": "accuracy"},
     "eval logged under a loss name": {f"{CLS}.evals.Top2Accuracy.logging_name": "ce"},
@@ -235,8 +268,11 @@ FLOW_VALID: dict[str, dict[str, Any]] = {
     "train=2 means frozen (the seed's rule)": {f"{ENC}.train": 2},
     "frozen encoder": {f"{ENC}.train": 0},
     "second loss via function": {f"{CLS}.losses.nll2": {**NLL2, "logging_name": "ce2"}},
-    "enc_dim=6 everywhere": {f"{ENC}.init_args.enc_dim": 6, f"{CLS}.init_args.enc_dim": 6,
-                             f"{DEC}.init_args.enc_dim": 6},
+    "enc_dim=6 everywhere": {
+        f"{ENC}.init_args.enc_dim": 6,
+        f"{CLS}.init_args.enc_dim": 6,
+        f"{DEC}.init_args.enc_dim": 6,
+    },
 }
 
 
@@ -253,27 +289,42 @@ def flow_cases() -> list[dict[str, Any]]:
 
 OPT, SCHED = "training_params.optimizer", "training_params.lr_scheduler"
 BAD_OPTIMIZERS: dict[str, Any] = {
-    "unknown": {"name": "Adamm"}, "LBFGS": {"name": "LBFGS"}, "SparseAdam": {"name": "SparseAdam"},
-    "Optimizer": {"name": "Optimizer"}, "name=3": {"name": 3}, "name=''": {"name": ""}, "name=null": {"name": None},
-    "lr=-1": {"name": "Adam", "kwargs": {"lr": -1}}, "lr='x'": {"name": "Adam", "kwargs": {"lr": "x"}},
+    "unknown": {"name": "Adamm"},
+    "LBFGS": {"name": "LBFGS"},
+    "SparseAdam": {"name": "SparseAdam"},
+    "Optimizer": {"name": "Optimizer"},
+    "name=3": {"name": 3},
+    "name=''": {"name": ""},
+    "name=null": {"name": None},
+    "lr=-1": {"name": "Adam", "kwargs": {"lr": -1}},
+    "lr='x'": {"name": "Adam", "kwargs": {"lr": "x"}},
     "lr=nan": {"name": "Adam", "kwargs": {"lr": float("nan")}},
     "SGD momentum=-1": {"name": "SGD", "kwargs": {"momentum": -1}},
     "SGD nesterov without momentum": {"name": "SGD", "kwargs": {"nesterov": True}},
     "betas out of range": {"name": "Adam", "kwargs": {"betas": [2, 3]}},
     "betas=str": {"name": "Adam", "kwargs": {"betas": "x"}},
     "weight_decay=-1": {"name": "AdamW", "kwargs": {"weight_decay": -1}},
-    "unknown kwarg": {"name": "Adam", "kwargs": {"nope": 1}}, "kwargs=list": {"name": "Adam", "kwargs": [1]},
-    "kwargs=str": {"name": "Adam", "kwargs": "x"}, "params in kwargs": {"name": "Adam", "kwargs": {"params": []}},
-    "extra key": {"name": "Adam", "kwarg": {}}, "=str": "Adam", "=list": ["Adam"],
+    "unknown kwarg": {"name": "Adam", "kwargs": {"nope": 1}},
+    "kwargs=list": {"name": "Adam", "kwargs": [1]},
+    "kwargs=str": {"name": "Adam", "kwargs": "x"},
+    "params in kwargs": {"name": "Adam", "kwargs": {"params": []}},
+    "extra key": {"name": "Adam", "kwarg": {}},
+    "=str": "Adam",
+    "=list": ["Adam"],
 }
 GOOD_OPTIMIZERS: dict[str, Any] = {
     "SGD momentum": {"name": "SGD", "kwargs": {"momentum": 0.9, "nesterov": True}},
-    "AdamW": {"name": "AdamW", "kwargs": {"weight_decay": 0.01}}, "RMSprop": {"name": "RMSprop"},
-    "Adam no kwargs": {"name": "Adam"}, "kwargs=null": {"name": "Adam", "kwargs": None},
+    "AdamW": {"name": "AdamW", "kwargs": {"weight_decay": 0.01}},
+    "RMSprop": {"name": "RMSprop"},
+    "Adam no kwargs": {"name": "Adam"},
+    "kwargs=null": {"name": "Adam", "kwargs": None},
 }
 BAD_SCHEDULERS: dict[str, Any] = {
-    "unknown": {"name": "StepLRR"}, "base class": {"name": "LRScheduler"}, "LambdaLR": {"name": "LambdaLR"},
-    "no name": {"kwargs": {"step_size": 1}}, "StepLR step_size=0": {"name": "StepLR", "kwargs": {"step_size": 0}},
+    "unknown": {"name": "StepLRR"},
+    "base class": {"name": "LRScheduler"},
+    "LambdaLR": {"name": "LambdaLR"},
+    "no name": {"kwargs": {"step_size": 1}},
+    "StepLR step_size=0": {"name": "StepLR", "kwargs": {"step_size": 0}},
     "StepLR without step_size": {"name": "StepLR"},
     "StepLR step_size='x'": {"name": "StepLR", "kwargs": {"step_size": "x"}},
     "CosineAnnealingLR T_max=0": {"name": "CosineAnnealingLR", "kwargs": {"T_max": 0}},
@@ -284,7 +335,8 @@ BAD_SCHEDULERS: dict[str, Any] = {
     "interval=batch": {"name": "StepLR", "kwargs": {"step_size": 1}, "interval": "batch"},
     "kwargs=list": {"name": "StepLR", "kwargs": [1]},
     "unknown kwarg": {"name": "StepLR", "kwargs": {"step_size": 1, "gama": 0.5}},
-    "MultiStepLR milestones=str": {"name": "MultiStepLR", "kwargs": {"milestones": "x"}}, "=str": "StepLR",
+    "MultiStepLR milestones=str": {"name": "MultiStepLR", "kwargs": {"milestones": "x"}},
+    "=str": "StepLR",
 }
 GOOD_SCHEDULERS: dict[str, Any] = {
     "StepLR": {"name": "StepLR", "kwargs": {"step_size": 1, "gamma": 0.5}},
@@ -300,12 +352,15 @@ def optim_cases() -> list[dict[str, Any]]:
     cases += [case(f"optimizer {label} (valid)", {OPT: value}, expect=0) for label, value in GOOD_OPTIMIZERS.items()]
     cases += [case(f"scheduler {label}", {SCHED: value}) for label, value in BAD_SCHEDULERS.items()]
     cases += [case(f"scheduler {label} (valid)", {SCHED: value}, expect=0) for label, value in GOOD_SCHEDULERS.items()]
-    cases += [case("scheduler ReduceLROnPlateau (runs, or a clear refusal)", {SCHED: {"name": "ReduceLROnPlateau"}},
-                   expect=ANY),
-              case("precision=fp8", {"training_params.precision": "fp8"}),
-              case("precision=16", {"training_params.precision": 16}),
-              case("precision=fp16 (runs, or refused on a CPU)", {"training_params.precision": "fp16"}, expect=ANY),
-              case("precision=bf16 (valid)", {"training_params.precision": "bf16"}, expect=0)]
+    cases += [
+        case(
+            "scheduler ReduceLROnPlateau (runs, or a clear refusal)", {SCHED: {"name": "ReduceLROnPlateau"}}, expect=ANY
+        ),
+        case("precision=fp8", {"training_params.precision": "fp8"}),
+        case("precision=16", {"training_params.precision": 16}),
+        case("precision=fp16 (runs, or refused on a CPU)", {"training_params.precision": "fp16"}, expect=ANY),
+        case("precision=bf16 (valid)", {"training_params.precision": "bf16"}, expect=0),
+    ]
     return cases
 
 
@@ -320,61 +375,95 @@ def _split(**changes: Any) -> str:
 
 
 BAD_SPLITS = {
-    "not JSON": "{not json", "a JSON list": "[1, 2]", "JSON null": "null", "empty file": "",
-    "no val": json.dumps({"train": SPLIT["train"]}), "train=str": _split(train="x"),
-    "negative index": _split(train=[-1, *range(1, 180)]), "duplicated index": _split(train=[0, 0, *range(2, 180)]),
-    "val equals train": _split(val=SPLIT["train"]), "val overlaps train": _split(val=[0, *range(180, 240)]),
-    "index out of range": _split(val=[*range(180, 239), 1000]), "float index": _split(val=[180.5]),
-    "bool index": _split(val=[True]), "string index": _split(val=["180"]), "huge index": _split(val=[10**30]),
-    "empty train": _split(train=[]), "nested list": _split(val=[[180]]), "num_points mismatch": _split(num_points=5),
-    "num_points=str": _split(num_points="x"), "dev=str": _split(dev="x"), "dev out of range": _split(dev=[1000]),
+    "not JSON": "{not json",
+    "a JSON list": "[1, 2]",
+    "JSON null": "null",
+    "empty file": "",
+    "no val": json.dumps({"train": SPLIT["train"]}),
+    "train=str": _split(train="x"),
+    "negative index": _split(train=[-1, *range(1, 180)]),
+    "duplicated index": _split(train=[0, 0, *range(2, 180)]),
+    "val equals train": _split(val=SPLIT["train"]),
+    "val overlaps train": _split(val=[0, *range(180, 240)]),
+    "index out of range": _split(val=[*range(180, 239), 1000]),
+    "float index": _split(val=[180.5]),
+    "bool index": _split(val=[True]),
+    "string index": _split(val=["180"]),
+    "huge index": _split(val=[10**30]),
+    "empty train": _split(train=[]),
+    "nested list": _split(val=[[180]]),
+    "num_points mismatch": _split(num_points=5),
+    "num_points=str": _split(num_points="x"),
+    "dev=str": _split(dev="x"),
+    "dev out of range": _split(dev=[1000]),
     "deeply nested JSON": '{"train": ' + "[" * 100_000 + "]" * 100_000 + ', "val": [1]}',
 }
 PATH_MISTAKES: dict[str, dict[str, Any]] = {
     "model_dir nowhere": {f"{ENC}.model_dir": "no_such_run"},
     "model_dir at a file": {f"{ENC}.model_dir": "models.py"},
-    "model_dir=3": {f"{ENC}.model_dir": 3}, "model_dir=list": {f"{ENC}.model_dir": ["a"]},
+    "model_dir=3": {f"{ENC}.model_dir": 3},
+    "model_dir=list": {f"{ENC}.model_dir": ["a"]},
     "model_dir with a NUL": {f"{ENC}.model_dir": "a\0b"},
     "dataset_path nowhere": {"dataloading_params.dataset_path": "no_such_data"},
     "dataset_path=3": {"dataloading_params.dataset_path": 3},
     "logging_dir at a file": {"logging_params.logging_dir": "models.py"},
     "logging_dir below a file": {"logging_params.logging_dir": "models.py/runs"},
-    "logging_dir=list": {"logging_params.logging_dir": ["runs"]}, "logging_dir=''": {"logging_params.logging_dir": ""},
+    "logging_dir=list": {"logging_params.logging_dir": ["runs"]},
+    "logging_dir=''": {"logging_params.logging_dir": ""},
     "logging_dir with a NUL": {"logging_params.logging_dir": "ru\0ns"},
-    "idx_dict_path nowhere": {IDX: "no_split.json"}, "idx_dict_path a folder": {IDX: "."}, "idx_dict_path=3": {IDX: 3},
-    "run_notes=list": {"logging_params.run_notes": ["a"]}, "run_notes=mapping": {"logging_params.run_notes": {"a": 1}},
+    "idx_dict_path nowhere": {IDX: "no_split.json"},
+    "idx_dict_path a folder": {IDX: "."},
+    "idx_dict_path=3": {IDX: 3},
+    "run_notes=list": {"logging_params.run_notes": ["a"]},
+    "run_notes=mapping": {"logging_params.run_notes": {"a": 1}},
     "run_notes=true": {"logging_params.run_notes": True},
     "dataset_args=list": {"dataloading_params.dataset_args": [1]},
 }
 PATH_VALID: dict[str, dict[str, Any]] = {
-    "model_dir='' (not set)": {f"{ENC}.model_dir": ""}, "dataset_path folder": {"dataloading_params.dataset_path": "."},
+    "model_dir='' (not set)": {f"{ENC}.model_dir": ""},
+    "dataset_path folder": {"dataloading_params.dataset_path": "."},
     "logging_dir nested new folders": {"logging_params.logging_dir": "a/b/c"},
     "val_ratio=0 with --dev": {"dataloading_params.val_ratio": 0},
     "dataset_args key=int (read as text)": {"dataloading_params.dataset_args": {1: 2, False: 3, None: 4, 2.5: 5}},
-    "dataset_args free-form": {"dataloading_params.dataset_args": {"a": [1, 2.5, None, True, "x"],
-                                                                   "b": {"c": {"d": float("inf")}}}},
+    "dataset_args free-form": {
+        "dataloading_params.dataset_args": {"a": [1, 2.5, None, True, "x"], "b": {"c": {"d": float("inf")}}}
+    },
 }
-RUN_NOTES = {"300 characters": "x" * 300, "300 non-ASCII characters": "é" * 300, "slashes": "../../escape/me",
-             "NUL and tabs": "a\0b\tc", "an int": 3, "a float": 1.5, "null": None, "empty": "",
-             "only symbols": "///***", "spaces": "  a  b  ", "emoji": "🚀 run " * 40}
+RUN_NOTES = {
+    "300 characters": "x" * 300,
+    "300 non-ASCII characters": "é" * 300,
+    "slashes": "../../escape/me",
+    "NUL and tabs": "a\0b\tc",
+    "an int": 3,
+    "a float": 1.5,
+    "null": None,
+    "empty": "",
+    "only symbols": "///***",
+    "spaces": "  a  b  ",
+    "emoji": "🚀 run " * 40,
+}
 
 
 def path_cases() -> list[dict[str, Any]]:
     """model_dir, dataset_path, logging_dir, idx_dict_path, run_notes and dataset_args."""
     cases = [case(name, changes) for name, changes in PATH_MISTAKES.items()]
     cases += [case(f"{name} (valid)", changes, expect=0) for name, changes in PATH_VALID.items()]
-    cases += [case(f"idx_dict {label}", {IDX: "split.json"}, files={"split.json": text})
-              for label, text in BAD_SPLITS.items()]
-    cases += [case(f"run_notes {label} (valid)", {"logging_params.run_notes": value}, expect=0)
-              for label, value in RUN_NOTES.items()]
+    cases += [
+        case(f"idx_dict {label}", {IDX: "split.json"}, files={"split.json": text}) for label, text in BAD_SPLITS.items()
+    ]
+    cases += [
+        case(f"run_notes {label} (valid)", {"logging_params.run_notes": value}, expect=0)
+        for label, value in RUN_NOTES.items()
+    ]
     return cases + [
         case("idx_dict valid", {IDX: "split.json"}, files={"split.json": _split()}, expect=0),
         case("idx_dict empty val without --dev", {IDX: "split.json"}, files={"split.json": _split(val=[])}, dev=False),
         case("val_ratio=0 without --dev", {"dataloading_params.val_ratio": 0}, dev=False),
         case("dev_num=1 without --dev (valid)", {"dataloading_params.dev_num": 1}, dev=False, expect=0),
         case("model_dir empty folder", {f"{ENC}.model_dir": "empty_run"}, dirs=("empty_run",)),
-        case("model_dir empty folder, epoch 3", {f"{ENC}.model_dir": "empty_run", f"{ENC}.epoch": 3},
-             dirs=("empty_run",)),
+        case(
+            "model_dir empty folder, epoch 3", {f"{ENC}.model_dir": "empty_run", f"{ENC}.epoch": 3}, dirs=("empty_run",)
+        ),
     ]
 
 
@@ -407,25 +496,42 @@ BAD_TEXTS = {
     "duplicate key in a flow mapping": _in(DL, ARGS + "{a: 1, a: 2}\n"),
     "duplicate init_args key": _in("      in_dim: 8\n", "      in_dim: 8\n      in_dim: 9\n"),
     "alias bomb in dataset_args": _in(DL, DL + "  dataset_args:\n" + _bomb(9, "    ")),
-    "alias bomb at the top": _bomb(8, "") + BASE_TEXT, "recursive alias": _in(DL, ARGS + "&loop {self: *loop}\n"),
+    "alias bomb at the top": _bomb(8, "") + BASE_TEXT,
+    "recursive alias": _in(DL, ARGS + "&loop {self: *loop}\n"),
     "deep flow nesting": _in(DL, ARGS + "{x: " + "[" * 5000 + "]" * 5000 + "}\n"),
     "deep block nesting": BASE_TEXT + "extra:\n" + _nested(3000).replace("k0", "  k0"),
     "nesting 101 levels in dataset_args": _in(DL, ARGS + "{x: " + "[" * 101 + "]" * 101 + "}\n"),
-    "unclosed bracket": BASE_TEXT + "oops: [1, 2\n", "unclosed quote": _in(NOTES, "run_notes: 'toy"),
-    "bad indentation": _in("  lrn_rate", "    lrn_rate"), "tab indentation": _in("  seed", "\tseed"),
-    "mapping value in a plain scalar": _in(NOTES, "run_notes: a: b"), "stray bracket": BASE_TEXT + "]\n",
+    "unclosed bracket": BASE_TEXT + "oops: [1, 2\n",
+    "unclosed quote": _in(NOTES, "run_notes: 'toy"),
+    "bad indentation": _in("  lrn_rate", "    lrn_rate"),
+    "tab indentation": _in("  seed", "\tseed"),
+    "mapping value in a plain scalar": _in(NOTES, "run_notes: a: b"),
+    "stray bracket": BASE_TEXT + "]\n",
     "reserved character": _in(NOTES, "run_notes: @toy"),
     "python tag": _in(NOTES, "run_notes: !!python/object/apply:os.system ['echo hi']"),
     "binary tag": _in(NOTES, "run_notes: !!binary aGVsbG8="),
-    "timestamp tag": _in(NOTES, "run_notes: !!timestamp 2020-01-01"), "set tag": _in(DL, ARGS + "!!set {a, b}\n"),
-    "unknown tag": _in(NOTES, "run_notes: !custom toy"), "undefined alias": _in(NOTES, "run_notes: *nowhere"),
-    "duplicate anchor": _in(DL, ARGS + "{a: &x 1, b: &x 2}\n"), "NUL character": _in(NOTES, "run_notes: to\0y"),
-    "control character": _in(NOTES, "run_notes: to\x07y"), "two documents": BASE_TEXT + "---\nextra: 1\n",
-    "int of 5000 digits": _in(SEED, "seed: " + "1" * 5000), "!!int abc": _in(SEED, "seed: !!int abc"),
-    "!!float abc": _in(SEED, "seed: !!float abc"), "!!bool abc": _in("use_GPU: false", "use_GPU: !!bool abc"),
-    "unhashable key": BASE_TEXT + "? [a, b]\n: 1\n", "a list": "- 1\n- 2\n", "a scalar": "hello\n", "a number": "3\n",
-    "an empty file": "", "only comments": "# nothing\n", "null": "null\n", "empty mapping": "{}\n",
-    "empty list": "[]\n", "a long line": "x: " + "y" * 200_000 + "\n",
+    "timestamp tag": _in(NOTES, "run_notes: !!timestamp 2020-01-01"),
+    "set tag": _in(DL, ARGS + "!!set {a, b}\n"),
+    "unknown tag": _in(NOTES, "run_notes: !custom toy"),
+    "undefined alias": _in(NOTES, "run_notes: *nowhere"),
+    "duplicate anchor": _in(DL, ARGS + "{a: &x 1, b: &x 2}\n"),
+    "NUL character": _in(NOTES, "run_notes: to\0y"),
+    "control character": _in(NOTES, "run_notes: to\x07y"),
+    "two documents": BASE_TEXT + "---\nextra: 1\n",
+    "int of 5000 digits": _in(SEED, "seed: " + "1" * 5000),
+    "!!int abc": _in(SEED, "seed: !!int abc"),
+    "!!float abc": _in(SEED, "seed: !!float abc"),
+    "!!bool abc": _in("use_GPU: false", "use_GPU: !!bool abc"),
+    "unhashable key": BASE_TEXT + "? [a, b]\n: 1\n",
+    "a list": "- 1\n- 2\n",
+    "a scalar": "hello\n",
+    "a number": "3\n",
+    "an empty file": "",
+    "only comments": "# nothing\n",
+    "null": "null\n",
+    "empty mapping": "{}\n",
+    "empty list": "[]\n",
+    "a long line": "x: " + "y" * 200_000 + "\n",
     "dotted top-level key": BASE_TEXT + "training_params.lrn_rate: 0.1\n",
     "escaped surrogate": _in(NOTES, 'run_notes: "\\ud800"'),
     "escaped NUL in a path": _in("logging_dir: runs", 'logging_dir: "ru\\0ns"'),
@@ -435,11 +541,15 @@ GOOD_TEXTS = {
     "date-like run_notes (read as text)": _in(NOTES, "run_notes: 2024-13-45"),
     "merge key": _in(DL, ARGS + "{<<: {a: 1}, b: 2}\n"),
     "anchors shared by models": _in("    init_args:\n      enc_dim: 4\n", "    init_args: &c\n      enc_dim: 4\n"),
-    "BOM": "\ufeff" + BASE_TEXT, "CRLF line ends": BASE_TEXT.replace("\n", "\r\n"),
+    "BOM": "\ufeff" + BASE_TEXT,
+    "CRLF line ends": BASE_TEXT.replace("\n", "\r\n"),
     "nesting 90 levels in dataset_args": _in(DL, ARGS + "{x: " + "[" * 90 + "]" * 90 + "}\n"),
 }
-BAD_BYTES = {"latin-1 byte": _in(NOTES, "run_notes: caf\xe9").encode("latin-1"),
-             "UTF-16 file": BASE_TEXT.encode("utf-16"), "random bytes": bytes(range(256)) * 4}
+BAD_BYTES = {
+    "latin-1 byte": _in(NOTES, "run_notes: caf\xe9").encode("latin-1"),
+    "UTF-16 file": BASE_TEXT.encode("utf-16"),
+    "random bytes": bytes(range(256)) * 4,
+}
 
 
 def yaml_cases() -> list[dict[str, Any]]:
@@ -452,26 +562,57 @@ def yaml_cases() -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------- overrides
 
-BOMB = ("dataloading_params.dataset_args={a: &a [1,1,1,1,1,1,1,1,1,1], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
-        "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
-        "e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]}")
+BOMB = (
+    "dataloading_params.dataset_args={a: &a [1,1,1,1,1,1,1,1,1,1], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+    "e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]}"
+)
 BAD_OVERRIDES = [
-    "a.b", "=3", "training_params.lrn_rate=[", "training_params.=3", ".x=1", "training_params..lrn_rate=1",
-    "training_params.lrn_rate=", "training_params.lrn_rate=nan", "training_params.lrn_rate=.nan",
-    "training_params.lrn_rate=1e999", "training_params.seed=1e20", "dataloading_params.batch_size=10**30",
-    "dataloading_params.batch_size=" + "1" + "0" * 30, "dataloading_params.batch_size=true",
-    "info_flow.Encoder.init_args.enc_dim=0", "info_flow.Nope.train=1", "training_params.lrn_rate.x=1",
-    "info_flow=[]", "info_flow=null", "info_flow={}", "info_flow.Encoder=3", "nope=1", "training_params.lrn_rat=3e-4",
-    "training_params={a: 1, a: 2}", "training_params.seed=" + "1" * 5000, "training_params.lrn_rate='0.01",
-    "dataloading_params.dataset_args=" + "[" * 200 + "]" * 200, "training_params.lrn_rate=!!python/name:os.system",
-    "training_params.lrn_rate=*a", BOMB, "logging_params.logging_dir=models.py",
-    "info_flow.Encoder.model_dir=nowhere", "dataloading_params.idx_dict_path=nowhere.json",
-    "logging_params.run_notes=\udcff", "logging_params.logging_dir=ru\udcffns",  # argv bytes that are not UTF-8
+    "a.b",
+    "=3",
+    "training_params.lrn_rate=[",
+    "training_params.=3",
+    ".x=1",
+    "training_params..lrn_rate=1",
+    "training_params.lrn_rate=",
+    "training_params.lrn_rate=nan",
+    "training_params.lrn_rate=.nan",
+    "training_params.lrn_rate=1e999",
+    "training_params.seed=1e20",
+    "dataloading_params.batch_size=10**30",
+    "dataloading_params.batch_size=" + "1" + "0" * 30,
+    "dataloading_params.batch_size=true",
+    "info_flow.Encoder.init_args.enc_dim=0",
+    "info_flow.Nope.train=1",
+    "training_params.lrn_rate.x=1",
+    "info_flow=[]",
+    "info_flow=null",
+    "info_flow={}",
+    "info_flow.Encoder=3",
+    "nope=1",
+    "training_params.lrn_rat=3e-4",
+    "training_params={a: 1, a: 2}",
+    "training_params.seed=" + "1" * 5000,
+    "training_params.lrn_rate='0.01",
+    "dataloading_params.dataset_args=" + "[" * 200 + "]" * 200,
+    "training_params.lrn_rate=!!python/name:os.system",
+    "training_params.lrn_rate=*a",
+    BOMB,
+    "logging_params.logging_dir=models.py",
+    "info_flow.Encoder.model_dir=nowhere",
+    "dataloading_params.idx_dict_path=nowhere.json",
+    "logging_params.run_notes=\udcff",
+    "logging_params.logging_dir=ru\udcffns",  # argv bytes that are not UTF-8
 ]
 GOOD_OVERRIDES = [
-    "training_params.lrn_rate=3e-4", "info_flow.Encoder.init_args.enc_dim=4", "logging_params.run_notes=override notes",
-    "logging_params.logging_dir=elsewhere", "dataloading_params.batch_size=16", "logging_params.run_notes=",
-    "training_params.optimizer={name: SGD, kwargs: {momentum: 0.5}}", "dataloading_params.dataset_args={a: [1, 2]}",
+    "training_params.lrn_rate=3e-4",
+    "info_flow.Encoder.init_args.enc_dim=4",
+    "logging_params.run_notes=override notes",
+    "logging_params.logging_dir=elsewhere",
+    "dataloading_params.batch_size=16",
+    "logging_params.run_notes=",
+    "training_params.optimizer={name: SGD, kwargs: {momentum: 0.5}}",
+    "dataloading_params.dataset_args={a: [1, 2]}",
 ]
 
 
@@ -482,8 +623,16 @@ def override_cases() -> list[dict[str, Any]]:
 
 
 def all_cases() -> list[dict[str, Any]]:
-    return (number_cases() + section_cases() + model_cases() + flow_cases() + optim_cases() + path_cases()
-            + yaml_cases() + override_cases())
+    return (
+        number_cases()
+        + section_cases()
+        + model_cases()
+        + flow_cases()
+        + optim_cases()
+        + path_cases()
+        + yaml_cases()
+        + override_cases()
+    )
 
 
 # ------------------------------------------------------------------------------- running them
@@ -493,21 +642,39 @@ def run_worker(cases: list[dict[str, Any]], tmp: Path) -> list[dict[str, Any]]:
     """Run every case in the worker; a case that kills the worker is recorded and the rest go on."""
     cases_file, results_file = tmp / "cases.json", tmp / "results.jsonl"
     cases_file.write_text(json.dumps(cases))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+    }
     results: dict[int, dict[str, Any]] = {}
     first = 0
     while first < len(cases):
-        proc = subprocess.run([sys.executable, str(WORKER), str(cases_file), str(results_file), str(first)],
-                              capture_output=True, text=True, timeout=1200, env=env, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, str(WORKER), str(cases_file), str(results_file), str(first)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         for line in results_file.read_text().splitlines() if results_file.exists() else []:
             row = json.loads(line)
             results[row["index"]] = row
         done = max(results, default=-1) + 1
         if done < len(cases):  # the case at `done` killed the worker
-            results[done] = {"index": done, "name": cases[done]["name"], "code": None, "stdout": proc.stdout,
-                             "stderr": proc.stderr, "run_dirs": [],
-                             "crash": f"the worker died (exit code {proc.returncode}) in this case"}
+            results[done] = {
+                "index": done,
+                "name": cases[done]["name"],
+                "code": None,
+                "stdout": proc.stdout,
+                "stderr": proc.stderr,
+                "run_dirs": [],
+                "crash": f"the worker died (exit code {proc.returncode}) in this case",
+            }
             done += 1
         first = done
     return [results[i] for i in range(len(cases))]

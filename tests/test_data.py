@@ -18,12 +18,24 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
 
 def test_collation_rule() -> None:
     samples = [
-        {"x": np.ones(3, dtype=np.float64), "n": 3, "f": 0.5, "mask": np.array([True]),
-         "img": torch.zeros(2, dtype=torch.uint8),
-         "u": np.uint8(7), "name": "a"},
-        {"x": np.zeros(3, dtype=np.float64), "n": 4, "f": 1.5, "mask": np.array([False]),
-         "img": torch.ones(2, dtype=torch.uint8),
-         "u": np.uint8(9), "name": "b"},
+        {
+            "x": np.ones(3, dtype=np.float64),
+            "n": 3,
+            "f": 0.5,
+            "mask": np.array([True]),
+            "img": torch.zeros(2, dtype=torch.uint8),
+            "u": np.uint8(7),
+            "name": "a",
+        },
+        {
+            "x": np.zeros(3, dtype=np.float64),
+            "n": 4,
+            "f": 1.5,
+            "mask": np.array([False]),
+            "img": torch.ones(2, dtype=torch.uint8),
+            "u": np.uint8(9),
+            "name": "b",
+        },
     ]
     batch = collate(samples)
     assert batch["x"].dtype == torch.float32 and batch["x"].shape == (2, 3)

@@ -18,7 +18,7 @@ MODELS = ("Encoder", "Classifier", "Decoder")
 EPOCHS = 3
 
 # Appended to the toy project's models.py: a classifier that fails on rank 1 only, at step 3.
-FAILING_ON_RANK_1 = '''
+FAILING_ON_RANK_1 = """
 
 class RankOneFails(Classifier):
     def forward(self, encoding, step):
@@ -34,7 +34,7 @@ _toy_models = get_ref_model_dict
 
 def get_ref_model_dict():
     return {**_toy_models(), "RankOneFails": RankOneFails}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,22 @@ def project(tmp_path_factory) -> Path:
 
 
 def torchrun(project: Path, logs: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-               "dlscaffold", "train", str(project / "config.yml"), f"logging_params.logging_dir={logs}", *args]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=timeout)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "dlscaffold",
+        "train",
+        str(project / "config.yml"),
+        f"logging_params.logging_dir={logs}",
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
+    )
 
 
 def only_run(logs: Path) -> Path:
@@ -67,15 +79,39 @@ def weights(run: Path, epoch: int = EPOCHS) -> dict[str, dict[str, torch.Tensor]
 def runs(project: Path, tmp_path_factory) -> dict[str, Path]:
     """One process with batch 32, torchrun with 2 x 16, and --nproc 2 with 2 x 16."""
     logs = {name: tmp_path_factory.mktemp(name) for name in ("single", "torchrun", "nproc")}
-    assert main(["train", str(project / "config.yml"), f"logging_params.logging_dir={logs['single']}",
-                 "dataloading_params.batch_size=32"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(project / "config.yml"),
+                f"logging_params.logging_dir={logs['single']}",
+                "dataloading_params.batch_size=32",
+            ]
+        )
+        == 0
+    )
     result = torchrun(project, logs["torchrun"], "dataloading_params.batch_size=16")
     assert result.returncode == 0, result.stderr
     assert "2 process(es) x batch 16 = global batch 32" in result.stdout
     assert result.stdout.count("Logging and Model Saving Directory") == 1  # other ranks print nothing
-    result = subprocess.run([sys.executable, "-m", "dlscaffold", "train", str(project / "config.yml"), "--nproc", "2",
-                             f"logging_params.logging_dir={logs['nproc']}", "dataloading_params.batch_size=16"],
-                            cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlscaffold",
+            "train",
+            str(project / "config.yml"),
+            "--nproc",
+            "2",
+            f"logging_params.logging_dir={logs['nproc']}",
+            "dataloading_params.batch_size=16",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return {name: only_run(folder) for name, folder in logs.items()}
 
@@ -111,12 +147,27 @@ def test_the_two_process_checkpoint_evaluates_in_one_process(runs: dict[str, Pat
 
 
 def test_an_error_on_rank_1_ends_both_processes_with_one_error_line(project: Path, tmp_path: Path) -> None:
-    failing = {"train": 1, "init_args": {"enc_dim": 4}, "inputs": {"encoding": "Encoder", "step": "trainer"},
-               "losses": {"MultinomialNLL": {"inputs": {"class_logits": "RankOneFails", "class_idx": "dataset"}}}}
+    failing = {
+        "train": 1,
+        "init_args": {"enc_dim": 4},
+        "inputs": {"encoding": "Encoder", "step": "trainer"},
+        "losses": {"MultinomialNLL": {"inputs": {"class_logits": "RankOneFails", "class_idx": "dataset"}}},
+    }
     encoder = {"train": 1, "init_args": {"in_dim": 8, "enc_dim": 4}, "inputs": {"features": "dataset"}}
     config = write_config(project, "failing.yml", info_flow={"Encoder": encoder, "RankOneFails": failing})
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "dlscaffold",
-               "train", str(config), f"logging_params.logging_dir={tmp_path}", "dataloading_params.batch_size=16"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "dlscaffold",
+        "train",
+        str(config),
+        f"logging_params.logging_dir={tmp_path}",
+        "dataloading_params.batch_size=16",
+    ]
     result = subprocess.run(command, cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -129,8 +180,9 @@ def test_fp16_resume_after_epoch_2_is_bitwise_equal_to_an_uninterrupted_run(proj
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     common = [str(project / "config.yml"), "training_params.precision=fp16", "training_params.max_training_epochs=4"]
     assert main(["train", *common, f"logging_params.logging_dir={straight}"]) == 0
-    assert main(["train", *common, f"logging_params.logging_dir={stopped}",
-                 "training_params.max_training_epochs=2"]) == 0
+    assert (
+        main(["train", *common, f"logging_params.logging_dir={stopped}", "training_params.max_training_epochs=2"]) == 0
+    )
     run = only_run(stopped)
     state = torch.load(run / "checkpoints" / "trainer_000002.pt", weights_only=True)
     assert state["precision"]["scaler"]["scale"] > 0  # the gradient scaler's state is in the trainer checkpoint

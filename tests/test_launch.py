@@ -13,8 +13,14 @@ from dlscaffold import distributed
 from dlscaffold.cli import app, main
 from dlscaffold.distributed import launch_args
 
-EVERY_OPTION: dict[str, Any] = {"project": Path("some/project"), "resume": Path("runs/a run"), "dev": True,
-                                "no_save": True, "debug": True, "device": "cuda:1"}
+EVERY_OPTION: dict[str, Any] = {
+    "project": Path("some/project"),
+    "resume": Path("runs/a run"),
+    "dev": True,
+    "no_save": True,
+    "debug": True,
+    "device": "cuda:1",
+}
 
 
 def parse_train(args: list[str]) -> dict[str, Any]:
@@ -40,8 +46,16 @@ def test_every_option_round_trips_through_the_train_command(config: Path | None)
 def test_no_options_forward_no_flags() -> None:
     args = launch_args(Path("config.yml"), [])
     assert args == ["train", "--", "config.yml"]
-    assert parse_train(args) == {"args": ["config.yml"], "project": None, "resume": None, "dev": False,
-                                 "no_save": False, "debug": False, "device": None, "nproc": 1}
+    assert parse_train(args) == {
+        "args": ["config.yml"],
+        "project": None,
+        "resume": None,
+        "dev": False,
+        "no_save": False,
+        "debug": False,
+        "device": None,
+        "nproc": 1,
+    }
 
 
 @pytest.mark.parametrize("flag", ["--dev", "--no-save", "--debug"])
@@ -57,17 +71,35 @@ def test_the_cli_launches_with_the_built_arguments(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(distributed, "launch", lambda nproc, args: launched.append((nproc, args)) or 0)
     config = str(tmp_path / "config.yml")
-    argv = ["train", config, "x.y=1", "--nproc", "3", "--debug", "--dev", "--no-save", "--device", "cpu",
-            "--project", str(tmp_path)]
+    argv = [
+        "train",
+        config,
+        "x.y=1",
+        "--nproc",
+        "3",
+        "--debug",
+        "--dev",
+        "--no-save",
+        "--device",
+        "cpu",
+        "--project",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
-    assert launched == [(3, launch_args(Path(config), ["x.y=1"], project=tmp_path, dev=True, no_save=True,
-                                        debug=True, device="cpu"))]
+    assert launched == [
+        (3, launch_args(Path(config), ["x.y=1"], project=tmp_path, dev=True, no_save=True, debug=True, device="cpu"))
+    ]
 
 
 def test_nproc_2_debug_writes_no_run_folder(toy: Path, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    write_config(toy, "config.yml", training_params__max_training_epochs=1, dataloading_params__batch_size=8,
-                 logging_params__logging_dir=str(logs))
+    write_config(
+        toy,
+        "config.yml",
+        training_params__max_training_epochs=1,
+        dataloading_params__batch_size=8,
+        logging_params__logging_dir=str(logs),
+    )
     result = run_cli("train", "config.yml", "--nproc", "2", "--debug", cwd=toy)
     assert result.returncode == 0, result.stderr
     assert "Debug run" in result.stdout, result.stdout

@@ -95,17 +95,26 @@ def toy_flow(toy: Path, tmp_path: Path):
 
 def test_human_counts() -> None:
     assert [human_count(n) for n in (0, 950, 1000, 12_345, 1_234_567, 123_456_789, 3_400_000_000)] == [
-        "0", "950", "1.0K", "12.3K", "1.2M", "123M", "3.4B"]
+        "0",
+        "950",
+        "1.0K",
+        "12.3K",
+        "1.2M",
+        "123M",
+        "3.4B",
+    ]
 
 
 def test_the_summary_of_the_toy_project(toy_flow) -> None:
     flow, config = toy_flow
     rows = summary_rows(flow, config)
     # Encoder: 8*32+32 + 32*4+4 = 420; Classifier: 4*3+3 = 15; Decoder: 4*8+8 = 40
-    assert rows == [("Encoder", "Encoder", "420", "trained", "initialised"),
-                    ("Classifier", "Classifier", "15", "trained", "initialised"),
-                    ("Decoder", "Decoder", "40", "frozen", "initialised"),
-                    ("total", "", "475", "435 trained", "")]
+    assert rows == [
+        ("Encoder", "Encoder", "420", "trained", "initialised"),
+        ("Classifier", "Classifier", "15", "trained", "initialised"),
+        ("Decoder", "Decoder", "40", "frozen", "initialised"),
+        ("total", "", "475", "435 trained", ""),
+    ]
     lines = summary_lines(flow, config)
     assert lines[0].split() == ["model", "class", "parameters", "training", "weights"]
     assert lines[3].split() == ["Decoder", "Decoder", "40", "frozen", "initialised"]
@@ -160,30 +169,42 @@ def test_images_accepted(shape: tuple[int, ...], dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("shape", [(2, 10), (2,), (2, 28, 28, 3), (2, 2, 8, 8), (2, 3, 4, 4, 4), (0, 8, 8), ()])
 def test_tensors_that_are_not_images_are_refused_in_one_line(shape: tuple[int, ...]) -> None:
     problem = image_problem("Classifier.class_logits", torch.zeros(shape))
-    assert problem == (f"logging_params.log_images: 'Classifier.class_logits' has shape {shape}; "
-                       "expected images (B, H, W) or (B, C, H, W) with C 1 or 3")
+    assert problem == (
+        f"logging_params.log_images: 'Classifier.class_logits' has shape {shape}; "
+        "expected images (B, H, W) or (B, C, H, W) with C 1 or 3"
+    )
 
 
 def test_the_exact_message_for_logits() -> None:
     assert image_problem("Classifier.class_logits", torch.randn(2, 10)) == (
         "logging_params.log_images: 'Classifier.class_logits' has shape (2, 10); "
-        "expected images (B, H, W) or (B, C, H, W) with C 1 or 3")
+        "expected images (B, H, W) or (B, C, H, W) with C 1 or 3"
+    )
 
 
 def test_other_values_are_refused() -> None:
     assert image_problem("dataset.mask", torch.zeros(2, 8, 8, dtype=torch.bool)) == (
-        "logging_params.log_images: 'dataset.mask' has dtype torch.bool; expected a float or integer tensor of images")
+        "logging_params.log_images: 'dataset.mask' has dtype torch.bool; expected a float or integer tensor of images"
+    )
     assert image_problem("dataset.names", ["a", "b"]) == (
         "logging_params.log_images: 'dataset.names' is a list, not a tensor; "
-        "expected images (B, H, W) or (B, C, H, W) with C 1 or 3")
+        "expected images (B, H, W) or (B, C, H, W) with C 1 or 3"
+    )
 
 
 def test_the_batch_check_names_missing_tensors() -> None:
     batch = {"features": torch.zeros(2, 8), "image": torch.zeros(2, 8, 8)}
-    outputs = {"Decoder": {"reconstruction": torch.zeros(2, 1, 4, 4)},
-               "Classifier": {"class_logits": torch.zeros(2, 3)}}
-    specs = ["dataset.image", "Decoder.reconstruction", "Decoder.reconstuction", "dataset.img",
-             "Classifier.class_logits"]
+    outputs = {
+        "Decoder": {"reconstruction": torch.zeros(2, 1, 4, 4)},
+        "Classifier": {"class_logits": torch.zeros(2, 3)},
+    }
+    specs = [
+        "dataset.image",
+        "Decoder.reconstruction",
+        "Decoder.reconstuction",
+        "dataset.img",
+        "Classifier.class_logits",
+    ]
     assert image_problems(specs, batch, outputs) == [
         "logging_params.log_images: 'Decoder.reconstuction': model 'Decoder' returns no 'reconstuction'; "
         "did you mean 'reconstruction'? expected one of: reconstruction",
@@ -205,14 +226,15 @@ def test_collect_takes_the_first_eight_samples_on_the_cpu() -> None:
     assert small["dataset.image"].shape == (3, 1, 4, 4)
 
 
-@pytest.mark.parametrize(("shape", "grid"), [((8, 3, 10, 6), (3, 14, 66)), ((20, 10, 6), (1, 14, 66)),
-                                             ((3, 1, 4, 5), (1, 8, 23))])
+@pytest.mark.parametrize(
+    ("shape", "grid"), [((8, 3, 10, 6), (3, 14, 66)), ((20, 10, 6), (1, 14, 66)), ((3, 1, 4, 5), (1, 8, 23))]
+)
 def test_a_grid_is_one_row_of_samples_scaled_to_0_1(shape: tuple[int, ...], grid: tuple[int, ...]) -> None:
     tensor = torch.randn(shape) * 50 + 7
     result = image_grid(tensor)
     assert tuple(result.shape) == grid and result.dtype == torch.float32
     assert result.min() >= 0 and result.max() <= 1
-    first = result[:, 2:2 + shape[-2], 2:2 + shape[-1]]
+    first = result[:, 2 : 2 + shape[-2], 2 : 2 + shape[-1]]
     assert first.min() == 0 and first.max() == 1  # each image spans [0, 1] on its own
 
 
@@ -229,8 +251,11 @@ def test_a_grid_of_integers_constants_and_non_finite_values() -> None:
 def test_run_log_images_reach_tensorboard(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    collected = collect_images(["dataset.image", "Decoder.reconstruction"], {"image": torch.rand(8, 3, 6, 6)},
-                               {"Decoder": {"reconstruction": torch.rand(8, 6, 6)}})
+    collected = collect_images(
+        ["dataset.image", "Decoder.reconstruction"],
+        {"image": torch.rand(8, 3, 6, 6)},
+        {"Decoder": {"reconstruction": torch.rand(8, 6, 6)}},
+    )
     log = TensorBoard(tmp_path)
     log.images(5, image_grids(collected))
     log.images(10, image_grids(collected))

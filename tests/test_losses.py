@@ -15,12 +15,33 @@ from dlscaffold.registry import Registry, build_registries
 
 def test_design_names_are_registered() -> None:
     # the older deep_learning tool's names (its utils_sl.py and deep_learning/ registries) plus the everyday regressions
-    loss_names = {"MultinomialNLL", "MultinomialNLLwSoftmax", "BinomialNLL", "MultinomialEntropy", "MultinomialKL",
-                  "MultinomialKLEnsemble", "GaussianNLL", "GaussianKL", "IdentityLoss", "MSE", "L2", "L1", "L1Ensemble",
-                  "SmoothL1"}
-    eval_names = {"MultinomialAccuracy", "MultinomialEntropy", "BinomialAccuracy", "ContinuousAccuracy",
-                  "ContinuousErrorMag", "MultinomialAccuracyEnsemble", "MultinomialEntropyEnsemble",
-                  "ContinuousAccuracyEnsemble", "ContinuousErrorMagEnsemble"}
+    loss_names = {
+        "MultinomialNLL",
+        "MultinomialNLLwSoftmax",
+        "BinomialNLL",
+        "MultinomialEntropy",
+        "MultinomialKL",
+        "MultinomialKLEnsemble",
+        "GaussianNLL",
+        "GaussianKL",
+        "IdentityLoss",
+        "MSE",
+        "L2",
+        "L1",
+        "L1Ensemble",
+        "SmoothL1",
+    }
+    eval_names = {
+        "MultinomialAccuracy",
+        "MultinomialEntropy",
+        "BinomialAccuracy",
+        "ContinuousAccuracy",
+        "ContinuousErrorMag",
+        "MultinomialAccuracyEnsemble",
+        "MultinomialEntropyEnsemble",
+        "ContinuousAccuracyEnsemble",
+        "ContinuousErrorMagEnsemble",
+    }
     assert loss_names <= set(losses.LOSSES) and eval_names <= set(losses.EVALS)
 
 

@@ -14,7 +14,8 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "losses.md"
 
 def test_docs_losses_md_matches_the_registry() -> None:
     assert PAGE.read_text(encoding="utf-8") == reference_markdown(), (
-        "docs/losses.md is out of date: run `python -m dlscaffold.losses_doc > docs/losses.md`")
+        "docs/losses.md is out of date: run `python -m dlscaffold.losses_doc > docs/losses.md`"
+    )
 
 
 def test_every_built_in_has_a_row() -> None:
@@ -25,6 +26,7 @@ def test_every_built_in_has_a_row() -> None:
 
 
 def test_the_generator_runs_as_a_module() -> None:
-    result = subprocess.run([sys.executable, "-m", "dlscaffold.losses_doc"], capture_output=True, text=True,
-                            encoding="utf-8", check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dlscaffold.losses_doc"], capture_output=True, text=True, encoding="utf-8", check=True
+    )
     assert result.stdout == reference_markdown()

@@ -31,8 +31,10 @@ CASES: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
     "MultinomialKL": ([_logits(B, K), _logits(B, K)], [_logits(B, K), _logits(1, K)]),
     "MultinomialKLEnsemble": ([_logits(B, E, K), _logits(B, K)], [_logits(B, E, K), _logits(B, E, K)]),
     "GaussianNLL": ([_logits(B, 2), _var(B, 2), _logits(B, 2)], [_logits(B, 2), _var(B, 1), _logits(B, 2)]),
-    "GaussianKL": ([_logits(B, 2), _var(B, 2), _logits(B, 2), _var(B, 2)],
-                   [_logits(B, 2), _var(B, 2), _logits(B, 2), _var(2)]),
+    "GaussianKL": (
+        [_logits(B, 2), _var(B, 2), _logits(B, 2), _var(B, 2)],
+        [_logits(B, 2), _var(B, 2), _logits(B, 2), _var(2)],
+    ),
     "MSE": ([_logits(B, 2), _logits(B, 2)], [_logits(B, 1), _logits(B)]),
     "L2": ([_logits(B), _logits(B)], [_logits(B), _logits(B, 1)]),
     "L1": ([_logits(B, 2, 3), _logits(B, 2, 3)], [_logits(B, 2, 3), _logits(B, 1, 3)]),
@@ -88,11 +90,14 @@ def test_class_indices_shape_dtype_and_range() -> None:
     logits = torch.zeros(4, 10)
     expectation = "expected class_logits (B, K) and class_idx (B,) integers in [0, K)"
     assert check_inputs(multinomial_nll, [logits, torch.zeros(4, 1, dtype=torch.long)]) == (
-        f"{expectation}; found (4, 10) and (4, 1)")
+        f"{expectation}; found (4, 10) and (4, 1)"
+    )
     assert check_inputs(multinomial_nll, [logits, torch.zeros(4)]) == (
-        f"{expectation}; found (4, 10) and (4,); class_idx is torch.float32, expected integer")
+        f"{expectation}; found (4, 10) and (4,); class_idx is torch.float32, expected integer"
+    )
     assert check_inputs(multinomial_nll, [logits, torch.tensor([0, 1, 10, 2])]) == (
-        f"{expectation}; found (4, 10) and (4,); class_idx holds 10, outside [0, 10)")
+        f"{expectation}; found (4, 10) and (4,); class_idx holds 10, outside [0, 10)"
+    )
     negative = check_inputs(multinomial_nll, [logits, torch.tensor([0, -1, 9, 2])])
     assert negative.endswith("class_idx holds -1, outside [0, 10)")
     assert check_inputs(multinomial_nll, [logits, torch.tensor([0, 1, 9, 2], dtype=torch.int32)]) is None
@@ -100,12 +105,15 @@ def test_class_indices_shape_dtype_and_range() -> None:
 
 def test_other_misfits() -> None:
     assert check_inputs(LOSSES["GaussianNLL"], [torch.zeros(2, 3), torch.ones(2, 1), torch.zeros(2, 3)]) == (
-        "expected mean, variance and target of the same shape, variance positive; found (2, 3), (2, 1) and (2, 3)")
+        "expected mean, variance and target of the same shape, variance positive; found (2, 3), (2, 1) and (2, 3)"
+    )
     assert check_inputs(EVALS["MultinomialAccuracyEnsemble"], [torch.zeros(2, 3, 5), torch.zeros(2, 5)]) == (
-        "expected class_logits (B, E, K) and class_idx (B,) integers in [0, K); found (2, 3, 5) and (2, 5)")
+        "expected class_logits (B, E, K) and class_idx (B,) integers in [0, K); found (2, 3, 5) and (2, 5)"
+    )
     assert check_inputs(LOSSES["MSE"], [torch.zeros(2, dtype=torch.long), torch.zeros(2)]) == (
         "expected prediction and target of the same shape; found (2,) and (2,); prediction is torch.int64, "
-        "expected floating point")
+        "expected floating point"
+    )
     assert check_inputs(LOSSES["IdentityLoss"], [[1.0, 2.0]]) == "expected loss (any shape); found list"
     assert check_inputs(LOSSES["MSE"], [torch.zeros(2)]) == "expected 2 inputs (prediction and target); found 1"
 

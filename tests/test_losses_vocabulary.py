@@ -11,8 +11,14 @@ from torch.distributions import Categorical, kl_divergence
 from dlscaffold import losses
 from dlscaffold.losses import EVALS, LOSSES, members_fn
 
-ENSEMBLES = ["L1Ensemble", "MultinomialKLEnsemble", "MultinomialAccuracyEnsemble", "MultinomialEntropyEnsemble",
-             "ContinuousErrorMagEnsemble", "ContinuousAccuracyEnsemble"]
+ENSEMBLES = [
+    "L1Ensemble",
+    "MultinomialKLEnsemble",
+    "MultinomialAccuracyEnsemble",
+    "MultinomialEntropyEnsemble",
+    "ContinuousErrorMagEnsemble",
+    "ContinuousAccuracyEnsemble",
+]
 
 
 def _softmax_by_hand(logits: torch.Tensor) -> torch.Tensor:
@@ -55,8 +61,12 @@ def test_l2_is_the_mean_squared_error() -> None:
 
 def test_l1_ensemble_sums_each_members_l1() -> None:
     target = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # (B=2, D=2)
-    prediction = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [0.0, 0.0]],  # (B=2, E=3, D=2)
-                               [[1.0, 1.0], [1.0, 3.0], [0.0, -1.0]]])
+    prediction = torch.tensor(
+        [
+            [[1.0, 1.0], [2.0, 0.0], [0.0, 0.0]],  # (B=2, E=3, D=2)
+            [[1.0, 1.0], [1.0, 3.0], [0.0, -1.0]],
+        ]
+    )
     members = [[1.0, 1.0, 0.0], [0.0, 1.0, 1.5]]  # mean |prediction[:, e] - target| over D
     assert members_fn(LOSSES["L1Ensemble"])(prediction, target).tolist() == members
     assert LOSSES["L1Ensemble"](prediction, target).tolist() == [2.0, 2.5]
@@ -107,9 +117,13 @@ def test_multinomial_ensemble_evals_members() -> None:
 def test_every_ensemble_built_in_gives_members_of_shape_b_e(name: str) -> None:
     fn = LOSSES.get(name) or EVALS[name]
     spec = losses.spec_of(fn)
-    example = {"prediction": torch.randn(4, 3, 2), "target": torch.randn(4, 2),
-               "class_logits": torch.randn(4, 3, 5), "target_logits": torch.randn(4, 5),
-               "class_idx": torch.tensor([0, 1, 4, 2])}
+    example = {
+        "prediction": torch.randn(4, 3, 2),
+        "target": torch.randn(4, 2),
+        "class_logits": torch.randn(4, 3, 5),
+        "target_logits": torch.randn(4, 5),
+        "class_idx": torch.tensor([0, 1, 4, 2]),
+    }
     args = [example[i.name] for i in spec.inputs]
     assert members_fn(fn)(*args).shape == (4, 3)
     assert fn(*args).shape == (4,)

@@ -10,7 +10,7 @@ from conftest import run_cli, run_dirs, write_config
 import dlscaffold
 
 # Appended to the toy project's models.py: every model constructor call leaves a line in a file.
-RECORD_CONSTRUCTORS = '''
+RECORD_CONSTRUCTORS = """
 import functools as _functools
 import pathlib as _pathlib
 
@@ -28,14 +28,15 @@ def _recording(init):
 
 for _cls in (Encoder, Classifier, Decoder):
     _cls.__init__ = _recording(_cls.__init__)
-'''
+"""
 
 
 def test_one_problem_of_each_kind_one_line_each_before_any_model_is_built(toy: Path, tmp_path: Path) -> None:
     with open(toy / "models.py", "a") as fh:
         fh.write(RECORD_CONSTRUCTORS)
     config = write_config(
-        toy, "bad.yml",
+        toy,
+        "bad.yml",
         training_params__lrn_rat=0.01,  # schema: an unknown key
         training_params__optimizer={"name": "SGD", "kwargs": {"momentun": 0.9}},  # optimizer kwargs
         dataloading_params__val_ratio=0,  # an empty validation split
@@ -78,8 +79,11 @@ def test_one_problem_of_each_kind_one_line_each_before_any_model_is_built(toy: P
 
 def test_a_shape_mismatch_names_the_term_and_both_shapes(toy: Path) -> None:
     # Decoder's (B, 8) reconstruction against a (B,) target: MSE would broadcast to (B, B) silently.
-    config = write_config(toy, "bad.yml", info_flow__Decoder__losses={
-        "MSE": {"inputs": {"reconstruction": "Decoder", "class_idx": "dataset"}}})
+    config = write_config(
+        toy,
+        "bad.yml",
+        info_flow__Decoder__losses={"MSE": {"inputs": {"reconstruction": "Decoder", "class_idx": "dataset"}}},
+    )
     result = run_cli("train", str(config), cwd=toy)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -121,14 +125,16 @@ def _imports(path: Path) -> set[str]:
 
 def test_no_import_circle_and_no_long_function_in_the_runtime() -> None:
     root = Path(dlscaffold.__file__).parent
-    modules = {".".join(("dlscaffold", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
-               for p in root.rglob("*.py")}
+    modules = {
+        ".".join(("dlscaffold", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
     graph = {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
     # package __init__ files re-export their submodules: only circles between modules count
     graph = {n: {m for m in deps if not (n.startswith(m + ".") or m.startswith(n + "."))} for n, deps in graph.items()}
 
     def visit(name: str, trail: list[str]) -> None:
-        assert name not in trail, f"import circle: {' -> '.join(trail[trail.index(name):] + [name])}"
+        assert name not in trail, f"import circle: {' -> '.join(trail[trail.index(name) :] + [name])}"
         for dep in graph[name]:
             visit(dep, [*trail, name])
 
@@ -137,8 +143,13 @@ def test_no_import_circle_and_no_long_function_in_the_runtime() -> None:
     for path in modules.values():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(
-                    getattr(node.body[0], "value", None), ast.Constant) and len(node.body) > 1 else node.body
+                body = (
+                    node.body[1:]
+                    if isinstance(node.body[0], ast.Expr)
+                    and isinstance(getattr(node.body[0], "value", None), ast.Constant)
+                    and len(node.body) > 1
+                    else node.body
+                )
                 assert body[-1].end_lineno - body[0].lineno + 1 <= 60, f"{path.name}:{node.lineno} {node.name}"
 
 

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not 
 
 
 def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL
+    )
     return result.stdout.strip()
 
 
@@ -110,8 +111,8 @@ def test_git_timeout_gives_null(repo: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_template_answers(tmp_path: Path) -> None:
     (tmp_path / ".copier-answers.yml").write_text(
-        "# Changes here will be overwritten by Copier\n"
-        "_commit: v0.2.0\n_src_path: gh:org/dlscaffold\nproject_name: X\n")
+        "# Changes here will be overwritten by Copier\n_commit: v0.2.0\n_src_path: gh:org/dlscaffold\nproject_name: X\n"
+    )
     info = provenance.collect(tmp_path, [], "cpu")
     assert info["template"] == {"src_path": "gh:org/dlscaffold", "commit": "v0.2.0"}
 

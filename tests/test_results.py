@@ -91,9 +91,15 @@ def test_best_epoch_is_the_arg_best_and_loads_as_best(toy: Path) -> None:
 
 def test_early_stopping_ends_patience_validations_after_the_best(toy: Path) -> None:
     # a learning rate too small to change the accuracy: epoch 1 stays the best
-    result = run_cli("train", "config.yml", "training_params.monitor=Classifier/accuracy",
-                     "training_params.lrn_rate=1e-12",
-                     "training_params.early_stopping_patience=2", "training_params.max_training_epochs=20", cwd=toy)
+    result = run_cli(
+        "train",
+        "config.yml",
+        "training_params.monitor=Classifier/accuracy",
+        "training_params.lrn_rate=1e-12",
+        "training_params.early_stopping_patience=2",
+        "training_params.max_training_epochs=20",
+        cwd=toy,
+    )
     assert result.returncode == 0, result.stderr
     (run,) = run_dirs(toy)
     info = json.loads((run / "run.json").read_text())
@@ -115,7 +121,7 @@ def test_load_run_forward_reproduces_evaluate(toy: Path) -> None:
     data = loaded.dataset()
     correct, total = 0, 0
     for start in range(0, len(loaded.split["val"]), 32):
-        batch = collate([data[i] for i in loaded.split["val"][start:start + 32]])
+        batch = collate([data[i] for i in loaded.split["val"][start : start + 32]])
         logits = loaded.forward(batch)["Classifier"]["class_logits"]
         correct += int((logits.argmax(-1) == batch["class_idx"]).sum())
         total += len(batch["class_idx"])
@@ -133,9 +139,14 @@ def test_runs_lists_completed_failed_and_interrupted_runs(toy: Path) -> None:
     failing = write_config(toy, "failing.yml", info_flow={"Crash": crash, **flow})
     result = run_cli("train", str(failing), cwd=toy)
     assert result.returncode == 2 and "the model broke at step 2" in result.stderr
-    slow = subprocess.Popen([sys.executable, "-m", "dlscaffold", "train", "config.yml",
-                             "training_params.max_training_epochs=100000"], cwd=toy, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "dlscaffold", "train", "config.yml", "training_params.max_training_epochs=100000"],
+        cwd=toy,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert slow.stdout.readline().startswith("Logging and Model Saving Directory")
     time.sleep(0.5)
     slow.send_signal(signal.SIGTERM)
@@ -156,8 +167,14 @@ def test_epoch_0_holds_the_initial_weights_and_loads_with_model_dir(toy: Path) -
     for name, model in initial.items():
         saved = torch.load(first / "checkpoints" / f"{name}_000000.pt", weights_only=True)
         assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-    config = write_config(toy, "from_zero.yml", info_flow__Encoder__model_dir=str(first), info_flow__Encoder__epoch=0,
-                          info_flow__Encoder__train=0, training_params__seed=99)
+    config = write_config(
+        toy,
+        "from_zero.yml",
+        info_flow__Encoder__model_dir=str(first),
+        info_flow__Encoder__epoch=0,
+        info_flow__Encoder__train=0,
+        training_params__seed=99,
+    )
     assert run_cli("train", str(config), "training_params.max_training_epochs=1", cwd=toy).returncode == 0
     second = [r for r in run_dirs(toy) if r != first][0]
     a = torch.load(first / "checkpoints" / "Encoder_000000.pt", weights_only=True)
@@ -168,13 +185,23 @@ def test_epoch_0_holds_the_initial_weights_and_loads_with_model_dir(toy: Path) -
 def test_trainer_source_and_ensemble_members(toy: Path) -> None:
     toy = with_extra_models(toy)
     flow = __import__("yaml").safe_load((toy / "config.yml").read_text())["info_flow"]
-    flow["EpochEcho"] = {"train": 0, "inputs": {"features": "dataset", "epoch": "trainer"},
-                         "evals": {"ContinuousErrorMag": {"logging_name": "epoch",
-                                                          "inputs": {"value": "EpochEcho", "zero": "EpochEcho"}}}}
-    flow["Ensemble"] = {"train": 0, "inputs": {"class_logits": "Classifier"},
-                        "evals": {"MultinomialAccuracyEnsemble": {"logging_name": "acc",
-                                                                  "inputs": {"members": "Ensemble",
-                                                                             "class_idx": "dataset"}}}}
+    flow["EpochEcho"] = {
+        "train": 0,
+        "inputs": {"features": "dataset", "epoch": "trainer"},
+        "evals": {
+            "ContinuousErrorMag": {"logging_name": "epoch", "inputs": {"value": "EpochEcho", "zero": "EpochEcho"}}
+        },
+    }
+    flow["Ensemble"] = {
+        "train": 0,
+        "inputs": {"class_logits": "Classifier"},
+        "evals": {
+            "MultinomialAccuracyEnsemble": {
+                "logging_name": "acc",
+                "inputs": {"members": "Ensemble", "class_idx": "dataset"},
+            }
+        },
+    }
     config = write_config(toy, "extra.yml", info_flow=flow)
     result = run_cli("train", str(config), "training_params.max_training_epochs=3", cwd=toy)
     assert result.returncode == 0, result.stderr

@@ -14,8 +14,9 @@ from dlscaffold.errors import UserError
 from dlscaffold.runs import format_table, list_runs, sort_runs, to_json
 
 
-def make_run(logs: Path, name: str, info: dict[str, Any] | str | None, rows: list[dict[str, Any]],
-             notes: str | None = None) -> Path:
+def make_run(
+    logs: Path, name: str, info: dict[str, Any] | str | None, rows: list[dict[str, Any]], notes: str | None = None
+) -> Path:
     """A hand-made run folder; ``info`` is run.json (a str is written as is, None leaves it out)."""
     run = logs / name
     (run / "checkpoints").mkdir(parents=True)
@@ -35,29 +36,70 @@ def rows_for(epochs: int, acc: list[float]) -> list[dict[str, Any]]:
     for epoch in range(1, epochs + 1):
         out.append({"epoch": epoch, "split": "train", "step": 10 * epoch, "Classifier/loss": 1.0 / epoch})
         if epoch <= len(acc):
-            out.append({"epoch": epoch, "split": "val", "step": 10 * epoch, "Classifier/acc": acc[epoch - 1],
-                        "Classifier/loss": 2.0 / epoch})
+            out.append(
+                {
+                    "epoch": epoch,
+                    "split": "val",
+                    "step": 10 * epoch,
+                    "Classifier/acc": acc[epoch - 1],
+                    "Classifier/loss": 2.0 / epoch,
+                }
+            )
     return out
 
 
 def info(status: str, best: dict[str, Any] | None, started: str, ended: str | None, **extra: Any) -> dict[str, Any]:
-    return {"project_dir": "..", "dlscaffold_version": "0.1.0", "status": status, "best": best,
-            "started": started, "ended": ended, "provenance": {}, **extra}
+    return {
+        "project_dir": "..",
+        "dlscaffold_version": "0.1.0",
+        "status": status,
+        "best": best,
+        "started": started,
+        "ended": ended,
+        "provenance": {},
+        **extra,
+    }
 
 
 @pytest.fixture
 def logs(tmp_path: Path) -> Path:
     logs = tmp_path / "runs"
-    make_run(logs, "20261127_1_baseline", info("completed", {"epoch": 3, "metric": "Classifier/acc", "value": 0.9},
-                                               "2026-11-27T09:00:00+00:00", "2026-11-27T09:10:00+00:00"),
-             rows_for(3, [0.5, 0.9, 0.8]), notes="baseline")
-    make_run(logs, "20261127_2", info("failed", None, "2026-11-27T10:00:00+00:00", "2026-11-27T10:00:30+00:00",
-                                      error="RuntimeError: CUDA out of memory"),
-             rows_for(1, []))
-    make_run(logs, "20261127_10_wide", info("interrupted", {"epoch": 1, "metric": "Classifier/acc", "value": 0.95},
-                                            "2026-11-27T11:00:00+00:00", "2026-11-27T11:02:00+00:00"),
-             rows_for(2, [0.95]) + [{"epoch": 3, "split": "val", "step": 30, "Classifier/acc": float("nan")}],
-             notes="wide [net]")
+    make_run(
+        logs,
+        "20261127_1_baseline",
+        info(
+            "completed",
+            {"epoch": 3, "metric": "Classifier/acc", "value": 0.9},
+            "2026-11-27T09:00:00+00:00",
+            "2026-11-27T09:10:00+00:00",
+        ),
+        rows_for(3, [0.5, 0.9, 0.8]),
+        notes="baseline",
+    )
+    make_run(
+        logs,
+        "20261127_2",
+        info(
+            "failed",
+            None,
+            "2026-11-27T10:00:00+00:00",
+            "2026-11-27T10:00:30+00:00",
+            error="RuntimeError: CUDA out of memory",
+        ),
+        rows_for(1, []),
+    )
+    make_run(
+        logs,
+        "20261127_10_wide",
+        info(
+            "interrupted",
+            {"epoch": 1, "metric": "Classifier/acc", "value": 0.95},
+            "2026-11-27T11:00:00+00:00",
+            "2026-11-27T11:02:00+00:00",
+        ),
+        rows_for(2, [0.95]) + [{"epoch": 3, "split": "val", "step": 30, "Classifier/acc": float("nan")}],
+        notes="wide [net]",
+    )
     make_run(logs, "20261128_1", '{"status": "completed", ', rows_for(2, [0.7, 0.75]))  # broken run.json
     (logs / "not_a_run").mkdir()
     (logs / "not_a_run" / "config.yml").write_text("a: 1\n")
@@ -75,10 +117,15 @@ def test_list_runs(logs: Path) -> None:
     assert [r["run"] for r in rows] == ["20261127_1_baseline", "20261127_2", "20261127_10_wide", "20261128_1"]
     assert all(list(r) == ["run", "status", "epochs", "best", "last_val", "seconds", "run_notes"] for r in rows)
     done, failed, stopped, broken = rows
-    assert done == {"run": "20261127_1_baseline", "status": "completed", "epochs": 3,
-                    "best": {"epoch": 3, "metric": "Classifier/acc", "value": 0.9},
-                    "last_val": {"Classifier/acc": 0.8, "Classifier/loss": 2.0 / 3}, "seconds": 600.0,
-                    "run_notes": "baseline"}
+    assert done == {
+        "run": "20261127_1_baseline",
+        "status": "completed",
+        "epochs": 3,
+        "best": {"epoch": 3, "metric": "Classifier/acc", "value": 0.9},
+        "last_val": {"Classifier/acc": 0.8, "Classifier/loss": 2.0 / 3},
+        "seconds": 600.0,
+        "run_notes": "baseline",
+    }
     assert (failed["status"], failed["epochs"], failed["last_val"], failed["seconds"]) == ("failed", 1, {}, 30.0)
     assert failed["best"] is None and failed["run_notes"] == ""
     assert stopped["status"] == "interrupted" and stopped["epochs"] == 2 and stopped["seconds"] == 120.0
@@ -93,7 +140,10 @@ def test_old_and_running_runs(tmp_path: Path) -> None:
     make_run(tmp_path, "20250101_3", None, [])
     rows, warnings = listed(tmp_path)
     assert [(r["status"], r["seconds"], r["epochs"]) for r in rows] == [
-        ("unknown", None, 0), ("running", None, 1), ("unknown", None, 0)]
+        ("unknown", None, 0),
+        ("running", None, 1),
+        ("unknown", None, 0),
+    ]
     assert warnings == []
 
 
@@ -125,9 +175,17 @@ def test_sort(logs: Path) -> None:
     assert names(sort_runs(rows, "best")) == ["20261127_10_wide", "20261127_1_baseline", "20261127_2", "20261128_1"]
     # NaN and missing values last, whichever the direction
     assert names(sort_runs(rows, "val:Classifier/acc")) == [
-        "20261127_1_baseline", "20261128_1", "20261127_2", "20261127_10_wide"]
+        "20261127_1_baseline",
+        "20261128_1",
+        "20261127_2",
+        "20261127_10_wide",
+    ]
     assert names(sort_runs(rows, "-val:Classifier/acc")) == [
-        "20261128_1", "20261127_1_baseline", "20261127_2", "20261127_10_wide"]
+        "20261128_1",
+        "20261127_1_baseline",
+        "20261127_2",
+        "20261127_10_wide",
+    ]
     assert names(sort_runs(rows, "status"))[:2] == ["20261127_1_baseline", "20261127_2"]
 
 
@@ -155,6 +213,17 @@ def test_table(logs: Path) -> None:
     console = Console(width=250, record=True, color_system=None)
     console.print(format_table(rows))
     text = console.export_text()
-    for cell in ("run", "last val", "notes", "20261127_10_wide", "completed", "interrupted", "unknown",
-                 "3: Classifier/acc=0.9", "Classifier/loss=0.6667", "wide [net]", "600"):
+    for cell in (
+        "run",
+        "last val",
+        "notes",
+        "20261127_10_wide",
+        "completed",
+        "interrupted",
+        "unknown",
+        "3: Classifier/acc=0.9",
+        "Classifier/loss=0.6667",
+        "wide [net]",
+        "600",
+    ):
         assert cell in text, cell

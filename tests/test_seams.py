@@ -35,10 +35,13 @@ def _imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(("module", "forbidden"), [
-    ("prepare", ("builder", "flow", "epoch", "trainer", "loop")),  # checks build nothing
-    ("api", ("evaluate", "cli")),  # the Python API imports no command module
-])
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("prepare", ("builder", "flow", "epoch", "trainer", "loop")),  # checks build nothing
+        ("api", ("evaluate", "cli")),  # the Python API imports no command module
+    ],
+)
 def test_a_module_imports_none_of_what_it_must_not(module: str, forbidden: tuple[str, ...]) -> None:
     imported = _imported_modules(ROOT / f"{module}.py")
     assert imported, module  # the reader finds imports at all
@@ -47,8 +50,9 @@ def test_a_module_imports_none_of_what_it_must_not(module: str, forbidden: tuple
 
 def test_the_import_reader_sees_lazy_and_package_imports(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
-    source.write_text("from dlscaffold import flow\n\n\ndef f():\n    from dlscaffold.loop import fit\n"
-                      "    import dlscaffold.epoch\n")
+    source.write_text(
+        "from dlscaffold import flow\n\n\ndef f():\n    from dlscaffold.loop import fit\n    import dlscaffold.epoch\n"
+    )
     assert _imported_modules(source) == {"dlscaffold.flow", "dlscaffold.loop", "dlscaffold.epoch"}
 
 

@@ -143,6 +143,11 @@ def test_seed_config_trains_one_dev_epoch(tmp_path: Path) -> None:
     assert run.name.endswith("_system_test")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["split"]) for r in rows] == [(1, "train"), (1, "val")]
-    assert set(rows[1]) == {"epoch", "split", "step", "Cifar10Classifier/Cross_Entropy_loss",
-                            "Cifar10Classifier/Cifar-10 Accuracy"}
+    assert set(rows[1]) == {
+        "epoch",
+        "split",
+        "step",
+        "Cifar10Classifier/Cross_Entropy_loss",
+        "Cifar10Classifier/Cifar-10 Accuracy",
+    }
     assert (run / "checkpoints" / "Cifar10Classifier_000001.pt").is_file()

@@ -24,8 +24,19 @@ pytestmark = pytest.mark.template
 REPO = Path(__file__).resolve().parents[1]
 ANSWERS = {"project_name": "Digit Study", "description": "Handwritten digits, 8x8", "author_name": "Ada Lovelace"}
 DATA = [arg for key, value in ANSWERS.items() for arg in ("--data", f"{key}={value}")]
-RENDERED = {".copier-answers.yml", ".gitignore", "README.md", "config.yml", "dataloader.py", "evaluate.py",
-            "models.py", "pyproject.toml", "train.py", "training_utils.py", "tests/test_project.py"}
+RENDERED = {
+    ".copier-answers.yml",
+    ".gitignore",
+    "README.md",
+    "config.yml",
+    "dataloader.py",
+    "evaluate.py",
+    "models.py",
+    "pyproject.toml",
+    "train.py",
+    "training_utils.py",
+    "tests/test_project.py",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,8 +59,9 @@ def git(cwd: Path, *args: str) -> str:
 
 def run_python(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python ARGS`` in ``cwd`` with this interpreter, as a user runs the project."""
-    done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
+    )
     assert done.returncode == 0, f"python {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -117,8 +129,9 @@ def test_copier_run_copy_renders_the_same_project(project, tmp_path):
     ours, theirs = rendered_files(project), rendered_files(dest)
     answers = {k: yaml.safe_load(v.pop(".copier-answers.yml")) for k, v in (("ours", ours), ("theirs", theirs))}
     assert ours == theirs
-    assert {k: v for k, v in answers["theirs"].items() if k != "_commit"} == \
-           {k: v for k, v in answers["ours"].items() if k != "_commit"}
+    assert {k: v for k, v in answers["theirs"].items() if k != "_commit"} == {
+        k: v for k, v in answers["ours"].items() if k != "_commit"
+    }
     run_python("train.py", "--dev", "--no-save", "training_params.max_training_epochs=1", cwd=dest)
 
 
@@ -153,8 +166,11 @@ def copy_template(dest: Path) -> Path:
     """A git repository holding this repository's copier.yml and template/, committed."""
     dest.mkdir(parents=True)
     shutil.copy(REPO / "copier.yml", dest / "copier.yml")
-    shutil.copytree(REPO / "template", dest / "template",
-                    ignore=shutil.ignore_patterns("__pycache__", "runs", ".pytest_cache", "*.pyc"))
+    shutil.copytree(
+        REPO / "template",
+        dest / "template",
+        ignore=shutil.ignore_patterns("__pycache__", "runs", ".pytest_cache", "*.pyc"),
+    )
     git(dest, "init", "-q")
     git(dest, "add", "-A")
     git(dest, "commit", "-q", "-m", "template v1")
@@ -174,8 +190,11 @@ def template_repo(tmp_path_factory, git_identity) -> Path:
     git(repo, "tag", "v1")
     tpl = repo / "template"
     (tpl / "train.py").write_text((tpl / "train.py").read_text() + "# v2: the project folder\n")
-    edit(tpl / "config.yml", "# the maximum number of epochs to train a model for",
-         "# the maximum number of epochs to train a model for (v2: stops earlier with a scheduler)")
+    edit(
+        tpl / "config.yml",
+        "# the maximum number of epochs to train a model for",
+        "# the maximum number of epochs to train a model for (v2: stops earlier with a scheduler)",
+    )
     edit(tpl / "config.yml", "lrn_rate: 0.003", "lrn_rate: 0.002")
     edit(tpl / "models.py", '"""The project\'s models', '"""(v2) The project\'s models')
     (tpl / "CHANGELOG.md").write_text("# Template changes\n\n- v2: notes\n")

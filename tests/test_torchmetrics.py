@@ -20,8 +20,11 @@ from dlscaffold.flow import Flow, MetricTerm
 from dlscaffold.rundir import read_metrics
 from dlscaffold.tm_metrics import build_metric, torchmetrics_class
 
-F1 = {"logging_name": "f1", "init_args": {"task": "multiclass", "num_classes": 3, "average": "macro"},
-      "inputs": {"class_logits": "Classifier", "class_idx": "dataset"}}
+F1 = {
+    "logging_name": "f1",
+    "init_args": {"task": "multiclass", "num_classes": 3, "average": "macro"},
+    "inputs": {"class_logits": "Classifier", "class_idx": "dataset"},
+}
 
 
 def _config(project: Path, name: str, evals: dict, **training: object) -> Path:
@@ -50,7 +53,7 @@ def test_f1_over_the_val_split_equals_scikit_learns(f1_run: tuple[Path, Path]) -
     dataset, val = loaded.dataset(), loaded.split["val"]
     labels, preds = [], []
     for start in range(0, len(val), 16):
-        batch = collate([dataset[i] for i in val[start:start + 16]])
+        batch = collate([dataset[i] for i in val[start : start + 16]])
         labels.append(batch["class_idx"])
         preds.append(loaded.forward(batch)["Classifier"]["class_logits"].argmax(-1))
     expected = f1_score(torch.cat(labels).numpy(), torch.cat(preds).numpy(), average="macro")
@@ -91,13 +94,21 @@ def test_an_unknown_metric_class_is_one_line_with_did_you_mean(tmp_path: Path) -
 
 def test_init_args_arity_and_losses_are_checked_before_anything_runs(tmp_path: Path) -> None:
     toy = copy_project("toyproject", tmp_path / "toy")
-    config = _config(toy, "bad.yml", {
-        "torchmetrics.F1Score": {**F1, "init_args": {"task": "multiclass", "num_classes": 3, "averag": "macro"}},
-        "auroc": {**F1, "logging_name": "auroc", "function": "torchmetrics.AUROC",
-                  "init_args": {"task": "multiclass", "num_classes": 3},
-                  "inputs": {**F1["inputs"], "extra": "dataset"}},
-        "MultinomialAccuracy": {**F1, "logging_name": "accuracy"},  # a function given init_args
-    })
+    config = _config(
+        toy,
+        "bad.yml",
+        {
+            "torchmetrics.F1Score": {**F1, "init_args": {"task": "multiclass", "num_classes": 3, "averag": "macro"}},
+            "auroc": {
+                **F1,
+                "logging_name": "auroc",
+                "function": "torchmetrics.AUROC",
+                "init_args": {"task": "multiclass", "num_classes": 3},
+                "inputs": {**F1["inputs"], "extra": "dataset"},
+            },
+            "MultinomialAccuracy": {**F1, "logging_name": "accuracy"},  # a function given init_args
+        },
+    )
     raw = yaml.safe_load(config.read_text())
     raw["info_flow"]["Classifier"]["losses"]["torchmetrics.MeanSquaredError"] = {"inputs": {"a": "dataset"}}
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -106,13 +117,20 @@ def test_init_args_arity_and_losses_are_checked_before_anything_runs(tmp_path: P
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     where = "error: info_flow.Classifier"
     assert len(lines) == 4, lines
-    assert any(line.startswith(f"{where}.evals.torchmetrics.F1Score.init_args: torchmetrics.F1Score(")
-               and "averag" in line for line in lines)
-    assert any(line.startswith(f"{where}.evals.auroc.inputs: found 3 input(s); expected 2")
-               and "torchmetrics.AUROC.update(preds, target)" in line for line in lines)
+    assert any(
+        line.startswith(f"{where}.evals.torchmetrics.F1Score.init_args: torchmetrics.F1Score(") and "averag" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith(f"{where}.evals.auroc.inputs: found 3 input(s); expected 2")
+        and "torchmetrics.AUROC.update(preds, target)" in line
+        for line in lines
+    )
     assert any(line.startswith(f"{where}.evals.MultinomialAccuracy.init_args: only a torchmetrics") for line in lines)
-    assert any(line.startswith(f"{where}.losses.torchmetrics.MeanSquaredError: unknown loss")
-               and "epoch-level evals" in line for line in lines)
+    assert any(
+        line.startswith(f"{where}.losses.torchmetrics.MeanSquaredError: unknown loss") and "epoch-level evals" in line
+        for line in lines
+    )
 
 
 def test_lookup_and_vector_results() -> None:
@@ -136,8 +154,13 @@ def test_lookup_and_vector_results() -> None:
     assert list(values.values()) == pytest.approx(list(expected), abs=1e-6)
 
 
-@pytest.mark.parametrize("name, init_args", [("torchmetrics.F1Score", {"task": "multiclass", "num_classes": 3}),
-                                             ("torchmetrics.AUROC", {"task": "multiclass", "num_classes": 3})])
+@pytest.mark.parametrize(
+    "name, init_args",
+    [
+        ("torchmetrics.F1Score", {"task": "multiclass", "num_classes": 3}),
+        ("torchmetrics.AUROC", {"task": "multiclass", "num_classes": 3}),
+    ],
+)
 def test_metric_state_survives_a_stop_mid_epoch(name: str, init_args: dict) -> None:
     # AUROC keeps lists of tensors (cat states), F1 sums: both round-trip through a weights_only checkpoint
     def flow() -> Flow:

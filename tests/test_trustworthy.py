@@ -61,11 +61,20 @@ def get_ref_model_dict():
 SLOW_FLOW = {
     "Ballast": {"train": 0, "init_args": {}, "inputs": {"features": "dataset"}},
     "Encoder": {"train": 1, "init_args": {"in_dim": 8, "enc_dim": 4}, "inputs": {"features": "Ballast"}},
-    "Classifier": {"train": 1, "init_args": {"enc_dim": 4}, "inputs": {"encoding": "Encoder"},
-                   "losses": {"MultinomialNLL": {"logging_name": "ce", "inputs": {"class_logits": "Classifier",
-                                                                                  "class_idx": "dataset"}}},
-                   "evals": {"MultinomialAccuracy": {"logging_name": "acc", "inputs": {"class_logits": "Classifier",
-                                                                                       "class_idx": "dataset"}}}},
+    "Classifier": {
+        "train": 1,
+        "init_args": {"enc_dim": 4},
+        "inputs": {"encoding": "Encoder"},
+        "losses": {
+            "MultinomialNLL": {"logging_name": "ce", "inputs": {"class_logits": "Classifier", "class_idx": "dataset"}}
+        },
+        "evals": {
+            "MultinomialAccuracy": {
+                "logging_name": "acc",
+                "inputs": {"class_logits": "Classifier", "class_idx": "dataset"},
+            }
+        },
+    },
 }
 EPOCHS = 5
 
@@ -76,8 +85,14 @@ def slow(tmp_path_factory) -> Path:
     project = copy_project("toyproject", tmp_path_factory.mktemp("slow") / "toy")
     with open(project / "models.py", "a") as fh:
         fh.write(SLOW_MODELS)
-    write_config(project, "config.yml", info_flow=SLOW_FLOW, training_params__max_training_epochs=EPOCHS,
-                 dataloading_params__batch_size=16, training_params__log_every=3)
+    write_config(
+        project,
+        "config.yml",
+        info_flow=SLOW_FLOW,
+        training_params__max_training_epochs=EPOCHS,
+        dataloading_params__batch_size=16,
+        training_params__log_every=3,
+    )
     return project
 
 
@@ -94,9 +109,14 @@ def run_dirs_in(logs: Path) -> list[Path]:
 
 
 def start_training(slow: Path, logs: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dlscaffold", "train", *args, "--project", str(slow)],
-                            cwd=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlscaffold", "train", *args, "--project", str(slow)],
+        cwd=slow,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def wait_for_start(process: subprocess.Popen) -> None:
@@ -106,8 +126,10 @@ def wait_for_start(process: subprocess.Popen) -> None:
 
 
 def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {m: torch.load(run / "checkpoints" / f"{m}_{EPOCHS:06d}.pt", weights_only=True)
-            for m in ("Encoder", "Classifier")}
+    return {
+        m: torch.load(run / "checkpoints" / f"{m}_{EPOCHS:06d}.pt", weights_only=True)
+        for m in ("Encoder", "Classifier")
+    }
 
 
 def assert_same_run(run: Path, reference: Path) -> None:
@@ -178,8 +200,19 @@ def test_kill_9_at_a_random_moment_then_resume_reaches_the_same_weights(slow, re
 
 def test_two_resumes_of_one_run_at_once_one_proceeds(slow, reference, tmp_path) -> None:
     logs = tmp_path / "logs"
-    assert main(["train", str(slow / "config.yml"), f"logging_params.logging_dir={logs}",
-                 "training_params.max_training_epochs=2", "--project", str(slow)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(slow / "config.yml"),
+                f"logging_params.logging_dir={logs}",
+                "training_params.max_training_epochs=2",
+                "--project",
+                str(slow),
+            ]
+        )
+        == 0
+    )
     (run,) = run_dirs_in(logs)
     # the first run ended at epoch 2; both resumes continue it to EPOCHS
     args = ["--resume", str(run), f"training_params.max_training_epochs={EPOCHS}"]
@@ -194,10 +227,14 @@ def test_two_resumes_of_one_run_at_once_one_proceeds(slow, reference, tmp_path) 
 
 
 def test_a_nan_at_step_k_stops_the_run_and_keeps_every_saved_tensor_finite(slow, tmp_path) -> None:
-    exploder = {"train": 1, "init_args": {"enc_dim": 4, "nan_from_step": 13},
-                "inputs": {"encoding": "Encoder", "step": "trainer"},  # the global step, from the trainer
-                "losses": {"MultinomialNLL": {"logging_name": "ce", "inputs": {"class_logits": "Exploder",
-                                                                               "class_idx": "dataset"}}}}
+    exploder = {
+        "train": 1,
+        "init_args": {"enc_dim": 4, "nan_from_step": 13},
+        "inputs": {"encoding": "Encoder", "step": "trainer"},  # the global step, from the trainer
+        "losses": {
+            "MultinomialNLL": {"logging_name": "ce", "inputs": {"class_logits": "Exploder", "class_idx": "dataset"}}
+        },
+    }
     flow = {"Ballast": SLOW_FLOW["Ballast"], "Encoder": SLOW_FLOW["Encoder"], "Exploder": exploder}
     config = write_config(slow, "nan.yml", info_flow=flow, logging_params__logging_dir=str(tmp_path / "logs"))
     result = run_cli("train", str(config), cwd=slow)
@@ -246,8 +283,9 @@ def test_resume_with_overrides_changes_only_the_future(toy: Path) -> None:
     (run,) = run_dirs(toy)
     result = run_cli("train", "--resume", str(run), "training_params.seed=5", cwd=toy)
     assert result.returncode == 2 and "training_params.seed cannot change on --resume" in result.stderr
-    result = run_cli("train", "--resume", str(run), "training_params.lrn_rate=0.5",
-                     "training_params.max_training_epochs=3", cwd=toy)
+    result = run_cli(
+        "train", "--resume", str(run), "training_params.lrn_rate=0.5", "training_params.max_training_epochs=3", cwd=toy
+    )
     assert result.returncode == 0, result.stderr
     state = torch.load(run / "checkpoints" / "trainer_000003.pt", weights_only=True)
     assert all(g["lr"] == 0.5 for o in state["optimizers"].values() for g in o["param_groups"])
@@ -262,19 +300,21 @@ def test_corrupt_checkpoints_and_splits_are_one_line(toy: Path) -> None:
     result = run_cli("evaluate", str(run), cwd=toy)
     assert result.returncode == 2 and "Encoder_000001.pt: not a readable checkpoint" in result.stderr
     split = json.loads((run / "idx_dict.json").read_text())
-    for bad in ({**split, "val": split["train"][:3]}, {**split, "train": [-1, *split["train"]]},
-                {**split, "train": split["train"] + split["train"][:1]}):
+    for bad in (
+        {**split, "val": split["train"][:3]},
+        {**split, "train": [-1, *split["train"]]},
+        {**split, "train": split["train"] + split["train"][:1]},
+    ):
         (run / "idx_dict.json").write_text(json.dumps(bad))
         result = run_cli("evaluate", str(run), "--epoch", "0", cwd=toy)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len([line for line in result.stderr.splitlines() if line.startswith("error: ")]) == 1
 
 
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_dataset_error_during_training_names_the_index(toy: Path, workers: int) -> None:
     with open(toy / "dataloader.py", "a") as fh:
-        fh.write('''
+        fh.write("""
 
 _get = CustomDataSet.__getitem__
 
@@ -286,7 +326,7 @@ def _failing(self, index):
 
 
 CustomDataSet.__getitem__ = _failing
-''')
+""")
     result = run_cli("train", "config.yml", f"dataloading_params.num_workers={workers}", cwd=toy)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -331,10 +371,13 @@ def test_a_signal_at_an_epoch_boundary_resumes_exactly(toy: Path, tmp_path: Path
         fh.write(SIGNALLING_MODELS)
     flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
     flow["Encoder"]["inputs"] = {"features": "SignalAt"}
-    flow = {"SignalAt": {"train": 0, "init_args": {"at": at}, "inputs": {"features": "dataset", "step": "trainer"}},
-            **flow}
-    config = write_config(toy, "signal.yml", info_flow=flow, dataloading_params__batch_size=16,
-                          training_params__max_training_epochs=3)  # 180 points: 12 steps an epoch
+    flow = {
+        "SignalAt": {"train": 0, "init_args": {"at": at}, "inputs": {"features": "dataset", "step": "trainer"}},
+        **flow,
+    }
+    config = write_config(
+        toy, "signal.yml", info_flow=flow, dataloading_params__batch_size=16, training_params__max_training_epochs=3
+    )  # 180 points: 12 steps an epoch
     straight = ["train", str(config), f"logging_params.logging_dir={tmp_path / 'straight'}"]
     monkeypatch.setenv("RESUMED", "1")
     assert main(straight) == 0

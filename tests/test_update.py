@@ -49,8 +49,11 @@ def template_repo(dest: Path) -> Path:
     """A git repository, without tags, holding this repository's copier.yml and template/."""
     dest.mkdir(parents=True)
     shutil.copy(REPO / "copier.yml", dest / "copier.yml")
-    shutil.copytree(REPO / "template", dest / "template",
-                    ignore=shutil.ignore_patterns("__pycache__", "runs", ".pytest_cache", "*.pyc"))
+    shutil.copytree(
+        REPO / "template",
+        dest / "template",
+        ignore=shutil.ignore_patterns("__pycache__", "runs", ".pytest_cache", "*.pyc"),
+    )
     git(dest, "init", "-q")
     commit_all(dest, "template v1")
     return dest
@@ -82,7 +85,11 @@ def test_commits_are_versions_without_tags(tmp_path, capsys):
     repo = template_repo(tmp_path / "tpl")
     project = new_project(tmp_path / "P", repo)
     assert answers(project)["_commit"] == git(repo, "rev-parse", "--short", "HEAD").strip()
-    edit(repo / "template" / "train.py", '"""', '"""(v2) ', )
+    edit(
+        repo / "template" / "train.py",
+        '"""',
+        '"""(v2) ',
+    )
     commit_all(repo, "template v2")
     capsys.readouterr()
 
@@ -211,6 +218,10 @@ def test_the_example_is_up_to_date_in_a_fresh_clone(tmp_path, monkeypatch, capsy
     recorded = answers(clone / "examples" / "cifar10")
     assert recorded["_src_path"] == "../.."
     assert_is_commit(clone, recorded["_commit"])
-    absolute = subprocess.run(["git", "grep", "-nE", r"(^|[[:space:]'\"=])(/|~/)[A-Za-z]", "--",
-                               "*.copier-answers.yml", "*config.yml"], cwd=clone, capture_output=True, text=True)
+    absolute = subprocess.run(
+        ["git", "grep", "-nE", r"(^|[[:space:]'\"=])(/|~/)[A-Za-z]", "--", "*.copier-answers.yml", "*config.yml"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+    )
     assert absolute.stdout == "", absolute.stdout

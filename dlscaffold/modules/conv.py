@@ -78,9 +78,7 @@ def build_conv_blocks(
 
 def _check_input(x: torch.Tensor, input_size: tuple[int, ...], owner: str) -> None:
     if tuple(x.shape[1:]) != input_size:
-        raise ValueError(
-            f"{owner} expects (N, {', '.join(map(str, input_size))}), got {tuple(x.shape)}"
-        )
+        raise ValueError(f"{owner} expects (N, {', '.join(map(str, input_size))}), got {tuple(x.shape)}")
 
 
 class _ConvStack(nn.Module):
@@ -102,8 +100,13 @@ class _ConvStack(nn.Module):
         adaptive_pool: bool = False,
     ):
         super().__init__()
-        self.plan = plan_conv(input_size, output_size, transposed=self.transposed,
-                              spatial_dims=self.spatial_dims, adaptive_pool=adaptive_pool)
+        self.plan = plan_conv(
+            input_size,
+            output_size,
+            transposed=self.transposed,
+            spatial_dims=self.spatial_dims,
+            adaptive_pool=adaptive_pool,
+        )
         self.input_size = self.plan[0].input_shape
         self.output_size = self.plan[-1].output_shape
         self.blocks = build_conv_blocks(

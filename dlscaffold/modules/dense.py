@@ -98,8 +98,12 @@ class FCN(nn.Module):
         self.blocks = nn.Sequential(
             *(
                 build_dense_block(
-                    spec, activate=i != last or nonlinear, batchnorm=batchnorm,
-                    dropout=dropout, dropout_prob=dropout_prob, uc=uc,
+                    spec,
+                    activate=i != last or nonlinear,
+                    batchnorm=batchnorm,
+                    dropout=dropout,
+                    dropout_prob=dropout_prob,
+                    uc=uc,
                 )  # fmt: skip
                 for i, spec in enumerate(self.plan)
             )
@@ -160,8 +164,12 @@ class ResNetFCN(nn.Module):
         self.output_size = output_size
         self.blocks = nn.ModuleList(
             build_dense_block(
-                spec, activate=spec.kind == "residual" or nonlinear, batchnorm=batchnorm,
-                dropout=dropout, dropout_prob=dropout_prob, uc=uc,
+                spec,
+                activate=spec.kind == "residual" or nonlinear,
+                batchnorm=batchnorm,
+                dropout=dropout,
+                dropout_prob=dropout_prob,
+                uc=uc,
             )  # fmt: skip
             for spec in self.plan
         )

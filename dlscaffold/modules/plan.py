@@ -234,9 +234,7 @@ def _spread(values: list, length: int, fill: object) -> list:
     return slots
 
 
-def plan_fcn(
-    input_size: int, output_size: int, num_layers: int, hidden_size: int | None = None
-) -> list[LinearSpec]:
+def plan_fcn(input_size: int, output_size: int, num_layers: int, hidden_size: int | None = None) -> list[LinearSpec]:
     """Plan a fully-connected stack; hidden layers are ``hidden_size`` wide.
 
     Args:

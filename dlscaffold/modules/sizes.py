@@ -89,9 +89,7 @@ def _joined(sizes: list[int]) -> str:
     return ", ".join(str(s) for s in sizes)
 
 
-def check_dim(
-    name: str, size_in: int, size_out: int, *, transposed: bool, adaptive_pool: bool
-) -> int:
+def check_dim(name: str, size_in: int, size_out: int, *, transposed: bool, adaptive_pool: bool) -> int:
     """Check that one spatial dimension can be served; return the size the layers will reach.
 
     Args:
@@ -120,10 +118,7 @@ def check_dim(
     if big % small:
         reason = f"{big}/{small} is not an integer"
     elif not is_served_ratio(ratio):
-        reason = (
-            f"{big}/{small} = {ratio} has the prime factor {prime_factors(ratio)[0]} "
-            "(strides are 2, 3, 5 and 7)"
-        )
+        reason = f"{big}/{small} = {ratio} has the prime factor {prime_factors(ratio)[0]} (strides are 2, 3, 5 and 7)"
     else:
         return size_out
     if not adaptive_pool:
@@ -133,9 +128,7 @@ def check_dim(
     return min(s for s in conv_sizes(size_in) if s >= size_out)
 
 
-def _message(
-    name: str, size_in: int, size_out: int, reason: str, transposed: bool, pool_hint: bool
-) -> str:
+def _message(name: str, size_in: int, size_out: int, reason: str, transposed: bool, pool_hint: bool) -> str:
     """One line: what failed, why, which outputs work from this input, which inputs reach it."""
     if transposed:
         outputs = deconv_sizes(size_in, max(2 * size_out, 8 * size_in))

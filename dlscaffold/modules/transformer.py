@@ -202,9 +202,7 @@ class TransformerComparer(nn.Module):
             MCDropout(dropout_prob, uc=uc) if dropout else nn.Identity() for _ in range(num_layers)
         )
         self.layers = nn.ModuleList(
-            nn.TransformerDecoderLayer(
-                input_size, self.nhead, dim_feedforward, dropout=dropout_prob, batch_first=True
-            )
+            nn.TransformerDecoderLayer(input_size, self.nhead, dim_feedforward, dropout=dropout_prob, batch_first=True)
             for _ in range(num_layers)
         )
 
@@ -214,7 +212,5 @@ class TransformerComparer(nn.Module):
         for drop, layer in zip(self.drops, self.layers, strict=False):
             out = drop(out)
             # The sequence is its own memory, so the same mask hides padding in both attentions.
-            out = layer(
-                out, out, tgt_key_padding_mask=padding_mask, memory_key_padding_mask=padding_mask
-            )
+            out = layer(out, out, tgt_key_padding_mask=padding_mask, memory_key_padding_mask=padding_mask)
         return out

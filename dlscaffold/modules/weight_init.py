@@ -27,9 +27,7 @@ def init_weights(module: nn.Module) -> None:
             # torch reads a transposed weight (in, out, *kernel) the other way round, so there
             # "fan_out" is in_channels * kernel elements: the fan-in of the upsampling layer.
             mode = "fan_out" if isinstance(layer, _TRANSPOSED) else "fan_in"
-            nn.init.kaiming_normal_(
-                layer.weight, a=LEAKY_RELU_SLOPE, mode=mode, nonlinearity="leaky_relu"
-            )
+            nn.init.kaiming_normal_(layer.weight, a=LEAKY_RELU_SLOPE, mode=mode, nonlinearity="leaky_relu")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
         elif isinstance(layer, _NORMS):

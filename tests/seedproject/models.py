@@ -10,8 +10,10 @@ class Cifar10Classifier(nn.Module):
         super().__init__()
         channels, enc = image_size[0], encoding_size[0]
         self.image_processor = nn.Sequential(
-            nn.Conv2d(channels, 8, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(8, enc, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(encoding_size[1:]),
+            nn.Conv2d(channels, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, enc, 3, stride=2, padding=1),
+            nn.AdaptiveAvgPool2d(encoding_size[1:]),
         )
         width = enc * math.prod(encoding_size[1:])
         self.encoding_classifier = nn.Sequential(
