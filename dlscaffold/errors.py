@@ -53,7 +53,10 @@ class QuietExit(Exception):
         self.exit_code = exit_code
 
 
-def first_line(exc: BaseException) -> str:
-    """``"<ExceptionType>: <first line of its message>"`` (just the type when it has no message)."""
+def first_line(exc: BaseException, with_type: bool = True) -> str:
+    """``"<ExceptionType>: <first line of its message>"`` (just the type when it has no message);
+    ``with_type=False``: the first line alone (the type when there is none)."""
     text = (str(exc).strip().splitlines() or [""])[0]
+    if not with_type:
+        return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -13,12 +13,12 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from dlscaffold.config import safe_run_notes
-from dlscaffold.errors import UserError
+from dlscaffold.errors import UserError, first_line
 
 
 @contextlib.contextmanager
@@ -66,13 +66,29 @@ def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = No
             number += 1
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """A run's ``run.json`` (empty when it has none or it cannot be read)."""
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+def read_run_info(run_dir: Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A run's ``run.json``: {} when it has none or it cannot be read (with one ``warn`` line saying
+    why, when given: ``dlscaffold runs`` lists such a run with what is known)."""
+    path = run_dir / "run.json"
+    if not path.is_file():
         return {}
-    return info if isinstance(info, dict) else {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if warn:
+            warn(
+                f"{path}: cannot read it ({first_line(exc, with_type=False)}); "
+                "its status, best and times are shown as unknown"
+            )
+        return {}
+    if not isinstance(info, dict):
+        if warn:
+            warn(
+                f"{path}: expected a JSON object, found {type(info).__name__}; "
+                "its status, best and times are shown as unknown"
+            )
+        return {}
+    return info
 
 
 def update_run_info(run_dir: Path, **fields: Any) -> None:
@@ -86,12 +102,36 @@ def is_run_dir(path: Path) -> bool:
     return (path / "config.yml").is_file() and (path / "idx_dict.json").is_file()
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All rows of a run's ``metrics.jsonl``."""
+def read_metrics(run_dir: Path, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl``. Strict without ``warn`` (a broken line raises
+    ``ValueError``); with it, tolerant: the readable rows, and one warning for the file."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        if warn is None:
+            raise
+        warn(
+            f"{path}: cannot read it ({first_line(exc, with_type=False)}); "
+            "its epochs and val metrics are shown as unknown"
+        )
+        return []
+    if warn is None:
+        return [json.loads(line) for line in lines if line.strip()]
+    rows, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            (rows.append(row) if isinstance(row, dict) else bad.append(number))
+    if bad:
+        where = f"line {bad[0]}" if len(bad) == 1 else f"{len(bad)} lines, first line {bad[0]}"
+        warn(f"{path}: {where} is not a JSON object (a run stopped mid-write?); those rows are skipped")
+    return rows
 
 
 class RunLock:

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.table import Table
 from rich.text import Text
 
+from dlscaffold.config import read_yaml
 from dlscaffold.errors import UserError, available, did_you_mean
-from dlscaffold.rundir import is_run_dir
+from dlscaffold.rundir import is_run_dir, read_metrics, read_run_info
 
 KEYS = ("run", "status", "epochs", "best", "last_val", "seconds", "run_notes")
 SORT_KEYS = ("run", "status", "epochs", "best", "seconds", "run_notes")
@@ -34,65 +34,18 @@ _ROW_FIELDS = ("epoch", "split", "step")
 _STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
 
 
-def _read_json(path: Path, warn: Callable[[str], None]) -> dict[str, Any]:
-    """``run.json`` as a dict; {} when absent, {} and one warning when unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        warn(f"{path}: cannot read it ({_reason(exc)}); its status, best and times are shown as unknown")
-        return {}
-    if not isinstance(info, dict):
-        warn(
-            f"{path}: expected a JSON object, found {type(info).__name__}; "
-            "its status, best and times are shown as unknown"
-        )
-        return {}
-    return info
-
-
-def _read_metrics(path: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The readable rows of ``metrics.jsonl``; one warning for the whole file if any line is broken."""
-    if not path.is_file():
-        return []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        warn(f"{path}: cannot read it ({_reason(exc)}); its epochs and val metrics are shown as unknown")
-        return []
-    rows, bad = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad.append(number)
-    if bad:
-        where = f"line {bad[0]}" if len(bad) == 1 else f"{len(bad)} lines, first line {bad[0]}"
-        warn(f"{path}: {where} is not a JSON object (a run stopped mid-write?); those rows are skipped")
-    return rows
-
-
 def _read_notes(path: Path, warn: Callable[[str], None]) -> str:
     """``logging_params.run_notes`` of a run's ``config.yml`` ("" when absent)."""
+    if not path.is_file():
+        return ""
     try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        warn(f"{path}: cannot read it ({_reason(exc)}); its run notes are shown as empty")
+        config = read_yaml(path)  # the hardened reader: limits on size, depth and aliases
+    except UserError as exc:
+        warn(f"{exc.problems[0]}; its run notes are shown as empty")
         return ""
     logging_params = config.get("logging_params") if isinstance(config, dict) else None
     notes = logging_params.get("run_notes") if isinstance(logging_params, dict) else None
     return "" if notes is None else str(notes)
-
-
-def _reason(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _timestamp(value: Any) -> dt.datetime | None:
@@ -120,8 +73,8 @@ def summarize_run(run_dir: Path, warn: Callable[[str], None]) -> dict[str, Any]:
         run_dir: a run folder (see :func:`dlscaffold.rundir.is_run_dir`).
         warn: called with one line per file that cannot be read.
     """
-    info = _read_json(run_dir / "run.json", warn)
-    rows = _read_metrics(run_dir / "metrics.jsonl", warn)
+    info = read_run_info(run_dir, warn)
+    rows = read_metrics(run_dir, warn)
     train_epochs = [r["epoch"] for r in rows if r.get("split") == "train" and _is_number(r.get("epoch"))]
     val_rows = [r for r in rows if r.get("split") == "val"]
     last_val = {k: v for k, v in val_rows[-1].items() if k not in _ROW_FIELDS} if val_rows else {}

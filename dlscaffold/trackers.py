@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dlscaffold.config import TRACKERS
+from dlscaffold.errors import first_line
 from dlscaffold.rundir import read_metrics, read_run_info, update_run_info, write_text_atomic
 
 __all__ = ["TRACKERS", "MLflow", "MetricsFile", "TensorBoard", "Tracker", "Trackers", "open_trackers"]
@@ -195,7 +196,7 @@ class Trackers:
                     "warning: the %s tracker failed (%s) and is switched off; the run, metrics.jsonl "
                     "and checkpoints go on",
                     name,
-                    one_line(exc),
+                    first_line(exc),
                 )
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
@@ -225,7 +226,7 @@ def open_trackers(run_dir: Path, config: Any, resume: tuple[int, int] | None = N
             opened.append((name, _open(name, run_dir, config, resume)))
         except Exception as exc:  # a server that cannot be reached: the run goes on without it
             _logger.warning(
-                "warning: the %s tracker could not start (%s); the run goes on without it", name, one_line(exc)
+                "warning: the %s tracker could not start (%s); the run goes on without it", name, first_line(exc)
             )
     return Trackers(opened)
 
@@ -253,12 +254,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _finite(value: float) -> float | None:
