@@ -17,7 +17,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from dlscaffold.config import Config
-from dlscaffold.data import batch_transform, make_idx_dict, make_loader, project_test_indices, split_problem
+from dlscaffold.data import (
+    batch_transform,
+    make_idx_dict,
+    make_loader,
+    project_test_indices,
+    split_indices,
+    split_problem,
+)
 from dlscaffold.device import Placement, select_placement
 from dlscaffold.distributed import World
 from dlscaffold.errors import UserError
@@ -67,7 +74,7 @@ def build_run(
     made = {
         role: make_loader(
             dataset,
-            _indices(idx_dict, split),
+            split_indices(idx_dict, split),
             dl.batch_size,
             shuffle,
             tp.seed,
@@ -132,16 +139,6 @@ def make_split(config: Config, dataset: Any, saved: dict[str, Any] | None) -> di
         idx_dict["test"] = sorted(test)
     dataset.idx_dict = idx_dict
     return idx_dict
-
-
-def _indices(idx_dict: dict[str, Any], split: str) -> list[int]:
-    indices = idx_dict.get(split)
-    if not isinstance(indices, list):
-        names = ", ".join(k for k, v in idx_dict.items() if isinstance(v, list))
-        raise UserError(f"--split: found '{split}'; this run has splits: {names}")
-    if not indices:
-        raise UserError(f"split '{split}' holds no points; an empty split has no metrics: choose another split")
-    return indices
 
 
 def wrap_for_training(run: Run, world: World) -> None:

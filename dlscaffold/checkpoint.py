@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -201,11 +202,22 @@ def save_checkpoint(
             old.unlink()
 
 
-def save_best(run_dir: Path, models: dict[str, nn.Module]) -> None:
-    """``<Model>_best.pt``: the weights after the validation with the best monitored value."""
+def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> None:
+    """``<Model>_best.pt``: the weights after the validation with the best monitored value. When
+    the epoch's own weight file is there, the best is a hard link to it (no second write)."""
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     for name, model in models.items():
-        save_atomic(model.state_dict(), weights_path(run_dir, name, "best"))
+        best, saved = weights_path(run_dir, name, "best"), weights_path(run_dir, name, epoch)
+        if saved.is_file():
+            tmp = best.with_name(best.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(saved, tmp)
+                os.replace(tmp, best)
+                continue
+            except OSError:  # a filesystem without hard links: write the weights
+                tmp.unlink(missing_ok=True)
+        save_atomic(model.state_dict(), best)
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -186,6 +186,12 @@ class LoggingParams(_Section):
         return value
 
 
+def metric_name(model: str, key: str, term: Any) -> str:
+    """``<Model>/<logging_name>``: the name a loss or eval is logged under (``logging_name``
+    defaults to the entry's key) in metrics.jsonl, the trackers, ``monitor`` and ``evaluate``."""
+    return f"{model}/{term.logging_name or key}"
+
+
 def safe_run_notes(text: str) -> str:
     """``run_notes`` as part of a folder name: every run of characters other than letters, digits,
     ``.``, ``-`` and ``_`` becomes ``_``, and a long note is cut (not refused) to at most

@@ -254,3 +254,23 @@ def make_loader(
         # resumed run sees the same augmentation as an uninterrupted one.
         persistent_workers=False,
     )
+
+
+def chosen_split_problem(idx_dict: dict[str, Any], split: str, what: str = "--split") -> str | None:
+    """Why ``split`` cannot be read from a run's split (not one of its splits, or empty), as one
+    line, or None when it can: the one message ``train``, ``evaluate`` and ``load_run`` give."""
+    indices = idx_dict.get(split)
+    if not isinstance(indices, list):
+        names = ", ".join(k for k, v in idx_dict.items() if isinstance(v, list))
+        return f"{what}: found '{split}'; this run has splits: {names}"
+    if not indices:
+        return f"split '{split}' holds no points; an empty split has no metrics: choose another split"
+    return None
+
+
+def split_indices(idx_dict: dict[str, Any], split: str, what: str = "--split") -> list[int]:
+    """The points of ``split``; a split that is not there, or empty, is a one-line ``UserError``."""
+    problem = chosen_split_problem(idx_dict, split, what)
+    if problem is not None:
+        raise UserError(problem)
+    return idx_dict[split]

@@ -13,9 +13,8 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from dlscaffold.builder import Run
-from dlscaffold.data import make_loader
+from dlscaffold.data import make_loader, split_indices
 from dlscaffold.epoch import run_epoch
-from dlscaffold.errors import UserError
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import read_metrics
 from dlscaffold.runfiles import epoch_number
@@ -48,11 +47,6 @@ def split_loader(run: Run, split: str) -> DataLoader:
     """The run's loader for ``split`` (in order), made when the run was built without it."""
     if split in run.loaders:
         return run.loaders[split]
-    indices = run.idx_dict.get(split)
-    if not isinstance(indices, list):
-        names = ", ".join(k for k, v in run.idx_dict.items() if isinstance(v, list))
-        raise UserError(f"split: found '{split}'; this run has splits: {names}")
-    if not indices:
-        raise UserError(f"split '{split}' holds no points; an empty split has no metrics: choose another split")
+    indices = split_indices(run.idx_dict, split, "split")
     dl, tp = run.config.dataloading_params, run.config.training_params
     return make_loader(run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)

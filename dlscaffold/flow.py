@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from dlscaffold.checkpoint import load_weights, weights_path
-from dlscaffold.config import DATASET, TRAINER, Config
+from dlscaffold.config import DATASET, TRAINER, Config, metric_name
 from dlscaffold.errors import UserError
 from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
@@ -231,7 +231,7 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                 continue  # a MetricTerm (_metric_terms)
             terms.append(
                 Term(
-                    name=f"{model_name}/{term.logging_name or key}",
+                    name=metric_name(model_name, key, term),
                     path=f"info_flow.{model_name}.{kind}.{key}",
                     fn=registry.get(term.function or key),
                     weight=getattr(term, "weight", 0.0),
@@ -252,9 +252,7 @@ def _metric_terms(config: Config, device: torch.device) -> list[MetricTerm]:
                 path = f"info_flow.{model_name}.evals.{key}"
                 metric = build_metric(name, dict(getattr(term, "init_args", None) or {}), path)
                 terms.append(
-                    MetricTerm(
-                        f"{model_name}/{term.logging_name or key}", path, metric.to(device), list(term.inputs.items())
-                    )
+                    MetricTerm(metric_name(model_name, key, term), path, metric.to(device), list(term.inputs.items()))
                 )
     return terms
 

@@ -45,9 +45,11 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
             stop.raise_if_requested()
         train_values, val_values = values
         last_val, last_epoch = val_values or last_val, epoch
-        stopping, signalled = _early_stop(session, epoch, val_values), agreed_stop(session, stop)
+        (improved, stopping), signalled = _judge(session, epoch, val_values), agreed_stop(session, stop)
         if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled):
             save_state(session, epoch)
+        if improved:
+            _keep_best(session, epoch)  # after the epoch's checkpoint: its weights are linked, not written twice
         echo(
             f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
             + (f"  | val: {_format(val_values)}" if val_values else "")
@@ -163,15 +165,21 @@ def agreed_stop(session: Session, stop: StopFlag) -> bool:
     return bool(seen.item())
 
 
-def _early_stop(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
-    """Record a validation with the monitor; save the best weights; whether patience ran out."""
+def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[bool, bool]:
+    """Record a validation with the monitor: whether it is the best so far, whether patience ran out."""
     monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
     if monitor.name not in val_values:
-        return False
-    if monitor.update(val_values[monitor.name], epoch) and session.saves and session.writes:
-        save_best(session.run_dir, session.run.flow.models)
+        return False, False
+    improved = monitor.update(val_values[monitor.name], epoch)
+    return improved, patience is not None and monitor.bad >= patience
+
+
+def _keep_best(session: Session, epoch: int) -> None:
+    """The best epoch's weights as ``<Model>_best.pt`` and its record in ``run.json``."""
+    if session.saves and session.writes:
+        save_best(session.run_dir, epoch, session.run.flow.models)
+        monitor = session.monitor
         update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
-    return patience is not None and monitor.bad >= patience
 
 
 def save_state(session: Session, epoch: int, position: Position | None = None) -> None:

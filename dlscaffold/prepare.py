@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlscaffold.config import DATASET, TRAINER, TRAINER_TENSORS, Config, load_raw, read_yaml, validate_raw
+from dlscaffold.config import DATASET, TRAINER, TRAINER_TENSORS, Config, load_raw, metric_name, read_yaml, validate_raw
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
 from dlscaffold.project import MODULE_NAMES, Project, load_project
 from dlscaffold.registry import Registry, build_registries
@@ -316,11 +316,7 @@ def _check_info_flow(
 def _check_logging_names(config: Config) -> list[str]:
     """Two losses (or two evals) logged under one ``<Model>/<logging_name>`` would overwrite each other."""
     names = {
-        kind: [
-            f"{m}/{t.logging_name or key}"
-            for m, spec in config.info_flow.items()
-            for key, t in getattr(spec, kind).items()
-        ]
+        kind: [metric_name(m, key, t) for m, spec in config.info_flow.items() for key, t in getattr(spec, kind).items()]
         for kind in ("losses", "evals")
     }
     problems = []
@@ -359,7 +355,7 @@ def _check_training(config: Config) -> list[str]:
     if not any(spec.losses for spec in config.info_flow.values()):
         problems.append("info_flow: no losses, so there is nothing to optimise; add a loss to a model's losses")
     names = [
-        f"{m}/{t.logging_name or k}"
+        metric_name(m, k, t)
         for m, spec in config.info_flow.items()
         for kind in ("losses", "evals")
         for k, t in getattr(spec, kind).items()
@@ -455,14 +451,7 @@ def _check_splits(config: Config, saved: dict[str, Any] | None, splits: tuple[st
                 "expected a value above 0 (e.g. 0.1), or train with --dev"
             ]
         return []
-    names = ", ".join(k for k, v in saved.items() if isinstance(v, list))
-    problems = []
-    for split in dict.fromkeys(splits):
-        if not isinstance(saved.get(split), list):
-            problems.append(f"--split: found '{split}'; this run has splits: {names}")
-        elif not saved[split]:
-            problems.append(
-                f"split '{split}': the saved idx_dict holds no points in it; an empty split has no "
-                "metrics: use another split"
-            )
-    return problems
+    from dlscaffold.data import chosen_split_problem  # imports torch
+
+    problems = [chosen_split_problem(saved, split) for split in dict.fromkeys(splits)]
+    return [problem for problem in problems if problem]

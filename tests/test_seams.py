@@ -93,3 +93,24 @@ def test_training_still_checks_the_optimizer_settings_before_anything_is_built(t
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "error: training_params.optimizer: the optimizer rejects its settings (ValueError:" in result.stderr
     assert not (toy / "runs").exists()
+
+
+def test_the_best_weights_are_the_saved_epoch_not_a_second_write(toy: Path) -> None:
+    """The best epoch's weights are its own epoch file (a hard link), and they load as that epoch."""
+    config = write_config(
+        toy,
+        training_params__max_training_epochs=3,
+        training_params__monitor="Classifier/accuracy",
+        training_params__monitor_mode="max",
+    )
+    result = run_cli("train", str(config), cwd=toy)
+    assert result.returncode == 0, result.stderr
+    (run,) = run_dirs(toy)
+    best = json.loads((run / "run.json").read_text())["best"]
+    for model in ("Encoder", "Classifier", "Decoder"):
+        saved = run / "checkpoints" / f"{model}_{best['epoch']:06d}.pt"
+        best_file = run / "checkpoints" / f"{model}_best.pt"
+        assert best_file.stat().st_ino == saved.stat().st_ino
+        assert all(
+            torch.equal(a, b) for a, b in zip(torch.load(best_file).values(), torch.load(saved).values(), strict=True)
+        )
