@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dlscaffold.errors import UserError
+from dlscaffold.errors import CodeError, UserError
 from dlscaffold.rundir import write_text_atomic
 
 SPLITS = ("train", "val", "dev")
@@ -126,10 +126,10 @@ def _to_tensor(values: list[Any], name: str) -> Any:
     )
 
 
-class DatasetItemError(Exception):
+class DatasetItemError(CodeError):
     """An item that could not be read or stacked; the message names the index (or key) and the cause."""
 
-    dlscaffold_where = "the dataset"  # a class attribute: it survives a DataLoader worker's re-raise
+    where = "the dataset"  # a class attribute: it survives a DataLoader worker's re-raise
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,8 +6,9 @@ exception is a bug (ours or in the project's code) and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class UserError(Exception):
@@ -24,6 +25,35 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """Every problem found in a config, reported together."""
+
+
+class CodeError(Exception):
+    """The project's code failed: ``where`` names the piece (``info_flow.Encoder: Encoder.forward``,
+    a loss's or eval's key path, the dataset) and ``cause`` is what it raised (also ``__cause__``).
+
+    Messages about a failure during a run say where from this field; the cause's traceback stays
+    attached for ``--debug``.
+    """
+
+    where = "the project's code"
+
+    def __init__(self, message: str, where: str | None = None, cause: BaseException | None = None):
+        super().__init__(message)
+        if where is not None:
+            self.where = where
+        self.cause = cause if cause is not None else self
+
+
+@contextlib.contextmanager
+def blame(where: str) -> Iterator[None]:
+    """Run the project's code: anything it raises (but a :class:`UserError`) becomes a
+    :class:`CodeError` naming ``where``."""
+    try:
+        yield
+    except (UserError, CodeError):
+        raise
+    except Exception as exc:
+        raise CodeError(f"{where} failed: {first_line(exc)}", where, exc) from exc
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from dlscaffold.checkpoint import load_weights, weights_path
 from dlscaffold.config import DATASET, TRAINER, Config, metric_name
-from dlscaffold.errors import UserError
+from dlscaffold.errors import UserError, blame
 from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
 from dlscaffold.registry import Registry
@@ -60,11 +60,8 @@ class MetricTerm:
     def values(self) -> dict[str, float]:
         """The metric over everything it was updated with: ``{name: value}``; a vector result (e.g.
         ``average: none``) gives ``<name>_<i>``, a dict result ``<name>_<key>``."""
-        try:
+        with blame(self.path):
             result = self.metric.compute()
-        except Exception as exc:
-            exc.dlscaffold_where = self.path
-            raise
         if isinstance(result, dict):
             items = {f"{self.name}_{k}": v for k, v in result.items()}
         elif isinstance(result, torch.Tensor) and result.numel() > 1 and result.dim() == 1:
@@ -119,11 +116,8 @@ class Flow:
         for name, model in self.models.items():
             kwargs = {t: self.fetch(batch, outputs, t, src, f"model '{name}'") for t, src in self.inputs[name]}
             call = self.wrapped.get(name, model) if self.training else model
-            try:
+            with blame(f"info_flow.{name}: {name}.forward"):
                 out = call(**kwargs)
-            except Exception as exc:  # free unless raised; lets error messages name the model
-                exc.dlscaffold_where = f"info_flow.{name}: {name}.forward"
-                raise
             if not isinstance(out, dict):
                 raise UserError(
                     f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors"
@@ -136,11 +130,8 @@ class Flow:
         with torch.no_grad():
             for t in self.metrics:
                 args = [a.detach() if isinstance(a, torch.Tensor) else a for a in self.term_args(t, batch, outputs)]
-                try:
+                with blame(t.path):
                     t.metric.update(*args)
-                except Exception as exc:
-                    exc.dlscaffold_where = t.path
-                    raise
 
     def compute_metrics(self) -> dict[str, float]:
         """Every torchmetrics eval over the batches since the last :meth:`reset_metrics` (a device
@@ -191,15 +182,12 @@ class Flow:
         values = {}
         for t in terms:
             args = self.term_args(t, batch, outputs)
-            try:
+            with blame(t.path):
                 values[t.name] = per_sample(t.fn(*args))
                 if t.members is not None:
                     members = t.members(*args)  # (B, E)
                     t.num_members = members.shape[1]
                     values.update({f"{t.name}_{i}": members[:, i] for i in range(t.num_members)})
-            except Exception as exc:
-                exc.dlscaffold_where = t.path
-                raise
         return values
 
     def fetch(self, batch: dict, outputs: dict, tensor: str, source: str, who: str) -> Any:

@@ -24,7 +24,7 @@ from dlscaffold.builder import Run, build_run, wrap_for_training
 from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, set_rng_state
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
-from dlscaffold.errors import QuietExit, UserError
+from dlscaffold.errors import CodeError, QuietExit, UserError
 from dlscaffold.loop import (
     Echo,
     Monitor,
@@ -160,20 +160,17 @@ def _process_state_kept() -> Iterator[None]:
     finally:
         logger.setLevel(level)
         torch.autograd.set_detect_anomaly(anomaly)
-        added = [Path(entry).resolve() for entry in sys.path if entry and entry not in path]
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            if name not in modules and name not in MODULE_NAMES and file and _inside(Path(file), added):
+        added = tuple(entry.rstrip("/") + "/" for entry in sys.path if entry and entry not in path)
+        for name in set(sys.modules) - modules if added else ():  # only what the run imported: cheap
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if name not in MODULE_NAMES and file.startswith(added):
                 del sys.modules[name]
         sys.path[:] = path
 
 
-def _inside(file: Path, folders: list[Path]) -> bool:
-    return any(file.resolve().is_relative_to(folder) for folder in folders)
-
-
 def _peer_failed(exc: Exception) -> bool:
     """Whether a collective failed because another process is gone (closed connection, timeout)."""
+    exc = exc.cause if isinstance(exc, CodeError) else exc  # inside a model's forward (DDP's hooks)
     text = str(exc).lower()
     return type(exc).__name__ in ("DistError", "DistBackendError", "DistNetworkError") or any(
         words in text for words in ("connection closed", "connection reset", "broken pipe", "timed out")
@@ -196,13 +193,13 @@ def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
 
 
 def _user_code_error(session: Session, exc: Exception) -> str:
-    where = getattr(exc, "dlscaffold_where", None) or "the training loop"
-    lines = str(exc).strip().splitlines() or [""]
+    where, cause = (exc.where, exc.cause) if isinstance(exc, CodeError) else ("the training loop", exc)
+    lines = str(cause).strip().splitlines() or [""]
     if type(exc).__name__ == "DatasetItemError":  # from a DataLoader worker, its traceback: the last line says it
         what = lines[-1].partition("DatasetItemError: ")[2] or lines[-1]
     else:
-        what = f"{where} failed: {type(exc).__name__}: {lines[0]}"
-    if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        what = f"{where} failed: {type(cause).__name__}: {lines[0]}"
+    if type(cause).__module__.startswith(("torch._dynamo", "torch._inductor")):
         what += "; torch.compile failed here: set training_params.compile: false"
     return (
         f"epoch {session.epoch}, step {session.trainer.step}: {what}; the last checkpoint is intact; "

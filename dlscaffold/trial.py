@@ -14,7 +14,7 @@ import torch
 
 from dlscaffold.data import collate
 from dlscaffold.epoch import evaluate_batch
-from dlscaffold.errors import ConfigError, UserError, first_line
+from dlscaffold.errors import CodeError, ConfigError, UserError, blame, first_line
 from dlscaffold.flow import batch_size_of
 from dlscaffold.images import image_problems
 from dlscaffold.losses import check_inputs
@@ -49,13 +49,8 @@ def check_batch(run: Any, indices: list[int]) -> None:
                 warnings.simplefilter("ignore")  # e.g. classes absent from 2 samples
                 run.flow.compute_metrics()  # a torchmetrics result that is not a number fails here, in seconds
             run.flow.reset_metrics()
-        except UserError:
-            raise
-        except Exception as exc:  # e.g. init_args that do not fit the data's shapes
-            where = getattr(exc, "dlscaffold_where", None)
-            if where is None:
-                raise
-            raise UserError(f"{where} failed on a batch of 2 before training: {first_line(exc)}") from exc
+        except CodeError as exc:  # e.g. init_args that do not fit the data's shapes
+            raise UserError(f"{exc.where} failed on a batch of 2 before training: {first_line(exc.cause)}") from exc
 
 
 def _term_problem(flow: Any, term: Any, batch: dict[str, Any], outputs: dict[str, Any]) -> str | None:
@@ -64,11 +59,8 @@ def _term_problem(flow: Any, term: Any, batch: dict[str, Any], outputs: dict[str
     problem = check_inputs(term.fn, args)
     if problem:
         return f"{term.path}: {problem}"
-    try:
+    with blame(term.path):
         value = term.fn(*args)
-    except Exception as exc:
-        exc.dlscaffold_where = term.path
-        raise
     size = batch_size_of(batch)
     if not hasattr(value, "shape") or (len(value.shape) > 0 and value.shape[0] != size):
         shape = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
