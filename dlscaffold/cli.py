@@ -481,5 +481,18 @@ def main(argv: list[str] | None = None, project: Path | None = None) -> int:
     try:
         app(args=argv, prog_name="dlscaffold", obj={"project": project})
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        return _exiting(argv, exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+    return _exiting(argv, 0)
+
+
+def _exiting(argv: list[str] | None, code: int) -> int:
+    """The program's exit code. Run as the program (no ``argv``), the command is over: a SIGTERM or
+    SIGINT while Python shuts down (most of a second after a run) no longer kills the process with
+    a signal's status; it ends with the command's own code."""
+    import signal
+    import threading
+
+    if argv is None and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+    return code

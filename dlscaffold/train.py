@@ -107,34 +107,34 @@ def _train(
         if not world.main:  # every rank found the same problem: rank 0 says it
             raise QuietExit(2) from None
         raise
-    try:
-        with StopFlag() as stop:
+    with StopFlag() as stop:  # held through the run's end too: a late signal never kills it half-closed
+        try:
             return fit(session, stop, echo)
-    except RunInterrupted as exc:
-        record_end(session, "interrupted")
-        if session.saves:
-            echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
-            echo(f"Resume it with: dlscaffold train --resume {session.run_dir}")
-        raise
-    except NonFiniteStep as exc:
-        error = _nonfinite_error(session, exc)
-        record_end(session, "failed", error)
-        raise UserError(error) from None
-    except UserError as exc:
-        record_end(session, "failed", exc.problems[0] if exc.problems else str(exc))
-        raise
-    except Exception as exc:  # the project's model, loss or dataset failed during training
-        if world.distributed and _peer_failed(exc):  # another rank failed first and says why
-            record_end(session, "failed", "a data-parallel process failed (its error is printed)")
-            raise QuietExit(1) from None
-        error = _user_code_error(session, exc)
-        record_end(session, "failed", error)
-        raise UserError(error) from exc
-    finally:
-        session.log.close(session.status)
-        if session.lock is not None:
-            session.lock.release()
-        distributed.shutdown()
+        except RunInterrupted as exc:
+            record_end(session, "interrupted")
+            if session.saves:
+                echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
+                echo(f"Resume it with: dlscaffold train --resume {session.run_dir}")
+            raise
+        except NonFiniteStep as exc:
+            error = _nonfinite_error(session, exc)
+            record_end(session, "failed", error)
+            raise UserError(error) from None
+        except UserError as exc:
+            record_end(session, "failed", exc.problems[0] if exc.problems else str(exc))
+            raise
+        except Exception as exc:  # the project's model, loss or dataset failed during training
+            if world.distributed and _peer_failed(exc):  # another rank failed first and says why
+                record_end(session, "failed", "a data-parallel process failed (its error is printed)")
+                raise QuietExit(1) from None
+            error = _user_code_error(session, exc)
+            record_end(session, "failed", error)
+            raise UserError(error) from exc
+        finally:
+            session.log.close(session.status)
+            if session.lock is not None:
+                session.lock.release()
+            distributed.shutdown()
 
 
 def _silent(line: str) -> None:
