@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dlscaffold.errors import CodeError, UserError
+from dlscaffold.errors import CodeError, UserError, first_line
 from dlscaffold.rundir import write_text_atomic
 
 SPLITS = ("train", "val", "dev")
@@ -132,10 +132,6 @@ class DatasetItemError(CodeError):
     where = "the dataset"  # a class attribute: it survives a DataLoader worker's re-raise
 
 
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
-
-
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of sample dicts into a dict of batched tensors (see the module's rule)."""
     first = samples[0]
@@ -149,7 +145,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             raise
         except Exception as exc:  # a missing key, values of different shapes, ...
             raise DatasetItemError(
-                f"the items' '{name}' values do not stack into a batch ({_first_line(exc)}); "
+                f"the items' '{name}' values do not stack into a batch ({first_line(exc)}); "
                 "every item must hold the same keys with values of one shape"
             ) from exc
     return batch
@@ -168,7 +164,7 @@ class _NamedErrors(Dataset):
         try:
             return self.dataset[index]
         except Exception as exc:
-            raise DatasetItemError(f"CustomDataSet[{index}] failed: {_first_line(exc)}") from exc
+            raise DatasetItemError(f"CustomDataSet[{index}] failed: {first_line(exc)}") from exc
 
 
 # ---------------------------------------------------------------------------------- loading

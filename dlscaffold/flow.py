@@ -23,7 +23,7 @@ from torch import nn
 
 from dlscaffold.checkpoint import load_weights, weights_path
 from dlscaffold.config import DATASET, TRAINER, Config, metric_name
-from dlscaffold.errors import UserError, blame
+from dlscaffold.errors import UserError, blame, first_line
 from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
 from dlscaffold.registry import Registry
@@ -250,10 +250,9 @@ def _construct(cls: type, init_args: dict[str, Any], name: str) -> nn.Module:
     try:
         return cls(**init_args)
     except Exception as exc:
-        message = (str(exc).strip().splitlines() or [""])[0]
         shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
         raise UserError(
-            f"info_flow.{name}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
+            f"info_flow.{name}.init_args: {name}({shown}) failed: {first_line(exc)}; "
             "rerun with --debug for the traceback"
         ) from exc
 

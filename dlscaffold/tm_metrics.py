@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlscaffold.errors import UserError, did_you_mean
+from dlscaffold.errors import UserError, did_you_mean, first_line
 
 TORCHMETRICS = "torchmetrics."  # the prefix of an eval that names a torchmetrics.Metric class
 _NOT_METRICS = ("Metric", "CompositionalMetric")  # exported base classes, not metrics one configures
@@ -58,9 +58,8 @@ def build_metric(name: str, init_args: dict[str, Any], path: str) -> Any:
     try:
         return cls(**init_args)
     except Exception as exc:  # torchmetrics constructors validate their arguments
-        message = (str(exc).strip().splitlines() or [""])[0]
         shown = ", ".join(f"{k}={v!r}" for k, v in init_args.items())
         raise UserError(
-            f"{path}.init_args: {name}({shown}) failed: {type(exc).__name__}: {message}; "
+            f"{path}.init_args: {name}({shown}) failed: {first_line(exc)}; "
             "see the class's arguments in the torchmetrics documentation"
         ) from None
