@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pandas
+
     from dlscaffold.api import LoadedRun
 
 __version__ = "0.1.0"
@@ -31,3 +33,17 @@ def load_run(
     from dlscaffold.api import load_run as _load_run
 
     return _load_run(run_dir, epoch, device, project)
+
+
+def load_runs(logging_dir: str | Path) -> pandas.DataFrame:
+    """A pandas DataFrame with one row per run under a logging folder (its sweeps' trial runs too):
+    ``run``, ``status``, ``group``, ``seed``, ``trial``, ``best_epoch``, ``best_value``, the last
+    validation value of each metric (``val/<Model>/<name>``) and every config key
+    (``config.<dotted.key>``).
+
+    See :func:`dlscaffold.experiments.load_runs` (imported here on first use, so that ``import
+    dlscaffold`` does not import pandas) and docs/experiments.md.
+    """
+    from dlscaffold.experiments import load_runs as _load_runs
+
+    return _load_runs(logging_dir)

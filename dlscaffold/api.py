@@ -42,6 +42,7 @@ class LoadedRun:
     project_dir: Path  # the folder whose code was imported
     epoch: int | str  # the epoch whose weights are loaded ("best" only when run.json does not say which)
     _run: Run
+    requested_epoch: int | str | None = None  # what load_run was asked for: "best", "last" or the number
 
     @property
     def models(self) -> dict[str, nn.Module]:
@@ -106,11 +107,13 @@ class LoadedRun:
         --epoch E --split SPLIT`` reports.
 
         Returns:
-            ``{"run_dir", "epoch", "split", "num_samples", "metrics": {"<Model>/<name>": value}}``.
+            ``{"run_dir", "epoch", "requested_epoch", "split", "num_samples", "metrics": {"<Model>/<name>":
+            value}}``: ``epoch`` the loaded epoch's number, ``requested_epoch`` what ``load_run`` was
+            asked for (``"best"``, ``"last"`` or the number).
         """
         with forked_rng():  # a dataset's transform_batch may draw random numbers: leave the caller's RNGs
             result = evaluate_run(self._run, split, Progress(progress_bar))
-        return {"run_dir": str(self.run_dir), "epoch": self.epoch, **result}
+        return {"run_dir": str(self.run_dir), "epoch": self.epoch, "requested_epoch": self.requested_epoch, **result}
 
     def __repr__(self) -> str:
         return f"LoadedRun({str(self.run_dir)!r}, epoch={self.epoch}, models={list(self.models)}, device={self.device})"
@@ -147,4 +150,4 @@ def load_run(
         run = build_run(prepared, {}, device, weights=(run_dir, saved))
     run.flow.set_mode(training=False)
     set_clock(run, run_dir, saved)
-    return LoadedRun(run_dir, prepared.project.root, epoch_number(run_dir, saved), run)
+    return LoadedRun(run_dir, prepared.project.root, epoch_number(run_dir, saved), run, requested_epoch=epoch)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from dlscaffold.config import Config
 from dlscaffold.data import (
     batch_transform,
+    dataset_size,
     make_idx_dict,
     make_loader,
     project_test_indices,
@@ -104,7 +105,7 @@ def build_run(
 def build_dataset(prepared: Prepared) -> Any:
     """``CustomDataSet(cfg)`` with the validated config as a plain dict (paths absolute)."""
     dataset = prepared.project.dataset_class(prepared.config.to_dict())
-    if len(dataset) == 0:
+    if dataset_size(dataset) == 0:
         raise UserError("CustomDataSet: the dataset is empty; check dataloading_params.dataset_path")
     return dataset
 

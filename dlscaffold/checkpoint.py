@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlscaffold.errors import UserError
+from dlscaffold.errors import UserError, first_line
 from dlscaffold.rundir import atomic_file
 
 FORMAT_VERSION = 1
@@ -143,22 +143,48 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def _numpy_state(saved: dict[str, Any]) -> tuple:
+    """The tuple ``np.random.set_state`` takes, from :func:`rng_state`'s ``numpy`` entry."""
+    keys = saved["keys"].numpy().astype(np.uint32)
+    return ("MT19937", keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"])
+
+
+def _python_state(saved: Any) -> tuple:
+    """The tuple ``random.setstate`` takes, from :func:`rng_state`'s ``python`` entry."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            np_state["keys"].numpy().astype(np.uint32),
-            np_state["pos"],
-            np_state["has_gauss"],
-            np_state["cached_gaussian"],
-        )
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(_numpy_state(state["numpy"]))
+    random.setstate(_python_state(state["python"]))
+
+
+def nonfinite_weights(models: dict[str, nn.Module]) -> str | None:
+    """Which model holds a NaN or inf parameter, or a NaN buffer (a buffer may hold inf on purpose,
+    such as an attention mask), as one phrase; None when none does."""
+    for name, model in models.items():
+        params = dict(model.named_parameters(remove_duplicate=False))
+        bad = [
+            key
+            for key, value in model.state_dict().items()
+            if value.is_floating_point()
+            and not bool(torch.isfinite(value).all() if key in params else ~torch.isnan(value).any())
+        ]
+        if bad:
+            return f"info_flow.{name} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}"
+    return None
+
+
+def _refuse_nonfinite(models: dict[str, nn.Module], what: str) -> bool:
+    """True, after one warning line, when a model holds non-finite values: ``what`` is not written."""
+    problem = nonfinite_weights(models)
+    if problem is not None:
+        _logger.warning("warning: %s; %s was not written (the files saved before are kept)", problem, what)
+    return problem is not None
 
 
 def save_weights(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> None:
@@ -175,8 +201,9 @@ def save_checkpoint(
     models: dict[str, nn.Module],
     trainer: dict[str, Any],
     position: dict[str, Any] | None = None,
-) -> None:
+) -> bool:
     """Write every model's weights and the trainer state after ``epoch``; drop older trainer states.
+    Returns False, writing nothing, when a model holds NaN or inf (one warning line says which).
 
     Args:
         run_dir: the run folder.
@@ -187,6 +214,9 @@ def save_checkpoint(
             and the epoch's running sums. The weights then go into the trainer file
             (``trainer_<epoch>_<k>.pt``), not into per-epoch weight files.
     """
+    where = f"epoch {epoch}" if position is None else f"epoch {epoch + 1} after {position['batches']} batches"
+    if _refuse_nonfinite(models, f"the checkpoint of {where}"):
+        return False
     folder = run_dir / "checkpoints"
     folder.mkdir(exist_ok=True)
     state = {"format_version": FORMAT_VERSION, "epoch": epoch, **trainer, "rng": rng_state()}
@@ -200,11 +230,17 @@ def save_checkpoint(
     for old in folder.glob(f"{TRAINER}_*.pt"):
         if old.name != name:
             old.unlink()
+    return True
 
 
-def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> None:
+def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> bool:
     """``<Model>_best.pt``: the weights after the validation with the best monitored value. When
-    the epoch's own weight file is there, the best is a hard link to it (no second write)."""
+    the epoch's own weight file is there, the best is a hard link to it (no second write).
+    Returns False, writing nothing, when a model holds NaN or inf (one warning line says which)."""
+    if not all(weights_path(run_dir, n, epoch).is_file() for n in models) and _refuse_nonfinite(
+        models, f"the best weights of epoch {epoch}"
+    ):
+        return False
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     for name, model in models.items():
         best, saved = weights_path(run_dir, name, "best"), weights_path(run_dir, name, epoch)
@@ -218,6 +254,7 @@ def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> None:
             except OSError:  # a filesystem without hard links: write the weights
                 tmp.unlink(missing_ok=True)
         save_atomic(model.state_dict(), best)
+    return True
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -238,11 +275,94 @@ def read_checkpoint(path: Path) -> Any:
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
+    """A ``trainer_*.pt``, its structure checked before anything is restored from it.
+
+    Raises:
+        UserError: a foreign format, or a missing or malformed key (``optimizers``, ``rng``, an
+            ``epoch`` that is no whole number, an RNG state this torch, NumPy or Python cannot
+            take, ...), as one line naming the file and the key.
+    """
     state = read_checkpoint(path)
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
         raise UserError(f"{path}: checkpoint format {found}; this dlscaffold reads format {FORMAT_VERSION}")
+    problem = trainer_state_problem(state)
+    if problem is not None:
+        raise UserError(
+            f"{path}: {problem}; the file is damaged or was not written by dlscaffold: put back an intact copy, "
+            "or start a new run (info_flow.<Model>.model_dir loads this run's saved weights)"
+        )
     return state
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _found(value: Any) -> str:
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _cuda_state(states: Any) -> None:
+    if not isinstance(states, (list, tuple)) or not all(isinstance(s, torch.Tensor) for s in states):
+        raise TypeError(f"found {_found(states)}; expected a list of tensors")
+    for device, state in enumerate(states if torch.cuda.is_available() else []):  # what this machine restores
+        if device < torch.cuda.device_count():
+            torch.Generator(device=f"cuda:{device}").set_state(state)
+
+
+# Each RNG state is tried on a fresh generator of its kind: the library itself says whether it fits.
+_RNG_CHECKS = {
+    "torch": lambda state: torch.Generator().set_state(state),
+    "cuda": _cuda_state,
+    "numpy": lambda state: np.random.RandomState().set_state(_numpy_state(state)),
+    "python": lambda state: random.Random().setstate(_python_state(state)),
+}
+
+
+def _rng_problem(rng: Any, key: str) -> str | None:
+    if not isinstance(rng, dict):
+        return f"the trainer state's '{key}' holds {_found(rng)}; expected the RNG states saved with it"
+    for name, check in _RNG_CHECKS.items():
+        if name not in rng:
+            return f"the trainer state's '{key}' has no '{name}' RNG state"
+        try:
+            check(rng[name])
+        except Exception as exc:  # wrong size or dtype, not a tensor, a short tuple, ...
+            return f"the trainer state's '{key}.{name}' is not an RNG state this {name} can take ({first_line(exc)})"
+    return None
+
+
+def _states(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+
+# What resuming reads: key -> (required, check, what it must hold).
+_TRAINER_KEYS = {
+    "epoch": (True, _count, "a whole number of at least 0"),
+    "step": (True, _count, "a whole number of at least 0"),
+    "optimizers": (True, _states, "each trained model's optimizer state, by model name"),
+    "schedulers": (True, _states, "each trained model's scheduler state, by model name"),
+    "models": (False, _states, "each model's weights, by model name"),
+    "monitor": (False, lambda v: isinstance(v, dict), "the monitored best value and its epoch"),
+    "position": (False, lambda v: isinstance(v, dict) and _count(v.get("batches")), "the batches done in the epoch"),
+    "rng_ranks": (False, lambda v: isinstance(v, list), "one RNG state per process"),
+}
+
+
+def trainer_state_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a trainer checkpoint's structure, as one phrase naming the key (None:
+    everything resuming reads is there, of the right kind)."""
+    for key, (required, fits, expected) in _TRAINER_KEYS.items():
+        if key not in state and required:
+            return f"the trainer state has no '{key}'"
+        if (required or state.get(key) is not None) and not fits(state[key]):
+            return f"the trainer state's '{key}' holds {_found(state[key])}; expected {expected}"
+    if "rng" not in state:
+        return "the trainer state has no 'rng'"
+    ranks = [(f"rng_ranks[{rank}]", rng) for rank, rng in enumerate(state.get("rng_ranks") or [])]
+    return next((p for key, rng in [("rng", state["rng"]), *ranks] if (p := _rng_problem(rng, key))), None)
 
 
 def load_weights(model: nn.Module, path: Path, who: str) -> None:

@@ -125,36 +125,104 @@ def train(
             help="Train data-parallel in this many processes on this machine (started through torchrun).",
         ),
     ] = 1,
+    seeds: Annotated[
+        str | None,
+        typer.Option(metavar="S1,S2,...", help="Train once per seed, as a seed group (see `dlscaffold runs --group`)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, metavar="N", help="With --seeds: train this many runs at once, in processes.")
+    ] = 1,
+    vary_split: Annotated[
+        bool, typer.Option("--vary-split", help="With --seeds: let the seed change the split too.")
+    ] = False,
+    group: Annotated[str | None, typer.Option(hidden=True, metavar="ID:SEED:SIZE")] = None,
 ) -> None:
     """Train the models a config's info_flow names."""
 
     def action() -> None:
         project_dir = _project_default(ctx, project)
         config, overrides = _split_args(list(args or []), resume, project_dir / "config.yml" if project_dir else None)
+        if seeds is not None:
+            flags = {"dev": dev, "no_save": no_save, "debug": debug, "device": device}
+            _train_seeds(seeds, config, overrides, project_dir, resume, nproc, workers, vary_split, **flags)
         if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun, which runs this command N times
-            from dlscaffold.distributed import launch, launch_args
+            from dlscaffold.distributed import check_launch, launch, launch_args
+            from dlscaffold.summary import ARGV0_ENV
 
-            code = launch(
-                nproc,
-                launch_args(
-                    config,
-                    overrides,
-                    project=project_dir,
-                    resume=resume,
-                    dev=dev,
-                    no_save=no_save,
-                    debug=debug,
-                    device=device,
-                ),
-            )
+            check_launch(nproc, config, overrides, resume)  # what every process would refuse: said once, first
+            before = os.environ.get(ARGV0_ENV)
+            os.environ[ARGV0_ENV] = before or sys.argv[0]  # the processes print a --resume command like this one
+            try:
+                code = launch(
+                    nproc,
+                    launch_args(
+                        config,
+                        overrides,
+                        project=project_dir,
+                        resume=resume,
+                        dev=dev,
+                        no_save=no_save,
+                        debug=debug,
+                        device=device,
+                    ),
+                )
+            finally:
+                if before is None:
+                    os.environ.pop(ARGV0_ENV, None)
             raise typer.Exit(code)
         from dlscaffold.train import TrainOptions
         from dlscaffold.train import train as run_train
 
         options = TrainOptions(dev=dev, no_save=no_save, debug=debug, device=device, progress_bar=sys.stdout.isatty())
+        if group is not None:  # one run of a seed group, started by --seeds --workers N
+            from dlscaffold.groups import group_info
+
+            group_id, seed, size = group.rsplit(":", 2)
+            options.run_info, options.run_notes_suffix = group_info(group_id, int(seed), int(size)), f"seed{seed}"
         run_train(config, overrides, project_dir=project_dir, resume=resume, options=options, echo=typer.echo)
 
     _run(action, debug)
+
+
+def _train_seeds(
+    seeds: str,
+    config: Path | None,
+    overrides: list[str],
+    project_dir: Path | None,
+    resume: Path | None,
+    nproc: int,
+    workers: int,
+    vary_split: bool,
+    dev: bool,
+    no_save: bool,
+    debug: bool,
+    device: str | None,
+) -> None:
+    """``train --seeds``: a seed group, one run per seed."""
+    from dlscaffold.groups import parse_seeds, train_group
+    from dlscaffold.train import TrainOptions
+
+    chosen = parse_seeds(seeds)
+    if resume is not None or nproc > 1 or debug:
+        flag = "--resume" if resume is not None else "--nproc" if nproc > 1 else "--debug"
+        raise UserError(f"--seeds cannot be combined with {flag}; run each seed's run with it separately")
+    if config is None:
+        raise UserError("train --seeds: expected a config file first, e.g. dlscaffold train config.yml --seeds 1,2,3")
+    from dlscaffold.prepare import prepare
+
+    prepare(config, overrides, project_dir)  # every config problem once, before any run starts
+    options = TrainOptions(dev=dev, no_save=no_save, device=device, progress_bar=sys.stdout.isatty() and workers == 1)
+    code = train_group(
+        config,
+        overrides,
+        chosen,
+        workers=workers,
+        vary_split=vary_split,
+        project_dir=project_dir,
+        options=options,
+        echo=typer.echo,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -176,7 +244,12 @@ def evaluate(
         str, typer.Option(metavar="SPLIT", help="train, val, dev, or test where the project provides one.")
     ] = "val",
     json_file: Annotated[
-        Path | None, typer.Option("--json", metavar="FILE", help="Also write the results to this JSON file.")
+        Path | None,
+        typer.Option(
+            "--json",
+            metavar="FILE",
+            help="Also write the results to this JSON file; '-': to standard output, the rest to standard error.",
+        ),
     ] = None,
     project: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
@@ -187,32 +260,48 @@ def evaluate(
     """Compute every configured loss and eval of a run over one split."""
 
     def action() -> None:
+        import contextlib
+
         from rich.console import Console
         from rich.table import Table
 
         from dlscaffold.evaluate import evaluate as run_evaluate
         from dlscaffold.runfiles import parse_epoch
+        from dlscaffold.runs import to_json
 
-        result = run_evaluate(
-            run_dir,
-            parse_epoch(epoch),
-            split,
-            json_file,
-            _project_default(ctx, project),
-            device,
-            sys.stdout.isatty(),
-            list(overrides or []),
-            echo=typer.echo,
-        )
-        typer.echo(f"{run_dir}: epoch {result['epoch']}, split '{split}', {result['num_samples']} samples")
+        to_stdout = json_file is not None and str(json_file) == "-"  # the JSON alone on stdout
+
+        def say(line: str) -> None:
+            typer.echo(line, err=to_stdout)
+
+        console = Console(stderr=to_stdout)
+        # with --json -, whatever the project's code prints goes to stderr too
+        with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+            result = run_evaluate(
+                run_dir,
+                parse_epoch(epoch),
+                split,
+                None if to_stdout else json_file,
+                _project_default(ctx, project),
+                device,
+                console.is_terminal,
+                list(overrides or []),
+                echo=say,
+                console=console,
+            )
+        asked = result["requested_epoch"]
+        which = f"epoch {result['epoch']}" + (f" ({asked})" if isinstance(asked, str) else "")
+        say(f"{run_dir}: {which}, split '{split}', {result['num_samples']} samples")
         table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for name, value in result["metrics"].items():
             table.add_row(name, f"{value:.6g}")
-        Console().print(table)
-        if json_file is not None:
-            typer.echo(f"Wrote {json_file}")
+        console.print(table)
+        if to_stdout:
+            typer.echo(to_json(result))
+        elif json_file is not None:
+            say(f"Wrote {json_file}")
 
     _run(action, debug)
 
@@ -349,6 +438,10 @@ def new_command(
     its commit where there is no tag. A local template with uncommitted changes is copied with
     them, with a note; the project records the last commit all the same, because uncommitted
     changes belong to no template version: `dlscaffold update` treats them as your own edits.
+
+    Where no git repository around it would track it (none, or one that ignores it), the new project
+    is made a git repository of its own, the generated files its first commit: updates merge
+    through git.
     """
 
     def action() -> None:
@@ -358,6 +451,8 @@ def new_command(
         typer.echo(
             f"Created {result.target} from the template at {result.source} ({result.commit or 'no git version'})."
         )
+        if result.repository:
+            typer.echo(result.repository)
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
         typer.echo(f"Next: cd {result.target} && python train.py")
@@ -399,8 +494,14 @@ def _report_update(result: Any) -> None:
             "file(s); resolve the <<<<<<< / >>>>>>> blocks (or .rej files), then git add and commit:",
             err=True,
         )
+        in_conflict = "; ".join(
+            f"{key}: yours {mine}, the template's {theirs}" for key, mine, theirs in result.config_conflicts
+        )
         for name in result.conflicts:
-            typer.echo(f"  {name}", err=True)
+            typer.echo(
+                f"  {name}" + (f" (keys in conflict: {in_conflict})" if name == CONFIG_FILE and in_conflict else ""),
+                err=True,
+            )
         for name in result.kept:
             typer.echo(
                 f"  {name} (the template no longer has this file; kept because you edited it: keep or delete it)",
@@ -421,9 +522,10 @@ def update_command(
 ) -> None:
     """Bring template changes into a project, keeping your edits (a 3-way merge through git).
 
-    Lists the files the update changed and every config.yml value that changed (key.path: old ->
-    new). A file you edited that the new template version no longer has is kept and listed as a
-    conflict.
+    The project must be the top of its own git repository, or committed in the one around it, with
+    no uncommitted changes. Lists the files the update changed and every config.yml value that
+    changed (key.path: old -> new), and the keys in conflict. A file you edited that the new
+    template version no longer has is kept and listed as a conflict.
 
     Exit code 0: updated (or nothing to update); review with `git diff`, then commit.
 
@@ -450,23 +552,183 @@ def runs(
             help="run, status, epochs, best, seconds, run_notes or val:<Model>/<name>; a leading '-' reverses."
         ),
     ] = "run",
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAMES",
+            help="The table's columns, comma-separated, from run, status, epochs, best, last, seconds, notes "
+            "(and trial, params for a sweep folder) (e.g. run,status,best,last) "
+            "[default: as many as fit the terminal].",
+        ),
+    ] = None,
+    group: Annotated[
+        bool,
+        typer.Option(
+            "--group",
+            help="One row per seed group (runs sharing run.json's group id): n, and mean, std and 95% CI "
+            "of the best value and of each final val metric.",
+        ),
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="table, json, csv, markdown or latex (markdown, latex: a paper table) [default: table].",
+        ),
+    ] = None,
 ) -> None:
-    """List the runs of a logging folder: status, epochs, best and last val metrics, duration."""
+    """List the runs of a logging folder (or a sweep folder's trial runs): status, epochs, best and
+    last val metrics, duration.
+
+    On a terminal the table fits its width: metric names lose their model prefix, then the notes,
+    time and epochs columns are left out, as needed. A run whose run.json says running while no
+    process holds its lock is listed as stale (it was killed): continue it with train --resume.
+    With --group, one row per seed group instead (see docs/experiments.md).
+    """
 
     def action() -> None:
-        from rich.console import Console
+        import shutil
 
-        from dlscaffold.runs import format_table, list_runs, sort_runs, to_json
+        from dlscaffold.experiments import check_format, runs_output
+        from dlscaffold.runs import (
+            STALE,
+            choose_columns,
+            default_columns,
+            format_table,
+            list_runs,
+            parse_columns,
+            sort_runs,
+            stale_note,
+            to_json,
+        )
+        from dlscaffold.summary import program
 
+        chosen = parse_columns(columns) if columns is not None else None
+        form = check_format(fmt or ("json" if as_json else "table"))
+        if as_json and form != "json":
+            raise UserError(f"runs: --json and --format {form} ask for two formats; give one of them")
+        if chosen is not None and (group or form != "table"):
+            raise UserError("runs: --columns chooses the run table's columns; leave it out with --group or --format")
         rows = sort_runs(list_runs(logging_dir, lambda line: typer.echo(f"warning: {line}", err=True)), sort)
-        if as_json:
+        if group or form in ("csv", "markdown", "latex"):
+            output = runs_output(rows, form, group, logging_dir)
+            typer.echo(output) if isinstance(output, str) else _print_table(output)
+        elif form == "json":
             typer.echo(to_json(rows))
         elif not rows:
             typer.echo(f"No runs in {logging_dir}.")
         else:
-            Console().print(format_table(rows))
+            short = False
+            if sys.stdout.isatty():  # fit the terminal; a file or a pipe gets whole lines
+                width = shutil.get_terminal_size().columns
+                if chosen is None:
+                    chosen, short = choose_columns(rows, width)
+                    if len(chosen) < len(default_columns(rows)):
+                        left_out = ", ".join(c for c in default_columns(rows) if c not in chosen)
+                        typer.echo(f"note: {left_out} left out to fit the terminal; --columns chooses", err=True)
+                from rich.console import Console
+
+                Console(width=width).print(format_table(rows, chosen, short))
+            else:
+                _print_table(format_table(rows, chosen))
+        for row in rows:
+            if row["status"] == STALE:
+                typer.echo(f"note: {stale_note(logging_dir, row, program('train'))}", err=True)
 
     _run(action)
+
+
+@app.command(short_help="Compare groups of runs: differing config keys, mean ± std, Welch p-values, curves.")
+def compare(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN...", show_default=False, help="Run folders, or logging / sweep folders whose runs to take."
+        ),
+    ],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            metavar="M",
+            show_default=False,
+            help="A validation metric, <Model>/<name> or total_loss, compared by its last val value "
+            "(repeatable) [default: the monitor's best value].",
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE.png", help="Also draw each metric's val curve per epoch: a line per group, a ± std band."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare groups of runs (runs sharing a seed group id; a run without one is its own group).
+
+    Prints the config keys whose values differ between the groups' first runs, then per metric
+    each group's mean ± std, its mean minus the first group's and Welch's t-test p-value against
+    the first group (none for a group of one).
+    """
+
+    def action() -> None:
+        from dlscaffold.experiments import check_plot_path, compare_json, compare_output
+        from dlscaffold.experiments import compare as run_compare
+        from dlscaffold.experiments import plot as draw
+
+        if plot is not None:
+            check_plot_path(plot)
+        result = run_compare(list(paths), metric, lambda line: typer.echo(f"warning: {line}", err=True))
+        if as_json:
+            typer.echo(compare_json(result))
+        else:
+            for part in compare_output(result):
+                typer.echo(part) if isinstance(part, str) else _print_table(part)
+        if plot is not None:
+            draw(result, plot)
+            typer.echo(f"Wrote {plot}", err=as_json)
+
+    _run(action)
+
+
+@app.command("sweep", short_help="Search hyperparameters with Optuna; each trial is a run folder.")
+def sweep_command(
+    sweep_file: Annotated[
+        Path | None, typer.Argument(metavar="SWEEP_FILE", show_default=False, help="The sweep file (YAML).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Run this many trials at once, in processes.")] = 1,
+    project: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder with the project's code [default: the base config's folder]."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="SWEEP_DIR", help="Continue this sweep folder after a stop or a crash."),
+    ] = None,
+    worker: Annotated[Path | None, typer.Option(hidden=True, metavar="SWEEP_DIR")] = None,
+) -> None:
+    """Run a hyperparameter sweep: trials drawn by Optuna, pruned from their validations, resumable."""
+
+    def action() -> int:
+        from dlscaffold import sweep
+
+        if worker is not None:  # one of --workers N processes
+            sweep.work(worker, typer.echo)
+            return 0
+        if (sweep_file is None) == (resume is None):
+            raise UserError(
+                "sweep: expected a sweep file (dlscaffold sweep sweep.yml) or --resume SWEEP_DIR, not both"
+                if resume is not None
+                else "sweep: expected a sweep file, e.g. dlscaffold sweep sweep.yml, or --resume SWEEP_DIR"
+            )
+        if resume is not None:
+            return sweep.resume(resume, workers, typer.echo)
+        return sweep.start(sweep_file, workers, project, typer.echo)
+
+    code = _run(action)
+    if code:
+        raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None, project: Path | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 import types
 import typing
 from pathlib import Path
@@ -56,6 +57,44 @@ def _real_number(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_whole_number)]
 Float = Annotated[float, BeforeValidator(_real_number)]
+
+
+BEST, LAST = "best", "last"
+EPOCHS = f"a saved epoch number, {BEST} or {LAST}"  # what parse_epoch accepts, for messages
+
+
+def parse_epoch(value: int | str, what: str = "--epoch") -> int | str:
+    """``"best"``, ``"last"`` or a saved epoch number (an int, or its digits as text): the one
+    reader of the epoch vocabulary, for ``--epoch``, ``load_run(epoch=...)`` and
+    ``info_flow.<Model>.epoch`` (also importable from :mod:`dlscaffold.runfiles`).
+
+    Returns:
+        ``"best"``, ``"last"`` or the epoch as an int.
+
+    Raises:
+        UserError: one line naming ``what`` for anything else (a negative number, ``"first"``, ...).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value in (BEST, LAST):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    shown = f"'{value}'" if isinstance(value, str) else repr(value)
+    raise UserError(f"{what}: found {shown}; expected {EPOCHS}")
+
+
+def saved_epoch(value: Any) -> int | str:
+    """``info_flow.<Model>.epoch``: read by :func:`parse_epoch` as ``--epoch`` is (a whole float
+    such as ``2.0`` is 2); prepare() resolves ``best`` and ``last`` to a number."""
+    value = _whole_number(value)
+    try:
+        epoch = parse_epoch(value)
+    except UserError:
+        raise ValueError(f"expected {EPOCHS}") from None
+    if isinstance(epoch, int) and epoch > INT64_MAX:
+        raise ValueError(f"expected an epoch number of at most {INT64_MAX}")
+    return epoch
 
 
 def _none_is_empty(value: Any) -> Any:
@@ -130,8 +169,9 @@ class TrainingParams(_Section):
     # A step whose loss or gradients are NaN/inf is never applied; "stop" ends the run (saving the
     # batch as nonfinite_batch.pt), "skip" drops the step and counts it.
     on_nonfinite: Literal["stop", "skip"] = "stop"
-    # The best checkpoint: "<Model>/<logging_name>" of a loss or eval, read on the validation split;
-    # default: the first loss of the first trained model. monitor_mode: min for a loss, max for an eval.
+    # The best checkpoint: "<Model>/<logging_name>" of a loss or eval, or "total" (the weighted sum
+    # of the losses, logged as total_loss), read on the validation split; default: the first loss of
+    # the first trained model. monitor_mode: min for a loss or total, max for an eval.
     monitor: str | None = None
     monitor_mode: Literal["min", "max"] | None = None
     # Stop after this many validations without improvement of the monitored value; empty: never.
@@ -159,6 +199,8 @@ class LoggingParams(_Section):
     trackers: list[str] = Field(default_factory=lambda: ["tensorboard"])
     # MLflow's tracking URI; default: a SQLite file in logging_dir (sqlite:///<logging_dir>/mlflow.db).
     mlflow_uri: str | None = None
+    # Without a terminal (a job's log): a plain progress line every this many seconds of a pass; 0: none.
+    progress_every: Float = Field(30.0, ge=0.0)
 
     _path = field_validator("logging_dir", mode="before")(_no_nul)
 
@@ -223,7 +265,8 @@ class EvalSpec(_Section):
 class ModelSpec(_Section):
     train: bool = True
     model_dir: Path | None = None
-    epoch: Int = Field(0, ge=0, le=INT64_MAX)
+    # best / last: prepare() resolves them to the number, which the run's config.yml records.
+    epoch: Annotated[int | Literal["best", "last"], BeforeValidator(saved_epoch)] = 0
     init_args: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict)
     losses: dict[str, LossSpec] = Field(default_factory=dict)
@@ -272,6 +315,18 @@ PATH_KEYS = ("dataset_path", "idx_dict_path", "logging_dir", "model_dir")
 DATASET = "dataset"
 TRAINER = "trainer"
 TRAINER_TENSORS = ("epoch", "step")
+
+
+def split_source(source: str, models: Any = ()) -> tuple[str, str | None]:
+    """An ``inputs`` source as (where from, tensor name): ``"Encoder"`` -> ``("Encoder", None)``
+    (the tensor named like the argument), ``"Encoder.latent"`` -> ``("Encoder", "latent")``,
+    ``"dataset.image"`` -> ``("dataset", "image")``. A model in ``models`` whose name holds a dot is
+    that model."""
+    if source in models or "." not in source:
+        return source, None
+    where, _, tensor = source.partition(".")
+    return where, tensor
+
 
 # ------------------------------------------------------------------------------ reading YAML
 
@@ -467,10 +522,36 @@ def parse_yaml(text: str, root: str = "") -> Any:
             loader.dispose()
 
 
+_NOT_REGULAR = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def not_regular_file(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (following links): ``"a folder"``, ``"a named
+    pipe (FIFO)"``, ``"a character device"``, ...; None for a regular file or nothing at all.
+
+    Only the file's metadata is read: a FIFO or a device is never opened (reading one can block
+    forever, or never end, as ``/dev/zero``)."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # missing, a dangling link, a NUL in the name: reported where it is read
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
+
+
 def _read_text(path: Path) -> str:
-    """A config file's text; a folder, an unreadable, oversized or non-UTF-8 file is one line."""
-    if path.is_dir():
+    """A config file's text; a folder, a FIFO or device, an unreadable, oversized or non-UTF-8 file is one line."""
+    kind = not_regular_file(path)
+    if kind == "a folder":
         raise UserError(f"{path}: found a folder; expected a config file, e.g. {path / 'config.yml'}")
+    if kind is not None:
+        raise UserError(f"{path}: found {kind}, not a regular file; expected a config file such as config.yml")
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass the path to a config.yml")
     try:

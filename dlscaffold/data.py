@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,20 +67,48 @@ def split_problem(idx_dict: dict[str, Any], num_points: int | None) -> str | Non
         indices = idx_dict.get(name)
         if indices is None and name in ("dev", "test"):
             continue
-        if not isinstance(indices, list):
-            return f"split '{name}': found {type(indices).__name__}; expected a list of dataset indices"
-        seen: set[int] = set()
-        for i in indices:
-            if not isinstance(i, int) or isinstance(i, bool) or i < 0 or (num_points is not None and i >= num_points):
-                limit = f" below {num_points}" if num_points is not None else ""
-                return f"split '{name}': index {i!r} is not a dataset index; expected integers from 0{limit}"
-            if i in seen:
-                return f"split '{name}': index {i} appears twice; expected each point once"
-            seen.add(i)
+        problem = indices_problem(indices, num_points)
+        if problem is not None:
+            return f"split '{name}': {problem}"
     shared = sorted(set(idx_dict["train"]) & set(idx_dict["val"]))
     if shared:
         return f"splits 'train' and 'val' share {len(shared)} point(s), the first {shared[0]}; expected disjoint splits"
     return None
+
+
+def indices_problem(indices: Any, num_points: int | None) -> str | None:
+    """What is wrong with one list of dataset indices, in one phrase (None when it is sound): each
+    must be an integer in ``[0, num_points)`` (``num_points`` None: from 0), each point once."""
+    if not isinstance(indices, list):
+        return f"found {type(indices).__name__}; expected a list of dataset indices"
+    seen: set[int] = set()
+    for i in indices:
+        if not isinstance(i, int) or isinstance(i, bool) or i < 0 or (num_points is not None and i >= num_points):
+            limit = f" below {num_points}" if num_points is not None else ""
+            return f"index {i!r} is not a dataset index; expected integers from 0{limit}"
+        if i in seen:
+            return f"index {i} appears twice; expected each point once"
+        seen.add(i)
+    return None
+
+
+def dataset_size(dataset: Dataset) -> int:
+    """``len(dataset)``; a ``__len__`` that raises, or returns no whole number of at least 0, is one line."""
+    try:
+        return len(dataset)
+    except Exception as exc:  # raised inside __len__, or a negative or non-integer result (len's own check)
+        raise UserError(
+            f"CustomDataSet.__len__ failed: {first_line(exc)}; it must return the number of points, "
+            "a whole number of at least 0"
+        ) from exc
+
+
+def _as_index(value: Any) -> Any:
+    """An integer-like value (NumPy integer, 0-d integer tensor) as an ``int``; anything else as it is."""
+    try:
+        return value if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        return value
 
 
 def project_test_indices(dataset: Dataset) -> list[int] | None:
@@ -87,10 +116,28 @@ def project_test_indices(dataset: Dataset) -> list[int] | None:
 
     A ``CustomDataSet`` with a ``test_indices()`` method returning dataset indices provides a
     ``test`` split: those points never enter train / val / dev and ``dlscaffold evaluate --split
-    test`` reads them.
+    test`` reads them. They are checked as a saved split is: each an index of the dataset, once.
+
+    Raises:
+        UserError: the method fails, or returns an index twice or one outside the dataset.
     """
     method = getattr(dataset, "test_indices", None)
-    return [int(i) for i in method()] if callable(method) else None
+    if not callable(method):
+        return None
+    try:
+        found = method()
+        indices = [_as_index(i) for i in (found.tolist() if hasattr(found, "tolist") else found)]  # or an array
+    except Exception as exc:  # raised inside test_indices(), or a result that is not iterable
+        raise UserError(
+            f"CustomDataSet.test_indices() failed: {first_line(exc)}; it must return the test points' dataset indices"
+        ) from exc
+    problem = indices_problem(indices, dataset_size(dataset))
+    if problem is not None:
+        raise UserError(
+            f"CustomDataSet.test_indices(): the test split does not fit the dataset: {problem}; "
+            "fix test_indices() in dataloader.py"
+        )
+    return indices
 
 
 def batch_transform(dataset: Dataset) -> Any:
@@ -149,6 +196,35 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "every item must hold the same keys with values of one shape"
             ) from exc
     return batch
+
+
+class Collate:
+    """:func:`collate`, then the class indices' ranges the pre-run check learned (:meth:`limit`):
+    a dataset tensor a built-in reads as class indices must hold values in ``[0, K)``, K the classes
+    the model's logits give. Checked on the CPU batch, before it reaches the device, so a label out
+    of range is one line at its batch: never a device sync, never a CUDA device-side assert."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, tuple[int, str, str]] = {}  # dataset tensor -> (K, whose classes, the reader)
+
+    def limit(self, name: str, k: int, owner: str, where: str) -> None:
+        """Require ``name``'s values in ``[0, k)``: ``where`` (a loss's key path) reads them as
+        indices of the classes ``owner`` gives (``"Classifier outputs"``)."""
+        if name not in self.limits or k < self.limits[name][0]:
+            self.limits[name] = (k, owner, where)
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate(samples)
+        for name, (k, owner, where) in self.limits.items():
+            value = batch.get(name)
+            if isinstance(value, torch.Tensor) and value.numel():
+                low, high = int(value.min()), int(value.max())  # a CPU tensor: no device sync
+                if low < 0 or high >= k:
+                    raise DatasetItemError(
+                        f"{where}: the dataset's '{name}' holds {low if low < 0 else high} but {owner} {k} "
+                        f"classes; expected class indices in [0, {k}): fix the labels, or the model's number of classes"
+                    )
+        return batch
 
 
 class _NamedErrors(Dataset):
@@ -244,7 +320,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=Collate(),
         pin_memory=pin_memory,
         # Workers restart each epoch and draw their seeds from the (checkpointed) torch RNG, so a
         # resumed run sees the same augmentation as an uninterrupted one.

@@ -1,8 +1,13 @@
-"""Where tensors live: one small object the loop asks, so that it never branches on CPU/GPU."""
+"""Where tensors live: one small object the loop asks, so that it never branches on CPU/GPU.
+
+``use_GPU: true`` on a machine without CUDA computes on the CPU. The note saying so
+(:data:`CPU_FALLBACK`) is printed once per run, when a new run starts (``dlscaffold train``): a
+``--resume`` of it, ``evaluate`` and ``load_run`` use the CPU without repeating it (``run.json``
+records the device of the run's latest session). ``--device cuda`` on such a machine is an error instead.
+"""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +15,7 @@ import torch
 
 from dlscaffold.errors import UserError
 
-_logger = logging.getLogger(__name__)
+CPU_FALLBACK = "use_GPU is set but CUDA is not available here: training on the CPU"
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class Placement:
 
     device: torch.device
     channels_last: bool = False  # 4-D batch tensors in channels-last memory format (training_params.channels_last)
+    cpu_fallback: bool = False  # use_GPU asked for CUDA, which this machine does not have (see CPU_FALLBACK)
 
     @property
     def is_cuda(self) -> bool:
@@ -45,7 +51,8 @@ class Placement:
 
 
 def select_placement(use_gpu: bool, override: str | None = None, channels_last: bool = False) -> Placement:
-    """Pick the device: ``--device`` if given, else CUDA when ``use_GPU`` and available, else CPU.
+    """Pick the device: ``--device`` if given, else CUDA when ``use_GPU`` and available, else CPU
+    (with ``cpu_fallback`` set when ``use_GPU`` asked for CUDA; the caller says so where it should).
 
     Raises:
         UserError: for a ``--device`` torch does not know or cannot use.
@@ -66,6 +73,4 @@ def select_placement(use_gpu: bool, override: str | None = None, channels_last: 
         return Placement(device, channels_last)
     if use_gpu and torch.cuda.is_available():
         return Placement(torch.device("cuda"), channels_last)
-    if use_gpu:
-        _logger.warning("use_GPU is set but CUDA is not available: training on the CPU")
-    return Placement(torch.device("cpu"), channels_last)
+    return Placement(torch.device("cpu"), channels_last, cpu_fallback=use_gpu)

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from dlscaffold.errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -44,13 +46,17 @@ def world_from_env() -> World:
     return World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
+def _cuda_devices() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def init(world: World, use_gpu: bool, backend: str | None) -> str | None:
     """Join the process group (once); returns the device this rank computes on (None: the default)."""
     if not world.distributed:
         return None
     import torch.distributed as dist
 
-    cuda = use_gpu and torch.cuda.is_available() and torch.cuda.device_count() > world.local_rank
+    cuda = use_gpu and _cuda_devices() > world.local_rank
     device = f"cuda:{world.local_rank}" if cuda else "cpu"
     if cuda:
         torch.cuda.set_device(world.local_rank)
@@ -62,6 +68,61 @@ def init(world: World, use_gpu: bool, backend: str | None) -> str | None:
             device_id=torch.device(device) if cuda else None,
         )
     return device
+
+
+def _on_cpu(use_gpu: bool, processes: int) -> int:
+    """How many of a machine's ``processes`` take the CPU: all without ``use_GPU`` or CUDA, else
+    those beyond its CUDA devices (process ``i`` takes ``cuda:i``, as :func:`init` does)."""
+    return processes - (min(processes, _cuda_devices()) if use_gpu else 0)
+
+
+def sync_batchnorm_problem(sync_batchnorm: bool, use_gpu: bool, processes: int) -> str | None:
+    """Why ``training_params.sync_batchnorm`` cannot work for ``processes`` processes on this
+    machine: some would train on the CPU, and SyncBatchNorm has no CPU (gloo) implementation."""
+    on_cpu = _on_cpu(use_gpu, processes)
+    if not (sync_batchnorm and processes > 1 and on_cpu):
+        return None
+    why = "use_GPU is false" if not use_gpu else f"this machine has {_cuda_devices() or 'no'} CUDA device(s)"
+    return (
+        f"training_params.sync_batchnorm: found true, but {on_cpu} of the {processes} processes on this machine "
+        f"would train on the CPU ({why}), and SyncBatchNorm needs CUDA: it has no CPU (gloo) implementation; "
+        "set sync_batchnorm: false or train on GPUs (use_GPU: true, one GPU per process)"
+    )
+
+
+def check_sync_batchnorm(world: World, sync_batchnorm: bool, use_gpu: bool) -> None:
+    """Refuse ``sync_batchnorm`` when a process of this machine would train on the CPU: in every
+    process, before it joins the process group or builds anything (each process of the machine
+    finds the same, so rank 0 says it).
+
+    Raises:
+        UserError: the one line of :func:`sync_batchnorm_problem`.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world.world_size))  # torchrun's processes on this machine
+    problem = sync_batchnorm_problem(sync_batchnorm, use_gpu, local) if world.distributed else None
+    if problem is not None:
+        raise UserError(problem)
+
+
+def check_launch(nproc: int, config: Path | None, overrides: list[str], resume: Path | None) -> None:
+    """What :func:`check_sync_batchnorm` would refuse in every process, said once before torchrun
+    starts them. A config that cannot be read is left to the processes, which say why.
+
+    Raises:
+        UserError: ``sync_batchnorm`` with processes that would train on the CPU.
+    """
+    from dlscaffold.config import load_raw, validate_raw
+
+    path = resume / "config.yml" if resume is not None else config
+    try:
+        checked, _ = validate_raw(load_raw(path, overrides)) if path is not None else (None, [])
+    except UserError:
+        return
+    if checked is not None:
+        tp = checked.training_params
+        problem = sync_batchnorm_problem(tp.sync_batchnorm, tp.use_GPU, nproc)
+        if problem is not None:
+            raise UserError(problem)
 
 
 def shutdown() -> None:

@@ -3,6 +3,8 @@
 Tensors flow dataset -> models (in ``info_flow`` order) -> losses / evals. A model's ``forward``
 receives the tensors named in its ``inputs`` as keyword arguments and returns a dict of named
 tensors; a loss or eval receives its ``inputs`` positionally, in the order the config lists them.
+An input ``argument: source`` takes the source's tensor named like the argument, ``argument:
+source.tensor`` the one named ``tensor`` (``z: Encoder.latent``, ``target: dataset.image``).
 The source ``trainer`` gives the current ``epoch`` (from 1) and global ``step`` as 0-dim tensors.
 
 An eval named ``torchmetrics.<Class>`` is a :class:`MetricTerm`: a ``torchmetrics.Metric`` built from
@@ -22,12 +24,16 @@ import torch
 from torch import nn
 
 from dlscaffold.checkpoint import load_weights, weights_path
-from dlscaffold.config import DATASET, TRAINER, Config, metric_name
-from dlscaffold.errors import UserError, blame, first_line
+from dlscaffold.config import DATASET, TRAINER, Config, metric_name, split_source
+from dlscaffold.errors import UserError, blame, closest, first_line
 from dlscaffold.losses import members_fn, per_sample
 from dlscaffold.project import Project
 from dlscaffold.registry import Registry
+from dlscaffold.runfiles import model_weights
 from dlscaffold.tm_metrics import build_metric, is_torchmetric
+
+# An input as routed: (argument name, source: "dataset", "trainer" or a model, the source's tensor name).
+Route = tuple[str, str, str]
 
 
 @dataclass
@@ -38,7 +44,7 @@ class Term:
     path: str  # its key path in the config, for messages
     fn: Callable[..., torch.Tensor]
     weight: float
-    sources: list[tuple[str, str]]  # (tensor name, "dataset", "trainer" or model name), in call order
+    sources: list[Route]  # (argument, source, tensor name), in call order
     members: Callable[..., torch.Tensor] | None = None  # an ensemble eval's per-member values (B, E)
     num_members: int = 0  # E, known after the first batch
 
@@ -55,7 +61,7 @@ class MetricTerm:
     name: str  # the metric name, "<Model>/<logging_name>"
     path: str  # its key path in the config, for messages
     metric: Any  # the torchmetrics.Metric, on the flow's device
-    sources: list[tuple[str, str]]  # (tensor name, source), in the order update() takes them
+    sources: list[Route]  # (argument, source, tensor name), in the order update() takes them
 
     def values(self) -> dict[str, float]:
         """The metric over everything it was updated with: ``{name: value}``; a vector result (e.g.
@@ -88,7 +94,7 @@ class Flow:
     """The built models and the terms that read their outputs."""
 
     models: dict[str, nn.Module]
-    inputs: dict[str, list[tuple[str, str]]]
+    inputs: dict[str, list[Route]]  # each model's forward arguments
     trained: list[str]
     losses: list[Term]
     evals: list[Term]
@@ -114,7 +120,10 @@ class Flow:
         """Run every model in order; returns each model's dict of named outputs."""
         outputs: dict[str, dict[str, torch.Tensor]] = {}
         for name, model in self.models.items():
-            kwargs = {t: self.fetch(batch, outputs, t, src, f"model '{name}'") for t, src in self.inputs[name]}
+            kwargs = {
+                arg: self.fetch(batch, outputs, tensor, src, f"info_flow.{name}.inputs.{arg}")
+                for arg, src, tensor in self.inputs[name]
+            }
             call = self.wrapped.get(name, model) if self.training else model
             with blame(f"info_flow.{name}: {name}.forward"):
                 out = call(**kwargs)
@@ -175,7 +184,7 @@ class Flow:
 
     def term_args(self, term: Term | MetricTerm, batch: dict[str, Any], outputs: dict) -> list[Any]:
         """A term's input tensors, in the config's order."""
-        return [self.fetch(batch, outputs, tensor, src, term.path) for tensor, src in term.sources]
+        return [self.fetch(batch, outputs, tensor, src, term.path) for _, src, tensor in term.sources]
 
     def values(self, terms: list[Term], batch: dict[str, Any], outputs: dict) -> dict[str, torch.Tensor]:
         """Each term's per-sample values ``(B,)`` (or a scalar batch mean), and its members' values."""
@@ -199,9 +208,20 @@ class Flow:
             return pool[tensor]
         except KeyError:
             origin = "the dataset's items" if source == DATASET else f"model '{source}'"
+            close = closest(tensor, pool)
             raise UserError(
                 f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: {', '.join(pool) or 'nothing'}"
+                + (f"; did you mean '{source}.{close}'?" if close else "")
             ) from None
+
+
+def routes(inputs: dict[str, str], models: list[str]) -> list[Route]:
+    """A config's ``inputs`` (argument -> source, or source.tensor) as routes, in order."""
+    found = []
+    for arg, text in inputs.items():
+        source, tensor = split_source(text, models)
+        found.append((arg, source, tensor or arg))
+    return found
 
 
 def batch_size_of(batch: dict[str, Any]) -> int:
@@ -223,7 +243,7 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                     path=f"info_flow.{model_name}.{kind}.{key}",
                     fn=registry.get(term.function or key),
                     weight=getattr(term, "weight", 0.0),
-                    sources=list(term.inputs.items()),
+                    sources=routes(term.inputs, list(config.info_flow)),
                     members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
                 )
             )
@@ -240,7 +260,12 @@ def _metric_terms(config: Config, device: torch.device) -> list[MetricTerm]:
                 path = f"info_flow.{model_name}.evals.{key}"
                 metric = build_metric(name, dict(getattr(term, "init_args", None) or {}), path)
                 terms.append(
-                    MetricTerm(metric_name(model_name, key, term), path, metric.to(device), list(term.inputs.items()))
+                    MetricTerm(
+                        metric_name(model_name, key, term),
+                        path,
+                        metric.to(device),
+                        routes(term.inputs, list(config.info_flow)),
+                    )
                 )
     return terms
 
@@ -268,7 +293,8 @@ def build_flow(
     """Build the models in ``info_flow`` order and the loss / eval terms.
 
     Args:
-        config: a config from :func:`~dlscaffold.prepare.prepare` (loaded models' ``init_args`` filled in).
+        config: a config from :func:`~dlscaffold.prepare.prepare` (loaded models' ``init_args``
+            filled in, their ``epoch`` a saved epoch's number).
         project: the project's model classes.
         losses, evals: where term names are looked up.
         device: where the models go.
@@ -280,15 +306,16 @@ def build_flow(
         model = _construct(project.model_classes[name], spec.init_args, name)
         if weights is not None:
             load_weights(model, weights_path(weights[0], name, weights[1]), f"info_flow.{name}")
-        elif spec.model_dir is not None:
-            load_weights(model, weights_path(spec.model_dir, name, spec.epoch), f"info_flow.{name}.model_dir")
+        elif spec.model_dir is not None:  # spec.epoch: a number (prepare resolves best / last)
+            path = model_weights(spec.model_dir, name, spec.epoch) or weights_path(spec.model_dir, name, spec.epoch)
+            load_weights(model, path, f"info_flow.{name}.model_dir")
         model.to(device)
         if spec.train:
             trained.append(name)
         else:
             model.requires_grad_(False)  # frozen: in no optimizer, but gradients still pass through
             model.eval()
-        models[name], inputs[name] = model, list(spec.inputs.items())
+        models[name], inputs[name] = model, routes(spec.inputs, list(config.info_flow))
     return Flow(
         models,
         inputs,

@@ -7,6 +7,8 @@ What the loop works on is a :class:`Session`, set up by :func:`dlscaffold.train.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import shlex
 import signal
 import time
 from collections.abc import Callable
@@ -22,9 +24,11 @@ from dlscaffold.checkpoint import rng_state, save_best, save_checkpoint, set_rng
 from dlscaffold.epoch import Sums, run_epoch
 from dlscaffold.flow import batch_size_of
 from dlscaffold.images import collect_images, image_grids
+from dlscaffold.monitor import TOTAL_LOSS, logs_total
 from dlscaffold.progress import Progress
-from dlscaffold.rundir import RunLock, update_run_info
-from dlscaffold.stops import StopFlag
+from dlscaffold.rundir import RunLock, read_run_info, update_run_info
+from dlscaffold.stops import Pruned, StopFlag
+from dlscaffold.summary import duration, epoch_lines, pack, program, values_text
 from dlscaffold.trackers import Trackers
 from dlscaffold.trainer import Trainer
 
@@ -34,8 +38,9 @@ Echo = Callable[[str], None]
 def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
     """The epoch loop: train, validate, keep the best, log, checkpoint; then the summary."""
     run, tp = session.run, session.run.config.training_params
-    progress, last_val, started = Progress(session.options.progress_bar), {}, time.perf_counter()
-    last_epoch = session.start_epoch - 1
+    every = run.config.logging_params.progress_every  # plain progress lines without a terminal
+    progress, last_val = Progress(session.options.progress_bar, every=every, echo=echo), {}
+    session.started, last_epoch, status = time.perf_counter(), session.start_epoch - 1, "completed"
     for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
         session.epoch, epoch_start = epoch, time.perf_counter()
         values = _train_and_validate(session, epoch, stop, progress)
@@ -46,15 +51,19 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         train_values, val_values = values
         last_val, last_epoch = val_values or last_val, epoch
         (improved, stopping), signalled = _judge(session, epoch, val_values), agreed_stop(session, stop)
-        if session.saves and (epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled):
-            save_state(session, epoch)
-        if improved:
+        pruned = _pruned(session, epoch, val_values)  # a sweep's pruner ends its trial after this validation
+        saved = None  # True / False: the epoch's checkpoint was written / refused (non-finite weights)
+        if session.saves and (
+            epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled or pruned
+        ):
+            saved = save_state(session, epoch)
+        if improved and saved is not False:  # refused: one warning said why; no best of these weights either
             _keep_best(session, epoch)  # after the epoch's checkpoint: its weights are linked, not written twice
-        echo(
-            f"epoch {epoch}/{tp.max_training_epochs}  train: {_format(train_values)}"
-            + (f"  | val: {_format(val_values)}" if val_values else "")
-            + f"  ({time.perf_counter() - epoch_start:.1f}s)"
-        )
+        if session.writes:  # the run's training time so far, over all its sessions
+            update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3))
+        seconds = time.perf_counter() - epoch_start
+        for line in epoch_lines(epoch, tp.max_training_epochs, train_values, val_values, seconds):
+            echo(line)
         session.position = Position()
         if signalled:  # a signal during validation: the epoch's checkpoint is saved above
             stop.raise_if_requested()
@@ -64,13 +73,29 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
                 f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch})."
             )
             break
+        if pruned:
+            echo(f"Pruned after epoch {epoch}: the sweep's pruner ends this trial; its checkpoints are kept.")
+            status = "pruned"
+            break
     session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
-    record_end(session, "completed")
-    _summary(echo, session, last_epoch, last_val, time.perf_counter() - started)
+    record_end(session, status, epoch=last_epoch if status == "completed" else None)
+    _summary(echo, session, last_epoch, last_val)
     monitor = session.monitor
     return RunResult(
-        session.run_dir, "completed", last_epoch, monitor.name, monitor.best_epoch or None, monitor.best, dict(last_val)
+        session.run_dir, status, last_epoch, monitor.name, monitor.best_epoch or None, monitor.best, dict(last_val)
     )
+
+
+def _pruned(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
+    """Report a validation to ``options.on_validation`` (rank 0); whether it pruned the run."""
+    report = session.options.on_validation
+    if report is None or not val_values or not session.world.main:
+        return False
+    try:
+        report(epoch, val_values.get(session.monitor.name, math.nan))
+    except Pruned:
+        return True
+    return False
 
 
 def _train_and_validate(
@@ -85,6 +110,7 @@ def _train_and_validate(
     train_values = train_epoch(session, stop, progress)
     if train_values is None:
         return None
+    train_values = _with_total(session, train_values)
     rates = trainer.learning_rates()  # after the epoch's scheduler step: the rate the next epoch starts with
     if tp.on_nonfinite == "skip":
         rates["skipped_nonfinite_steps"] = float(trainer.skipped_nonfinite - skipped_before)
@@ -95,12 +121,22 @@ def _train_and_validate(
     if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
         specs, images = run.config.logging_params.log_images, {}
         keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
+        run.flow.clock["step"] = trainer.step  # the steps done, as evaluate gives these weights (the row's step)
         val_values, _ = run_epoch(
             run.flow, run.loaders["val"], run.placement, run.precision, run.transform, progress, "val", first_batch=keep
         )
+        val_values = _with_total(session, val_values)
         session.log.epoch_row(epoch, "val", trainer.step, val_values)
         session.log.images(trainer.step, image_grids(images))
     return train_values, val_values
+
+
+def _with_total(session: Session, values: dict[str, float]) -> dict[str, float]:
+    """``total_loss``, the weighted sum of the losses' epoch means (the objective the steps minimise),
+    after the losses and evals, for a run with two or more losses or ``monitor: total``."""
+    if not logs_total(session.run.config):
+        return values
+    return {**values, TOTAL_LOSS: sum(t.weight * values[t.name] for t in session.trainer.flow.losses)}
 
 
 def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
@@ -129,7 +165,10 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
         if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
             means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
             log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
-            progress.show(loss=sum(t.weight * means[t.name] for t in trainer.flow.losses))
+            running = epoch_sums.means(across_ranks=False)  # the epoch so far (the GPU is in sync already)
+            parts = {t.name.partition("/")[2]: running[t.name] for t in trainer.flow.losses}
+            total = sum(t.weight * running[t.name] for t in trainer.flow.losses)
+            progress.show(loss=total, parts=parts if len(parts) == len(trainer.flow.losses) else None)
             window = Sums(names, device)
         # --- a signal: a single process stops after any step; data-parallel ranks agree at log points
         at_log_point = trainer.step % log_every == 0
@@ -176,37 +215,49 @@ def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[
 
 def _keep_best(session: Session, epoch: int) -> None:
     """The best epoch's weights as ``<Model>_best.pt`` and its record in ``run.json``."""
-    if session.saves and session.writes:
-        save_best(session.run_dir, epoch, session.run.flow.models)
+    if session.saves and session.writes and save_best(session.run_dir, epoch, session.run.flow.models):
         monitor = session.monitor
         update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
 
 
-def save_state(session: Session, epoch: int, position: Position | None = None) -> None:
+def save_state(session: Session, epoch: int, position: Position | None = None) -> bool:
     """A checkpoint after ``epoch`` (or inside the next one, at ``position``). Every rank takes part
-    (their RNG states are gathered); rank 0 writes."""
+    (their RNG states are gathered); rank 0 writes. False: refused, a model holds NaN or inf (one
+    warning line; the checkpoints saved before are kept)."""
     state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
     if session.world.distributed:
         state["rng_ranks"] = distributed.gather(rng_state())
-    if session.writes:
-        saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
-        save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
+    if not session.writes:
+        return True
+    saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
+    return save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
 
 
-def record_end(session: Session, status: str, error: str | None = None) -> None:
-    """Write how the run ended into ``run.json`` (rank 0 of a run that keeps a record)."""
+def record_end(session: Session, status: str, error: str | None = None, epoch: int | None = None) -> None:
+    """Write how the run ended into ``run.json`` (rank 0 of a run that keeps a record).
+
+    ``completed`` also records ``completed_epoch`` (``epoch``, the last one trained). A run that
+    completed once keeps status ``completed``: a continuation of it (``--resume`` with more epochs)
+    that fails or is interrupted is recorded as ``continuation: {"status", "error", "ended"}``.
+    """
     session.status = status
-    if session.writes:
-        update_run_info(session.run_dir, status=status, error=error, ended=utc_now())
+    if not session.writes:
+        return
+    update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3))  # over all its sessions
+    info, now = read_run_info(session.run_dir), utc_now()
+    if status == "completed":
+        cleared = {"continuation": None} if "continuation" in info else {}
+        update_run_info(session.run_dir, status=status, error=error, ended=now, completed_epoch=epoch, **cleared)
+    elif isinstance(info.get("completed_epoch"), int):  # it completed before: never downgraded
+        continuation = {"status": status, "error": error, "ended": now}
+        update_run_info(session.run_dir, status="completed", error=None, ended=now, continuation=continuation)
+    else:
+        update_run_info(session.run_dir, status=status, error=error, ended=now)
 
 
 def utc_now() -> str:
     """The time, as run.json records it (ISO 8601, UTC)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _format(values: dict[str, float]) -> str:
-    return "  ".join(f"{name} {value:.4g}" for name, value in values.items())
 
 
 def _hparams(config: Any) -> dict[str, Any]:
@@ -222,11 +273,19 @@ def _hparams(config: Any) -> dict[str, Any]:
     }
 
 
-def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float], seconds: float) -> None:
-    run_dir, monitor = session.run_dir, session.monitor
-    echo(f"Done: {epochs} epochs in {seconds:.1f}s.")
+def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float]) -> None:
+    """The end of a completed run: every epoch of the run, and its training time over all its sessions."""
+    run_dir, monitor, first = session.run_dir, session.monitor, session.start_epoch
+    done = f"Done: {epochs} epochs in {duration(session.train_seconds)}"
+    if first > 1:  # resumed: this session trained epochs first..epochs
+        this = f"epochs {first}-{epochs}" if epochs > first else f"epoch {first}" if epochs == first else "no epoch"
+        done += f" (resumed at epoch {first}; this session: {this}, {duration(session.session_seconds)})"
+    echo(done + ".")
+    if session.trainer.skipped_nonfinite:
+        echo(f"Skipped {session.trainer.skipped_nonfinite} non-finite step(s) (training_params.on_nonfinite: skip).")
     if last_val:
-        echo(f"Final val: {_format(last_val)}")
+        for line in pack("Final val: ", values_text(last_val)):
+            echo(line)
     if monitor.best is not None:
         echo(
             f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
@@ -238,7 +297,7 @@ def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, floa
         if session.saves:
             echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt, best: checkpoints/<Model>_best.pt")
         echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
-        echo(f"  evaluate:    dlscaffold evaluate {run_dir}")
+        echo(f"  evaluate:    {program('evaluate')} {shlex.quote(str(run_dir))}")
 
 
 # ------------------------------------------------------------------- what the loop works on
@@ -253,6 +312,12 @@ class TrainOptions:
     debug: bool = False  # dev set, anomaly detection, nothing written
     device: str | None = None  # force a device (cpu, cuda, cuda:1)
     progress_bar: bool = False  # show a progress bar (on a terminal)
+    # For experiments (a sweep's trials, seed groups):
+    run_info: dict[str, Any] = field(default_factory=dict)  # more keys for run.json ("sweep", "group")
+    run_notes_suffix: str = ""  # appended to the run folder's name: <YYYYMMDD>_<N>_<run_notes>_<suffix>
+    # Called on rank 0 after each validation with (epoch, the monitored value); raising
+    # dlscaffold.stops.Pruned ends the run there with status "pruned", its checkpoints kept.
+    on_validation: Callable[[int, float], None] | None = None
 
 
 @dataclass
@@ -266,8 +331,10 @@ class Monitor:
     bad: int = 0  # validations since the last improvement
 
     def update(self, value: float, epoch: int) -> bool:
-        """Record a validation; returns whether it improved on the best."""
-        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        """Record a validation; returns whether it improved on the best. A NaN or inf never does."""
+        better = math.isfinite(value) and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        )
         if better:
             self.best, self.best_epoch, self.bad = value, epoch, 0
         else:
@@ -305,6 +372,18 @@ class Session:
     epoch: int = 0  # the epoch in progress (for messages)
     world: distributed.World = field(default_factory=distributed.World)
     status: str | None = None  # how the run ended: completed, failed, interrupted
+    seconds_before: float = 0.0  # the training time of the run's earlier sessions (a resumed run)
+    started: float | None = None  # time.perf_counter() when this session's epoch loop began
+
+    @property
+    def session_seconds(self) -> float:
+        """How long this session's epoch loop has run."""
+        return 0.0 if self.started is None else time.perf_counter() - self.started
+
+    @property
+    def train_seconds(self) -> float:
+        """The run's training time so far: its earlier sessions' and this one's."""
+        return self.seconds_before + self.session_seconds
 
     @property
     def saves(self) -> bool:

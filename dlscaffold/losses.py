@@ -137,11 +137,56 @@ def _problem(spec: Spec, tensors: Sequence[Any], read_values: bool) -> str | Non
         if not fits(t):
             return _mismatch(spec, tensors, f"{arg.name} is {t.dtype}, expected {needs}")
     for arg, t in zip(spec.inputs, tensors, strict=True):
-        if read_values and arg.kind == "class" and t.numel() and "K" in bound:
-            low, high, k = int(t.min()), int(t.max()), bound["K"]  # reads values: a sync, done once before training
-            if low < 0 or high >= k:
-                return _mismatch(spec, tensors, f"{arg.name} holds {low if low < 0 else high}, outside [0, {k})")
+        if read_values and arg.kind == "class" and "K" in bound:
+            bad = _outside_classes(t, bound["K"])  # reads values: a sync, done once before training
+            if bad is not None:
+                return _mismatch(spec, tensors, f"{arg.name} holds {bad}, outside [0, {bound['K']})")
     return None
+
+
+def _outside_classes(class_idx: torch.Tensor, k: int) -> int | None:
+    """A value of ``class_idx`` outside ``[0, k)`` (the lowest if one is below 0), or None; one host read."""
+    if not class_idx.numel():
+        return None
+    low, high = torch.stack(torch.aminmax(class_idx)).tolist()
+    return low if low < 0 else high if high >= k else None
+
+
+def class_inputs(fn: Callable[..., Any], tensors: Sequence[Any]) -> list[tuple[int, int, int]]:
+    """Where a built-in reads class indices: ``(index input, logits input, K)`` for each class
+    index input (positions in the config's order), K the classes the logits give; empty for a
+    function without them, or inputs that do not fit its shapes (:func:`check_inputs` says that)."""
+    spec = spec_of(fn)
+    if spec is None or _problem(spec, tensors, read_values=False) is not None:
+        return []
+    at = next((i for i, arg in enumerate(spec.inputs) if "K" in arg.dims), None)
+    if at is None:
+        return []
+    k = tensors[at].shape[spec.inputs[at].dims.index("K")]
+    return [(i, at, k) for i, arg in enumerate(spec.inputs) if arg.kind == "class"]
+
+
+def class_index_problem(fn: Callable[..., Any], tensors: Sequence[Any], sources: Sequence[str] = ()) -> str | None:
+    """A class index outside the classes a built-in's logits give, as one line naming the index
+    tensor, the value, and the model (its source in ``sources``, the config's order) with its
+    number of classes, e.g. ``class_idx holds 9 but Classifier outputs 5 classes``; None when
+    every index fits. Reads the indices: meant for the check before training."""
+    spec = spec_of(fn)
+    for i, at, k in class_inputs(fn, tensors):
+        bad = _outside_classes(tensors[i], k)
+        if bad is not None:
+            logits = spec.inputs[at].name
+            owner = classes_owner(sources[at] if len(sources) > at else "", logits)
+            return (
+                f"{spec.inputs[i].name} holds {bad} but {owner} {k} classes ({logits} {tuple(tensors[at].shape)}); "
+                f"expected class indices in [0, {k}): fix the labels, or the model's number of classes"
+            )
+    return None
+
+
+def classes_owner(source: str, logits: str) -> str:
+    """``"Classifier outputs"`` for logits from a model, else ``"<logits> has"``."""
+    return f"{source} outputs" if source and source not in ("dataset", "trainer") else f"{logits} has"
 
 
 def _mismatch(spec: Spec, tensors: Sequence[Any], detail: str = "") -> str:

@@ -21,11 +21,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlscaffold.config import DATASET, TRAINER, TRAINER_TENSORS, Config, load_raw, metric_name, read_yaml, validate_raw
+from dlscaffold.config import (
+    DATASET,
+    MAX_CONFIG_BYTES,
+    TRAINER,
+    TRAINER_TENSORS,
+    Config,
+    load_raw,
+    metric_name,
+    not_regular_file,
+    read_yaml,
+    saved_epoch,
+    split_source,
+    validate_raw,
+)
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
+from dlscaffold.monitor import TOTAL
 from dlscaffold.project import MODULE_NAMES, Project, load_project
+from dlscaffold.provenance import code_hashes
 from dlscaffold.registry import Registry, build_registries
 from dlscaffold.rundir import read_run_info
+from dlscaffold.runfiles import model_epoch
 from dlscaffold.signatures import arity_problem, kwargs_problem
 from dlscaffold.tm_metrics import TORCHMETRICS, build_metric
 
@@ -34,7 +50,7 @@ from dlscaffold.tm_metrics import TORCHMETRICS, build_metric
 class Prepared:
     """A checked config with its project: everything the run builder needs."""
 
-    config: Config  # validated; paths absolute; loaded models' init_args filled in from their runs
+    config: Config  # validated; paths absolute; loaded models' init_args filled in, epoch a number
     project: Project
     losses: Registry
     evals: Registry
@@ -45,9 +61,11 @@ class Prepared:
 
 @dataclass
 class _EarlierRuns:
-    """Configs of earlier runs named by ``model_dir``, each read once."""
+    """Configs of earlier runs named by ``model_dir``, each read once, and the saved epoch number
+    each loaded model's ``epoch`` (``best``, ``last`` or a number) resolved to."""
 
     configs: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
 
     def init_args(self, model_dir: Path, name: str) -> dict[str, Any]:
         """``init_args`` of ``name`` in the config saved with that run (empty if none)."""
@@ -119,37 +137,63 @@ def prepare(
     for name, spec in config.info_flow.items():  # a loaded model's init_args default to its run's
         if spec.model_dir is not None:
             spec.init_args = {**earlier.init_args(spec.model_dir, name), **spec.init_args}
+            spec.epoch = earlier.epochs.get(name, spec.epoch)  # best / last as a number, for config.yml
     return Prepared(config, project, losses, evals, config_path, saved_split, run_dir)
 
 
 def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | None) -> Path:
-    """The folder whose code a command imports, never a run folder itself.
+    """The folder whose code a command imports: never a run folder itself, nor code a run folder chose.
 
-    ``--project`` when given; for a run folder (evaluate, resume) the project it recorded at
-    training time, when that is an absolute path that still holds ``models.py``; otherwise the
-    config file's folder.
+    ``--project`` when given, taken as is; for a run folder (evaluate, ``load_run``, resume) the
+    project it recorded at training time, when that is an absolute path outside the run that still
+    holds the code the run was made from: each code file's SHA-256 equals the one in ``run.json``'s
+    ``project_files`` (a run without them is refused); otherwise the config file's folder.
     """
     if project_dir is not None:
         return Path(project_dir)
     if run_dir is None:
         return Path(config_path).resolve().parent
-    value = read_run_info(run_dir).get("project_dir")
+    info = read_run_info(run_dir)
+    value = info.get("project_dir")
     recorded = Path(value) if isinstance(value, str) and value else None
     # the run folder itself, or a folder inside it, is never a project (a run folder is data)
     inside = recorded is not None and run_dir.resolve() in (recorded.resolve(), *recorded.resolve().parents)
-    if recorded is not None and recorded.is_absolute() and (recorded / "models.py").is_file() and not inside:
-        return recorded
     if recorded is None:
         found = "it records no project folder"
     elif not recorded.is_absolute():
         found = f"it records the relative project path '{recorded}', which is not followed"
     elif inside:
         found = f"it records its own folder '{recorded}' as the project"
-    else:
+    elif not (recorded / "models.py").is_file():
         found = f"the project folder it records, '{recorded}', holds no models.py"
+    else:
+        changed = _changed_code(recorded, info.get("project_files"))
+        if changed is None:
+            return recorded
+        raise UserError(
+            f"{run_dir}: {changed}; the recorded project's code is imported only while it is the code the run "
+            "was made from: pass the project folder with --project DIR (load_run: project=) to use its code as "
+            "it is now, for evaluate and train --resume alike"
+        )
     raise UserError(
         f"{run_dir}: {found}; code is never imported from a run folder: pass the project folder with --project DIR"
     )
+
+
+def _changed_code(project: Path, recorded: Any) -> str | None:
+    """What differs between the project's code files and the SHA-256 hashes a run recorded
+    (``project_files``), in words; None when every one matches."""
+    if not isinstance(recorded, dict) or not recorded:
+        return (
+            f"it records no hashes of the project's code (an older dlscaffold made it), "
+            f"so the code in '{project}' cannot be checked"
+        )
+    now = code_hashes(project)
+    changed = [name for name in (f"{n}.py" for n in MODULE_NAMES) if recorded.get(name) != now.get(name)]
+    if not changed:
+        return None
+    files = ", ".join(changed)
+    return f"{files} in '{project}' changed since the run was made (SHA-256 differs from run.json's project_files)"
 
 
 _CONFLICT = re.compile(r"^(<{7}|>{7})( |$)")
@@ -160,6 +204,8 @@ def check_conflict_blocks(paths: list[Path]) -> None:
     problems = []
     for path in paths:
         try:
+            if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:  # never open a FIFO or a device
+                continue  # reported where it is read
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             continue  # a missing file is reported where it is read
@@ -177,26 +223,38 @@ def check_conflict_blocks(paths: list[Path]) -> None:
 
 
 def _check_sources(path: str, inputs: Any, allowed: list[str], later: list[str]) -> list[str]:
+    """Each input's source: ``dataset``, ``trainer`` or a model in ``allowed``, alone (the tensor
+    named like the argument) or with a tensor name (``Encoder.latent``, ``dataset.image``). Whether
+    a model or the dataset has that tensor is checked on a batch (:func:`dlscaffold.trial.check_batch`)."""
     problems = []
     if not isinstance(inputs, dict):
         return problems  # the structural check reports it
     choices = ", ".join([DATASET, *allowed])
-    for tensor, source in inputs.items():
-        if source == TRAINER and tensor not in TRAINER_TENSORS:
+    for arg, text in inputs.items():
+        if not isinstance(text, str):
+            continue  # the structural check reports it
+        source, tensor = split_source(text, [*allowed, *later])
+        if not source or tensor == "":
             problems.append(
-                f"{path}.{tensor}: the trainer gives only {' and '.join(TRAINER_TENSORS)}; "
+                f"{path}.{arg}: found '{text}'; expected a source ({choices} or {TRAINER}), or "
+                f"<source>.<tensor name> for a tensor of another name, e.g. {DATASET}.{arg}"
+            )
+            continue
+        if source == TRAINER and (tensor or arg) not in TRAINER_TENSORS:
+            problems.append(
+                f"{path}.{arg}: the trainer gives only {' and '.join(TRAINER_TENSORS)}; "
                 f"expected one of them, e.g. {{epoch: {TRAINER}}}"
             )
         if source in (DATASET, TRAINER) or source in allowed:
             continue
         if source in later:
             problems.append(
-                f"{path}.{tensor}: source '{source}' is built after this model; "
+                f"{path}.{arg}: source '{source}' is built after this model; "
                 f"expected '{DATASET}' or a model listed earlier: {choices}"
             )
         else:
             problems.append(
-                f"{path}.{tensor}: unknown source '{source}'; "
+                f"{path}.{arg}: unknown source '{source}'; "
                 f"{did_you_mean(source, [DATASET, TRAINER, *allowed])}"
                 f"expected '{DATASET}' or a model in info_flow: {choices} "
                 f"(or '{TRAINER}' for the epoch and step)"
@@ -256,15 +314,19 @@ def _check_torchmetric(where: str, name: str, spec: dict, models: list[str]) -> 
     return problems
 
 
-def _check_model_dir(path: str, name: str, spec: dict) -> list[str]:
-    from dlscaffold.checkpoint import saved_epochs, weights_path  # imports torch
-
-    model_dir, epoch = Path(spec["model_dir"]), spec.get("epoch", 0)
+def _check_model_dir(path: str, name: str, spec: dict, earlier: _EarlierRuns) -> list[str]:
+    """The earlier run exists and holds ``name``'s weights for ``epoch``, resolved to a number."""
+    model_dir = Path(spec["model_dir"])
     if not model_dir.is_dir():
         return [f"{path}.model_dir: found '{model_dir}', which does not exist; expected an earlier run's folder"]
-    if isinstance(epoch, int) and not weights_path(model_dir, name, epoch).is_file():
-        saved = ", ".join(map(str, saved_epochs(model_dir, name))) or "none"
-        return [f"{path}.epoch: found {epoch}; {model_dir} holds {name} weights for epochs: {saved}"]
+    try:
+        epoch = saved_epoch(spec.get("epoch", 0))
+    except ValueError:
+        return []  # the structural check reports it
+    try:
+        earlier.epochs[name] = model_epoch(model_dir, name, epoch, f"{path}.epoch")
+    except UserError as exc:
+        return exc.problems
     return []
 
 
@@ -280,7 +342,7 @@ def _check_model(name: str, spec: dict, project: Project, earlier: _EarlierRuns)
     problems = []
     init_args = spec.get("init_args") or {}
     if isinstance(spec.get("model_dir"), str):
-        problems += _check_model_dir(path, name, spec)
+        problems += _check_model_dir(path, name, spec, earlier)
         if isinstance(init_args, dict) and Path(spec["model_dir"]).is_dir():
             init_args = {**earlier.init_args(Path(spec["model_dir"]), name), **init_args}
     if isinstance(init_args, dict):
@@ -344,6 +406,7 @@ RESUMABLE = (
     "training_params.log_every",
     "dataloading_params.num_workers",
     "training_params.lrn_rate",
+    "logging_params.progress_every",
 )
 
 
@@ -361,10 +424,10 @@ def _check_training(config: Config) -> list[str]:
         for k, t in getattr(spec, kind).items()
     ]
     monitor = config.training_params.monitor
-    if monitor is not None and monitor not in names:
+    if monitor is not None and monitor not in (*names, TOTAL):
         problems.append(
-            f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, names)}expected "
-            f"<Model>/<logging_name> of a loss or eval: {', '.join(names)}"
+            f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, [*names, TOTAL])}expected "
+            f"<Model>/<logging_name> of a loss or eval, or {TOTAL} (the weighted sum of the losses): {', '.join(names)}"
         )
     return problems
 
@@ -386,6 +449,11 @@ def _check_resume_overrides(config_path: Path, raw: dict[str, Any], overrides: l
             problems.append(
                 f"override '{item}': --resume cannot set lrn_rate while the run's lr_scheduler (or "
                 "optimizer.kwargs.lr) sets the rate; start a new run instead"
+            )
+        elif key == "training_params.max_training_epochs" and tp.lr_scheduler and tp.lr_scheduler.name == "OneCycleLR":
+            problems.append(
+                f"override '{item}': OneCycleLR's length is fixed when a run starts, so --resume cannot "
+                "extend or shorten the run; start a new run, or use a scheduler without a fixed length"
             )
         elif key not in RESUMABLE:
             problems.append(
@@ -425,6 +493,9 @@ def _load_split(raw: dict[str, Any], run_dir: Path | None) -> tuple[dict[str, An
         return None, []  # none, or reported by _check_paths
     path = Path(source) / "idx_dict.json" if Path(source).is_dir() else Path(source)
     key = "dataloading_params.idx_dict_path" if run_dir is None else str(path)
+    kind = not_regular_file(path)
+    if kind is not None:
+        return None, [f"{key}: '{path}' is {kind}, not a regular file; expected a saved idx_dict.json"]
     try:
         idx_dict = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, nested too deep

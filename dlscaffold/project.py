@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dlscaffold.errors import UserError
+from dlscaffold.errors import UserError, first_line
 
 MODULE_NAMES = ("models", "dataloader", "training_utils")
 
@@ -38,7 +39,37 @@ def _import(root: Path, name: str) -> ModuleType | None:
     if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve() == (root / f"{name}.py").resolve():
         return cached
     sys.modules.pop(name, None)  # another project's module of the same name
-    return importlib.import_module(name)
+    try:
+        return importlib.import_module(name)
+    except SyntaxError as exc:  # IndentationError and TabError too: in this file or one it imports
+        where = f"{exc.filename or root / f'{name}.py'}:{exc.lineno or 1}"
+        code = (exc.text or "").strip()
+        shown = f" (`{code[:60]}{'...' if len(code) > 60 else ''}`)" if code else ""
+        raise UserError(f"{where}: {exc.msg}{shown}; fix the code there") from exc
+    except Exception as exc:  # raised while the module ran, e.g. an import of a package not installed
+        missing = isinstance(exc, ModuleNotFoundError)
+        todo = "install it in this environment or fix the import" if missing else "fix the code"
+        raise UserError(
+            f"{_where(exc, root / f'{name}.py')}: importing {name}.py failed: {first_line(exc)}; {todo} "
+            "(rerun with --debug for the traceback)"
+        ) from exc
+
+
+def _where(exc: BaseException, file: Path) -> str:
+    """``file:line`` of the deepest line of the project's ``file`` in ``exc``'s traceback."""
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == file.resolve()]
+    return f"{file}:{lines[-1]}" if lines else str(file)
+
+
+def _call(file: Path, what: str, function: Callable[[], Any], expected: str) -> Any:
+    """``function()``: reads the project's ``what`` (in ``file``); a failure is one line."""
+    try:
+        return function()
+    except Exception as exc:
+        raise UserError(
+            f"{_where(exc, file)}: {what} failed: {first_line(exc)}; expected it to return {expected} "
+            "(rerun with --debug for the traceback)"
+        ) from exc
 
 
 def load_project(root: Path) -> Project:
@@ -64,10 +95,19 @@ def load_project(root: Path) -> Project:
         raise UserError(f"{root / 'models.py'}: defines no get_ref_model_dict(); add one returning {{'Name': Class}}")
     if not isinstance(getattr(dataloader, "CustomDataSet", None), type):
         raise UserError(f"{root / 'dataloader.py'}: defines no CustomDataSet class")
-    model_classes = dict(models.get_ref_model_dict())
+    model_classes = _call(
+        root / "models.py", "get_ref_model_dict()", lambda: dict(models.get_ref_model_dict()), "{'Name': Class}"
+    )
     losses: dict = {}
     evals: dict = {}
     utils = _import(root, "training_utils")
     if utils is not None and hasattr(utils, "get_project_loss_and_eval_dict"):
-        losses, evals = (dict(d) for d in utils.get_project_loss_and_eval_dict())
+
+        def both() -> tuple[dict, dict]:
+            losses, evals = utils.get_project_loss_and_eval_dict()
+            return dict(losses), dict(evals)
+
+        losses, evals = _call(
+            root / "training_utils.py", "get_project_loss_and_eval_dict()", both, "two dicts, (losses, evals)"
+        )
     return Project(root, model_classes, dataloader.CustomDataSet, losses, evals)

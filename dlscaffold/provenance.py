@@ -1,14 +1,17 @@
-"""What a run was made from: the command, the versions, the machine, and the project's git state.
+"""What a run was made from: the command, the versions, the machine, the project's git state and code.
 
 :func:`collect` returns a JSON-safe dict for ``run.json``; :func:`write_git_diff` saves the
 project's uncommitted changes as ``git.diff`` in the run folder, so that a run made from a dirty
-work tree can still be reproduced. Nothing here raises because git is missing, the project is not a
-repository, or git hangs: those give null values. torch is imported only inside :func:`collect`.
+work tree can still be reproduced; :func:`code_hashes` gives the SHA-256 of the project's code
+files, which ``run.json`` records so that a later command imports that folder only while it holds
+the same code. Nothing here raises because git is missing, the project is not a repository, or git
+hangs: those give null values. torch is imported only inside :func:`collect`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import socket
@@ -19,6 +22,7 @@ from typing import Any
 import yaml
 
 from dlscaffold import __version__
+from dlscaffold.project import MODULE_NAMES
 
 GIT_TIMEOUT_S = 10
 ANSWERS_FILE = ".copier-answers.yml"
@@ -52,6 +56,34 @@ def _in_work_tree(project_dir: Path) -> bool:
     return (_git(project_dir, "rev-parse", "--is-inside-work-tree") or "").strip() == "true"
 
 
+def code_files(project_dir: Path) -> list[str]:
+    """The project's code files the runtime imports (``models.py``, ``dataloader.py``,
+    ``training_utils.py``) that exist, by name."""
+    return [f"{name}.py" for name in MODULE_NAMES if (Path(project_dir) / f"{name}.py").is_file()]
+
+
+def code_hashes(project_dir: Path) -> dict[str, str]:
+    """``{"models.py": "<SHA-256 hex>", ...}`` for each of :func:`code_files` that can be read."""
+    hashes = {}
+    for name in code_files(project_dir):
+        with contextlib.suppress(OSError):  # unreadable: counts as absent
+            hashes[name] = hashlib.sha256((Path(project_dir) / name).read_bytes()).hexdigest()
+    return hashes
+
+
+def _under_version_control(project_dir: Path) -> bool:
+    """Inside a git work tree that does not ignore the project's code files. An ignored file is in no
+    commit and no diff, so such a repository (a checkout around a project it ignores) says nothing
+    about the code that ran."""
+    if not _in_work_tree(project_dir):
+        return False
+    files = code_files(project_dir)
+    if not files:
+        return True
+    ignored = _git(project_dir, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--", *files)
+    return ignored == ""
+
+
 def _untracked(project_dir: Path, exclude: Path | None = None) -> list[str] | None:
     """Untracked, not ignored files under ``project_dir`` (relative to it), minus those under ``exclude``."""
     out = _git(project_dir, "ls-files", "-z", "--others", "--exclude-standard", "--", ".")
@@ -68,12 +100,13 @@ def _untracked(project_dir: Path, exclude: Path | None = None) -> list[str] | No
 
 
 def git_state(project_dir: Path) -> dict[str, Any] | None:
-    """``{"commit": hash or None, "dirty": bool}`` for the project folder, or None outside a git work tree.
+    """``{"commit": hash or None, "dirty": bool}`` for the project folder, or None when it is not under
+    version control: outside a git work tree, or inside one that ignores its code files.
 
     ``dirty`` means tracked changes or untracked (not ignored) files under the project folder;
     ``commit`` is None in a repository without commits.
     """
-    if not _in_work_tree(project_dir):
+    if not _under_version_control(project_dir):
         return None
     commit = (_git(project_dir, "rev-parse", "--verify", "-q", "HEAD") or "").strip() or None
     status = _git(project_dir, "status", "--porcelain", "--untracked-files=normal", "--", ".")
@@ -150,9 +183,10 @@ def write_git_diff(project_dir: Path, run_dir: Path) -> bool:
     to ``git.diff.tmp`` first and renamed into place.
 
     Returns:
-        Whether a file was written: False for a clean work tree, outside git, or when git fails.
+        Whether a file was written: False for a clean work tree, outside version control (see
+        :func:`git_state`), or when git fails.
     """
-    if not _in_work_tree(project_dir):
+    if not _under_version_control(project_dir):
         return False
     has_head = _git(project_dir, "rev-parse", "--verify", "-q", "HEAD") is not None
     diff = _git_bytes(project_dir, "diff", "--no-color", "--no-ext-diff", "HEAD", "--", ".") if has_head else b""

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from dlscaffold.config import safe_run_notes
 from dlscaffold.errors import UserError, first_line
@@ -45,25 +45,51 @@ def write_text_atomic(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def check_logging_dir(logging_dir: Path) -> None:
+    """Refuse, before a run builds anything, a ``logging_dir`` its run folder cannot be created in:
+    a regular file on the way (the folder itself or one above it), or a nearest existing folder this
+    process may not write to. What only an attempt shows (a full disk) is said when it is made.
+
+    Raises:
+        UserError: one line naming the file or folder in the way.
+    """
+    for folder in (logging_dir, *logging_dir.parents):
+        try:
+            if not folder.exists():
+                continue
+        except (OSError, ValueError) as exc:  # e.g. no permission to look inside a folder above it
+            _cannot_create(logging_dir, f"'{folder}' cannot be looked at ({first_line(exc, with_type=False)})")
+        if not folder.is_dir():
+            _cannot_create(logging_dir, f"'{folder}' is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            _cannot_create(logging_dir, f"'{folder}' is not writable by this user")
+        return
+
+
+def _cannot_create(logging_dir: Path, why: str) -> NoReturn:
+    raise UserError(
+        f"logging_params.logging_dir: cannot create run folders in '{logging_dir}': {why}; choose a folder you "
+        "can write to"
+    )
+
+
 def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = None) -> Path:
     """Create and return a fresh ``<YYYYMMDD>_<N>[_<run_notes>]`` folder under ``logging_dir``."""
-    try:
-        logging_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"logging_params.logging_dir: cannot create '{logging_dir}' ({exc.strerror}); choose a writable folder"
-        ) from None
     date = (today or dt.date.today()).strftime("%Y%m%d")
     notes = safe_run_notes(run_notes)
-    taken = [int(m.group(1)) for p in logging_dir.iterdir() if (m := re.match(rf"{date}_(\d+)(_|$)", p.name))]
-    number = max(taken, default=0) + 1
-    while True:
-        path = logging_dir / (f"{date}_{number}_{notes}" if notes else f"{date}_{number}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:  # another run took this number first
-            number += 1
+    try:
+        logging_dir.mkdir(parents=True, exist_ok=True)
+        taken = [int(m.group(1)) for p in logging_dir.iterdir() if (m := re.match(rf"{date}_(\d+)(_|$)", p.name))]
+        number = max(taken, default=0) + 1
+        while True:
+            path = logging_dir / (f"{date}_{number}_{notes}" if notes else f"{date}_{number}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:  # another run took this number first
+                number += 1
+    except OSError as exc:  # no permission, a file in the way, a read-only or full disk
+        _cannot_create(logging_dir, exc.strerror or str(exc))
 
 
 def read_run_info(run_dir: Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -171,6 +197,24 @@ class RunLock:
         if self._fh is not None:
             self._fh.close()  # closing releases the flock
             self._fh = None
+
+    @staticmethod
+    def held(run_dir: Path) -> bool:
+        """Whether a process holds ``run_dir``'s lock now (a run going on), without waiting and
+        without creating the file: a shared ``flock`` taken and dropped at once."""
+        import fcntl
+
+        try:
+            fh = open(run_dir / ".lock")  # noqa: SIM115 - closed below
+        except OSError:  # no lock file: no run ever held it
+            return False
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:

@@ -8,6 +8,17 @@ Sort keys (``--sort``): ``run`` (by date, then run number), ``status`` and ``run
 ``epochs``, ``seconds``, ``best`` (the best value run.json records) and ``val:<Model>/<name>``
 (that metric in the last val row) descend, largest first. A leading ``-`` reverses the order
 (``--sort=-val:Classifier/loss`` puts the smallest loss first). Runs without the value come last.
+
+A run whose ``run.json`` says ``running`` while no process holds its lock (killed, or its machine
+went down) is listed as ``stale`` (:data:`STALE`): it can be continued with ``--resume``.
+
+The table (:func:`format_table`) fits a terminal: :func:`choose_columns` drops the model prefix
+from metric names, then the ``notes``, ``seconds`` and ``epochs`` columns, while it is wider than
+the terminal; ``--columns`` (:func:`parse_columns`) picks the columns instead. The runs of a sweep
+folder (its trial runs) also get ``trial`` and ``params`` columns.
+
+Statistics over seed groups (``--group``) and the csv, markdown and latex formats are
+:mod:`dlscaffold.experiments`.
 """
 
 from __future__ import annotations
@@ -18,20 +29,37 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from dlscaffold.config import read_yaml
 from dlscaffold.errors import UserError, available, did_you_mean
-from dlscaffold.rundir import is_run_dir, read_metrics, read_run_info
+from dlscaffold.rundir import RunLock, is_run_dir, read_metrics, read_run_info
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 KEYS = ("run", "status", "epochs", "best", "last_val", "seconds", "run_notes")
 SORT_KEYS = ("run", "status", "epochs", "best", "seconds", "run_notes")
+STALE = "stale"  # run.json says running, but no process holds the run's lock
+# --columns names -> row keys; "last_val" and "run_notes" (the JSON keys) are accepted too
+COLUMNS = {
+    "run": "run",
+    "trial": "trial",  # these two only where a run is a sweep's trial (see default_columns)
+    "params": "params",
+    "status": "status",
+    "epochs": "epochs",
+    "best": "best",
+    "last": "last_val",
+    "seconds": "seconds",
+    "notes": "run_notes",
+}
+_ALIASES = {"last_val": "last", "run_notes": "notes", "time": "seconds"}
+_TITLES = {"last": "last val", "seconds": "time"}
+_HIDDEN_FIRST = ("notes", "seconds", "epochs")  # dropped in this order while the table is too wide
+_SWEEP_COLUMNS = ("trial", "params")
 _ASCENDING = ("run", "status", "run_notes")
 _ROW_FIELDS = ("epoch", "split", "step")
-_STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+_STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan", STALE: "magenta"}
 
 
 def _read_notes(path: Path, warn: Callable[[str], None]) -> str:
@@ -58,8 +86,13 @@ def _timestamp(value: Any) -> dt.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
-def _seconds(info: dict[str, Any]) -> float | None:
-    """``ended - started`` in seconds, or None for a running run or when either is missing."""
+def run_seconds(info: dict[str, Any]) -> float | None:
+    """A run's training time in seconds from its ``run.json``: ``train_seconds`` (summed over its
+    sessions, kept up to date at each epoch's end), else for a run that recorded none (an older
+    version's) ``ended - started``; None when neither is known or the run is going on."""
+    seconds = info.get("train_seconds")
+    if _is_number(seconds):
+        return float(seconds)
     started, ended = _timestamp(info.get("started")), _timestamp(info.get("ended"))
     if info.get("status") == "running" or started is None or ended is None:
         return None
@@ -68,6 +101,10 @@ def _seconds(info: dict[str, Any]) -> float | None:
 
 def summarize_run(run_dir: Path, warn: Callable[[str], None]) -> dict[str, Any]:
     """One run's row: the keys ``run``, ``status``, ``epochs``, ``best``, ``last_val``, ``seconds``, ``run_notes``.
+
+    ``status`` is run.json's, or :data:`STALE` for a ``running`` run whose lock no process holds;
+    ``seconds`` is :func:`run_seconds`. A seed group's run also has ``group`` (run.json's
+    ``{"id", "seed", "size"}``), a sweep's trial run ``trial`` and ``params`` (the trial's values).
 
     Args:
         run_dir: a run folder (see :func:`dlscaffold.rundir.is_run_dir`).
@@ -79,16 +116,26 @@ def summarize_run(run_dir: Path, warn: Callable[[str], None]) -> dict[str, Any]:
     val_rows = [r for r in rows if r.get("split") == "val"]
     last_val = {k: v for k, v in val_rows[-1].items() if k not in _ROW_FIELDS} if val_rows else {}
     status = info.get("status")
+    status = status if isinstance(status, str) and status else "unknown"
+    if status == "running" and not RunLock.held(run_dir):  # its process is gone
+        status = STALE
     best = info.get("best")
-    return {
+    row = {
         "run": run_dir.name,
-        "status": status if isinstance(status, str) and status else "unknown",
+        "status": status,
         "epochs": int(max(train_epochs, default=0)),
         "best": best if isinstance(best, dict) else None,
         "last_val": last_val,
-        "seconds": _seconds(info),
+        "seconds": run_seconds(info),
         "run_notes": _read_notes(run_dir / "config.yml", warn),
     }
+    group, sweep = info.get("group"), info.get("sweep")
+    if isinstance(group, dict) and isinstance(group.get("id"), str):  # a run of a seed group
+        row["group"] = group
+    if isinstance(sweep, dict):  # a sweep's trial run
+        row["trial"] = sweep.get("trial")
+        row["params"] = sweep.get("params") if isinstance(sweep.get("params"), dict) else {}
+    return row
 
 
 def list_runs(logging_dir: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -172,45 +219,133 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def to_json(rows: list[dict[str, Any]]) -> str:
-    """The rows as strict JSON (indent 2; NaN and infinities become null)."""
+def to_json(rows: Any) -> str:
+    """The rows (or an evaluation's result) as strict JSON (indent 2; NaN and infinities become null)."""
     return json.dumps(_strict(rows), indent=2, allow_nan=False)
+
+
+def parse_columns(text: str) -> list[str]:
+    """``--columns``: comma-separated names of :data:`COLUMNS` (``last_val``, ``run_notes`` and
+    ``time`` are accepted for ``last``, ``notes`` and ``seconds``), in the order given.
+
+    Raises:
+        UserError: for an unknown name, or none.
+    """
+    names = []
+    for part in text.split(","):
+        name = _ALIASES.get(part.strip(), part.strip())
+        if name not in COLUMNS:
+            raise UserError(
+                f"--columns: unknown column '{part.strip()}'; {did_you_mean(part.strip(), COLUMNS)}"
+                f"expected a comma-separated list of {', '.join(COLUMNS)}"
+            )
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def stale_note(logging_dir: Path, row: dict[str, Any], resume: str) -> str:
+    """The note under the table for a :data:`STALE` run; ``resume`` is how to call ``train`` here."""
+    import shlex
+
+    path = shlex.quote(str(logging_dir / row["run"]))
+    return (
+        f"{row['run']}: run.json says running, but no process holds its lock (killed, or its machine "
+        f"went down?); it is stale: continue it with {resume} --resume {path}"
+    )
 
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def _best_cell(best: dict[str, Any] | None) -> str:
+def _short(names: list[str]) -> dict[str, str]:
+    """Metric names without their ``<Model>/`` prefix where that leaves them distinct."""
+    ends = [name.partition("/")[2] or name for name in names]
+    return {name: end if ends.count(end) == 1 else name for name, end in zip(names, ends, strict=True)}
+
+
+def _best_cell(best: dict[str, Any] | None, short: bool = False) -> str:
     if not best:
         return "-"
-    return f"{best.get('epoch', '?')}: {best.get('metric', '?')}={_number(best.get('value'))}"
+    metric = str(best.get("metric", "?"))
+    return f"{best.get('epoch', '?')}: {_short([metric])[metric] if short else metric}={_number(best.get('value'))}"
 
 
-def format_table(rows: list[dict[str, Any]]) -> Table:
-    """A ``rich`` table of the rows: run, status, epochs, best (``epoch: metric=value``), last val, seconds, notes.
+def _duration(seconds: Any) -> str:
+    if not _is_number(seconds):
+        return "-"
+    from dlscaffold.summary import duration
 
-    Numbers show 4 significant digits, last val one ``metric=value`` per line; run names are never
-    cut; cells are plain text (a ``[`` in a run's notes is not markup).
+    return duration(seconds)
+
+
+def default_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every column of :data:`COLUMNS`, ``trial`` and ``params`` only where a row is a sweep's trial run."""
+    sweep = any("trial" in row for row in rows)
+    return [column for column in COLUMNS if sweep or column not in _SWEEP_COLUMNS]
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None, short: bool = False) -> Table:
+    """A ``rich`` table of the rows, one column per name of ``columns`` (:data:`COLUMNS`; default
+    :func:`default_columns`).
+
+    Numbers show 4 significant digits, last val one ``metric=value`` per line (without the
+    ``<Model>/`` prefix where that stays unambiguous, with ``short``), the time as ``12m05s``; run
+    names and statuses are never cut; cells are plain text (a ``[`` in a run's notes is not markup).
     """
-    table = Table()
-    for column in ("run", "status", "epochs", "best", "last val", "seconds", "notes"):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    columns = default_columns(rows) if columns is None else columns
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+    for column in columns:
         table.add_column(
-            column,
+            _TITLES.get(column, column),
             justify="right" if column in ("epochs", "seconds") else "left",
             no_wrap=column in ("run", "status", "epochs", "seconds"),
             overflow="fold",
         )
     for row in rows:
-        last_val = "\n".join(f"{name}={_number(value)}" for name, value in row["last_val"].items())
-        seconds = row["seconds"]
-        table.add_row(
-            Text(row["run"]),
-            Text(row["status"], style=_STATUS_STYLE.get(row["status"], "")),
-            Text(str(row["epochs"])),
-            Text(_best_cell(row["best"])),
-            Text(last_val or "-"),
-            Text(f"{seconds:.0f}" if _is_number(seconds) else "-"),
-            Text(row["run_notes"]),
-        )
+        names = _short(list(row["last_val"])) if short else {name: name for name in row["last_val"]}
+        last_val = "\n".join(f"{names[name]}={_number(value)}" for name, value in row["last_val"].items())
+        cells = {
+            "run": Text(row["run"]),
+            "status": Text(row["status"], style=_STATUS_STYLE.get(row["status"], "")),
+            "epochs": Text(str(row["epochs"])),
+            "best": Text(_best_cell(row["best"], short)),
+            "last": Text(last_val or "-"),
+            "seconds": Text(_duration(row["seconds"])),
+            "notes": Text(row["run_notes"]),
+            "trial": Text(str(row.get("trial", "-"))),
+            "params": Text("\n".join(f"{k}={_number(v)}" for k, v in row.get("params", {}).items()) or "-"),
+        }
+        table.add_row(*(cells[column] for column in columns))
     return table
+
+
+def table_width(table: Table) -> int:
+    """The columns ``table`` takes at its natural width (no cell wrapped)."""
+    import io
+
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(file=io.StringIO(), width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def choose_columns(rows: list[dict[str, Any]], width: int) -> tuple[list[str], bool]:
+    """The columns (and whether to shorten metric names) that fit the table in ``width``: every
+    column, then short metric names, then without ``notes`` (the run's folder name holds them),
+    ``seconds``, ``epochs``, until it fits; what is left wraps its best and last val cells."""
+    columns, short = default_columns(rows), False
+    while table_width(format_table(rows, columns, short)) > width:
+        if not short:
+            short = True
+        elif hidden := next((c for c in _HIDDEN_FIRST if c in columns), None):
+            columns.remove(hidden)
+        else:
+            break
+    return columns, short

@@ -17,17 +17,24 @@ where the commit has one, else a commit hash (a repository without tags works). 
 - A relative ``_src_path`` is relative to the project folder (copier alone reads it against the
   current directory), and an update keeps it as written, so a template checkout and the projects
   inside or beside it can move together.
-- An update checks first what copier would report late or not at all (a project outside git,
-  uncommitted changes in the project folder, no answers file, a template source that is gone);
-  afterwards it lists the files it changed and the config values that changed, keeps any file the
-  template no longer has that the user edited, and finds the conflict markers copier left
-  (copier itself exits normally then): the CLI exits with :data:`CONFLICT_EXIT_CODE`.
+- A new project that no git repository around it would track (there is none, or it ignores the
+  project, as a dlscaffold checkout ignores the ``my_digits`` its README makes inside it) is made a
+  repository of its own, with the generated files as its first commit: updates merge through git.
+- An update checks first what copier would report late or not at all, or get wrong (a project
+  that is neither the top of its own repository nor tracked by the one around it: copier would
+  see its files as deleted and delete them; uncommitted changes in the project folder; no answers
+  file; a template source that is gone). Afterwards it lists the files it changed and the config
+  values that changed (with conflict blocks in ``config.yml`` too, and the keys in conflict),
+  restores any file it deleted that the template did not remove or that the user edited, and
+  finds the conflict markers copier left (copier itself exits normally then): the CLI exits with
+  :data:`CONFLICT_EXIT_CODE`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 import warnings
@@ -47,6 +54,8 @@ CONFIG_FILE = "config.yml"
 CONFLICT_EXIT_CODE = 3
 _URL = re.compile(r"^(gh:|gl:|git@|git\+|[a-z][a-z0-9+.-]*://)")
 _MARKER = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
+_BLOCK_LINE = re.compile(r"^(<{7}|\|{7}|={7}|>{7})( |$)")  # the lines of a conflict block's markers
+_FIRST_COMMIT = "Initial project"
 _ABSENT = "(absent)"
 
 
@@ -59,6 +68,7 @@ class NewResult:
     src_path: str  # the template source as recorded (``_src_path``): relative to the project, absolute, a URL
     commit: str | None  # the template version recorded (``_commit``); None for a template outside git
     notes: list[str] = field(default_factory=list)  # what the user should know, one line each
+    repository: str | None = None  # why the project was made a git repository of its own, if it was
 
 
 @dataclass
@@ -70,6 +80,7 @@ class UpdateResult:
     after: str | None  # template version recorded now
     changed: list[tuple[str, str]] = field(default_factory=list)  # (modified/added/deleted/conflict, path)
     config_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (dotted key, old, new)
+    config_conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (dotted key, yours, template's)
     conflicts: list[str] = field(default_factory=list)  # files with conflict markers, .rej files
     kept: list[str] = field(default_factory=list)  # edited files the template no longer has, kept
     notes: list[str] = field(default_factory=list)
@@ -280,6 +291,49 @@ def _template_notes(source: str, vcs_ref: str) -> list[str]:
 # ---------------------------------------------------------------------------------------- new
 
 
+def _needs_own_repository(target: Path) -> str | None:
+    """Why the new project needs a git repository of its own; None where the work tree around it
+    would track it (that repository's owner commits it)."""
+    if _git(target, "rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+        return "no git repository holds it"
+    if _git(target, "check-ignore", "-q", "--no-index", "--", ".").returncode == 0:
+        top = _git(target, "rev-parse", "--show-toplevel").stdout.strip()
+        return f"the git repository around it, {top}, ignores it"
+    return None
+
+
+def _identity_fallback(target: Path) -> list[str]:
+    """``-c`` options naming ``dlscaffold`` as the committer where git has no identity configured
+    (the ``GIT_AUTHOR_*`` / ``GIT_COMMITTER_*`` variables still win over them)."""
+    options = []
+    for key, value in (("user.name", "dlscaffold"), ("user.email", "dlscaffold@localhost")):
+        if not _git(target, "config", "--get", key).stdout.strip():
+            options += ["-c", f"{key}={value}"]
+    return options
+
+
+def _init_repository(target: Path) -> tuple[str | None, str | None]:
+    """Make the new project a git repository of its own, with the generated files as its first
+    commit, where no repository around it would track it.
+
+    Returns ``(done, note)``: the line saying why it was made (None where it was left to the
+    repository around it), or a note saying how to make one where git failed."""
+    fix = f"`cd {shlex.quote(str(target))} && git init && git add -A && git commit -m '{_FIRST_COMMIT}'`"
+    try:
+        why = _needs_own_repository(target)
+        if why is None:
+            return None, None
+        commit = [*_identity_fallback(target), "commit", "-q", "-m", _FIRST_COMMIT]
+        for args in (["init", "-q"], ["add", "-A"], commit):
+            done = _git(target, *args)
+            if done.returncode != 0:
+                raise OSError((done.stderr.strip().splitlines() or [f"git {args[0]} failed"])[-1])
+    except OSError as exc:  # git missing, or failing
+        note = f"{target} is not a git repository ({exc}); `dlscaffold update` needs one: run {fix}"
+        return None, note
+    return f"Made {target} a git repository of its own, the generated files its first commit, since {why}", None
+
+
 def new_project(dest: Path, data: Sequence[str] = (), template: str | None = None, vcs_ref: str = "HEAD") -> NewResult:
     """Render the template into the new folder ``dest`` with the ``key=value`` answers in ``data``.
 
@@ -316,19 +370,38 @@ def new_project(dest: Path, data: Sequence[str] = (), template: str | None = Non
     if commit is not None:
         fixes["_commit"] = commit
     _set_answers(target, fixes)
-    return NewResult(target, source, fixes["_src_path"], commit, notes)
+    repository, note = _init_repository(target)
+    return NewResult(target, source, fixes["_src_path"], commit, notes + ([note] if note else []), repository)
 
 
 # ------------------------------------------------------------------------------------- update
 
 
+def _untracked_reason(project: Path) -> str | None:
+    """Why git does not hold the project: None where it is the top of its own repository, or the
+    repository around it tracks it (its answers file and config committed, the folder not ignored)."""
+    if _git(project, "rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+        return "not a git repository"
+    if _is_git_root(project):
+        return None
+    top = _git(project, "rev-parse", "--show-toplevel").stdout.strip()
+    if _git(project, "check-ignore", "-q", "--no-index", "--", ".").returncode == 0:
+        return f"not a git repository of its own, and the one around it, {top}, ignores it"
+    if _git(project, "ls-files", "--error-unmatch", "--", ANSWERS_FILE, CONFIG_FILE).returncode != 0:
+        return f"not a git repository of its own, and the one around it, {top}, does not track its files"
+    return None
+
+
 def _check_project(project: Path) -> None:
+    """Refuse a project the update cannot merge safely. Copier reads the project's files from the git
+    index: in a folder git does not hold, it would take every file for deleted and delete it."""
     if not project.is_dir():
         raise UserError(f"{project}: no such folder; pass the project folder, e.g. dlscaffold update my_project")
-    if _git(project, "rev-parse", "--is-inside-work-tree").returncode != 0:
+    reason = _untracked_reason(project)
+    if reason is not None:
         raise UserError(
-            f"{project}: not a git repository; updates merge through git: "
-            "run `git init && git add -A && git commit -m 'Initial project'` first"
+            f"{project}: {reason}; updates merge through git: run "
+            f"`cd {shlex.quote(str(project))} && git init && git add -A && git commit -m '{_FIRST_COMMIT}'` first"
         )
     if _is_dirty(project):  # the project folder's own files: a repository around it may hold others
         raise UserError(
@@ -410,33 +483,55 @@ def _git_bytes(project: Path, *args: str) -> bytes:
     return subprocess.run(["git", *args], cwd=project, capture_output=True, stdin=subprocess.DEVNULL).stdout
 
 
-def _keep_edited_files(project: Path, answers: dict[str, Any], source: str, before: str | None) -> list[str]:
-    """Files the update deleted (the new template version no longer has them) that the user had
-    edited since generation: restored from ``HEAD``. An unedited file stays deleted.
-
-    Edited means: its committed content differs from the old template version rendered afresh with
-    the project's answers (rendered only when the update deleted something)."""
-    out = _git(project, "diff", "--name-only", "-z", "--diff-filter=D", "--relative", "HEAD").stdout
-    deleted = [name for name in out.split("\0") if name]
-    if not deleted or before is None:
-        return []
+def _render(source: str, vcs_ref: str, answers: dict[str, Any], dest: Path) -> bool:
+    """Render the template at ``vcs_ref`` with the answers' questions into ``dest``; False where it does not."""
     import copier
 
     data = {k: v for k, v in answers.items() if not str(k).startswith("_")}
-    kept = []
-    with tempfile.TemporaryDirectory(prefix="dlscaffold-old-") as tmp:
-        old = Path(tmp) / project.name
-        try:
-            with _copier_quietly():
-                copier.run_copy(source, old, data=data, vcs_ref=before, defaults=True, unsafe=False, quiet=True)
-        except _copier_errors():
-            pass  # the old version does not render: keep every deleted file, as edited
+    try:
+        with _copier_quietly():
+            copier.run_copy(source, dest, data=data, vcs_ref=vcs_ref, defaults=True, unsafe=False, quiet=True)
+    except _copier_errors():
+        return False
+    return True
+
+
+def _restore_deleted_files(
+    project: Path, answers: dict[str, Any], source: str, before: str | None, vcs_ref: str
+) -> tuple[list[str], list[str]]:
+    """Restore from ``HEAD`` each file the update deleted, unless the template removed it (the old
+    version has it, the new one not) and the user never edited it. An update never leaves a file
+    deleted that the template still has, that the user edited, or that cannot be checked.
+
+    Returns ``(kept, restored)``: edited files the new template version no longer has (kept, for the
+    user to keep or delete), and files the new version still has (copier should not have deleted
+    them). Edited means: the committed content differs from the old template version rendered afresh
+    with the project's answers (the versions are rendered only when the update deleted something)."""
+    out = _git(project, "diff", "--name-only", "-z", "--diff-filter=D", "--relative", "HEAD").stdout
+    deleted = [name for name in out.split("\0") if name]
+    if not deleted:
+        return [], []
+    kept, restored = [], []
+    with tempfile.TemporaryDirectory(prefix="dlscaffold-versions-") as tmp:
+        old, new = Path(tmp) / "old" / project.name, Path(tmp) / "new" / project.name
+        checked = (
+            before is not None
+            and _render(source, before, answers, old)
+            and _render(source, vcs_ref, _read_answers(project), new)
+        )  # where a version does not render, every deleted file is kept
         for name in deleted:
-            rendered = old / name
-            if not rendered.is_file() or rendered.read_bytes() != _git_bytes(project, "show", f"HEAD:./{name}"):
-                _git(project, "checkout", "HEAD", "--", name)
+            if checked and (new / name).exists():
+                restored.append(name)
+            elif not checked or not (old / name).is_file() or (old / name).read_bytes() != _head_bytes(project, name):
                 kept.append(name)
-    return kept
+            else:
+                continue  # the template removed it and the user never edited it: it stays deleted
+            _git(project, "checkout", "HEAD", "--", name)
+    return kept, restored
+
+
+def _head_bytes(project: Path, name: str) -> bytes:
+    return _git_bytes(project, "show", f"HEAD:./{name}")
 
 
 def conflicted_files(project: Path) -> list[str]:
@@ -469,12 +564,58 @@ def changed_files(project: Path) -> list[tuple[str, str]]:
     return changed
 
 
-def _read_config(project: Path) -> dict[str, Any] | None:
+def _parse_config(text: str) -> dict[str, Any] | None:
     try:
-        config = yaml.safe_load((project / CONFIG_FILE).read_text())
-    except (OSError, yaml.YAMLError):  # none, or conflict markers in it
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:  # not YAML, or conflict markers in it
         return None
     return config if isinstance(config, dict) else None
+
+
+def _read_config(project: Path) -> dict[str, Any] | None:
+    try:
+        return _parse_config((project / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _resolve_conflicts(text: str, side: int) -> str:
+    """``text`` with each ``<<<<<<<`` ... ``>>>>>>>`` block replaced by one side of it: 0 the
+    project's (``before updating``), 1 the template's (``after updating``); a ``|||||||`` base
+    section is dropped."""
+    kept, part = [], None  # part: None outside a block, else 0, 1 or "base"
+    for line in text.splitlines(keepends=True):
+        marker = _BLOCK_LINE.match(line)
+        sign = marker.group(1)[0] if marker else None
+        if sign == "<":
+            part = 0
+        elif sign == ">" and part is not None:
+            part = None
+        elif sign == "|" and part == 0:
+            part = "base"
+        elif sign == "=" and part in (0, "base"):
+            part = 1
+        elif part is None or part == side:
+            kept.append(line)
+    return "".join(kept)
+
+
+def _config_report(project: Path, before: dict[str, Any] | None) -> tuple[list, list, list[str]]:
+    """``(changes, conflicts, notes)`` for the project's config after the update: the values that
+    changed, ``(dotted key, old, new)``, and the values in conflict, ``(dotted key, yours, the
+    template's)``. With conflict blocks, the changes are those outside the blocks (the file with
+    each block resolved to your side), the conflicts where the two sides differ."""
+    try:
+        text = (project / CONFIG_FILE).read_text()
+    except (OSError, UnicodeDecodeError):
+        return [], [], []
+    if not _MARKER.search(text.encode()):
+        return config_changes(before, _parse_config(text)), [], []
+    yours, theirs = (_parse_config(_resolve_conflicts(text, side)) for side in (0, 1))
+    if yours is None or theirs is None:
+        note = f"{CONFIG_FILE}: its conflict blocks do not resolve to YAML, so the values changed are not listed"
+        return [], [], [note]
+    return config_changes(before, yours), config_changes(yours, theirs), []
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -531,14 +672,17 @@ def update_project(project_dir: Path = Path("."), data: Sequence[str] = (), vcs_
     config_before = _read_config(project)
     _run_copier_update(project, new_answers, vcs_ref)
     after = _record_version(project, written, source, before, vcs_ref)
-    kept = _keep_edited_files(project, answers, source, before)
+    kept, restored = _restore_deleted_files(project, answers, source, before, vcs_ref)
+    notes += [f"{name}: the update deleted it, though the template still has it; restored" for name in restored]
+    changes, conflicts, config_notes = _config_report(project, config_before)
     return UpdateResult(
         project=project,
         before=before,
         after=after,
         changed=changed_files(project),
-        config_changes=config_changes(config_before, _read_config(project)),
+        config_changes=changes,
+        config_conflicts=conflicts,
         conflicts=conflicted_files(project),
         kept=kept,
-        notes=notes,
+        notes=notes + config_notes,
     )

@@ -64,3 +64,8 @@ class StopFlag:
     def raise_if_requested(self) -> None:
         if self.signum is not None:
             raise RunInterrupted(self.signum)
+
+
+class Pruned(Exception):
+    """Raised by a ``TrainOptions.on_validation`` callback (a sweep's pruner) to end a run after a
+    validation: its checkpoints are kept and it ends with status ``pruned``."""

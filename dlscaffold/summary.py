@@ -1,13 +1,25 @@
-"""The models of a run, summarised at its start: one row per model of ``info_flow``.
+"""What a run prints: the models at its start, a line per epoch, and the commands to go on.
 
-Each row gives the model's name, its class, its parameter count (``1.2M``), whether it is trained or
-frozen, and where its weights came from: ``initialised`` (its constructor's), ``<model_dir> epoch N``
-(an earlier run's checkpoint) or ``resumed from epoch N``. :func:`model_summary` makes a rich table
-for a terminal, :func:`summary_lines` the same as plain text for logs.
+The models: one row per model of ``info_flow``, with its name, its class, its parameter count
+(``1.2M``), whether it is trained or frozen, and where its weights came from: ``initialised`` (its
+constructor's), ``<model_dir> epoch N`` (an earlier run's checkpoint) or ``resumed from epoch N``.
+:func:`model_summary` makes a rich table for a terminal, :func:`summary_lines` the same as plain
+text for logs.
+
+The epochs: :func:`epoch_lines` fits each epoch's values in :data:`WIDTH` columns (one line, or one
+per model); :func:`pack` wraps any ``name value`` list the same way. :func:`program` and
+:func:`resume_command` say how to run a command again the way this process was started (a
+project's ``python train.py``, a ``dlscaffold`` that is not the one on ``PATH``, ``python -m
+dlscaffold``), so that a printed command works where it is read.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -107,3 +119,127 @@ def summary_lines(
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+# ------------------------------------------------------------------------------ epoch lines
+
+WIDTH = 120  # columns the console lines of a run fit (epoch lines, the end summary)
+
+
+def duration(seconds: float) -> str:
+    """``0.4s``, ``59.3s``, ``12m05s``, ``3h02m``."""
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def values_text(values: dict[str, float]) -> list[str]:
+    """``name value`` items (the value alone for the name ""), numbers to 4 significant digits."""
+    return [f"{name} {value:.4g}" if name else f"{value:.4g}" for name, value in values.items()]
+
+
+def pack(prefix: str, items: list[str], width: int = WIDTH) -> list[str]:
+    """``prefix`` then the items two spaces apart, wrapped to lines of at most ``width`` columns
+    where the items allow; continuation lines start under the first item, and no item is split."""
+    lines, indent = [], " " * len(prefix)
+    line, first = prefix, True  # first: the line has no item yet
+    for item in items:
+        if not first and len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line, first = indent, True
+        line, first = line + ("" if first else "  ") + item, False
+    return [*lines, line.rstrip()]
+
+
+def _by_model(values: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{"Classifier/ce": 1, "total_loss": 2}`` -> ``{"Classifier": {"ce": 1}, "total_loss": {"": 2}}``."""
+    groups: dict[str, dict[str, float]] = {}
+    for name, value in values.items():
+        model, _, short = name.partition("/")
+        groups.setdefault(model, {})[short] = value
+    return groups
+
+
+def epoch_lines(
+    epoch: int,
+    max_epochs: int,
+    train: dict[str, float],
+    val: dict[str, float],
+    seconds: float,
+    width: int = WIDTH,
+) -> list[str]:
+    """An epoch's values: ``epoch 3/10  train: ...  | val: ...  (1.2s)`` when that fits ``width``,
+    else a header line and one line per model (train and val on two when one is too long)."""
+    one = (
+        f"epoch {epoch}/{max_epochs}  train: {'  '.join(values_text(train))}"
+        + (f"  | val: {'  '.join(values_text(val))}" if val else "")
+        + f"  ({seconds:.1f}s)"
+    )
+    if len(one) <= width:
+        return [one]
+    lines = [f"epoch {epoch}/{max_epochs}  ({seconds:.1f}s)"]
+    trains, vals = _by_model(train), _by_model(val)
+    models = list(dict.fromkeys([*trains, *vals]))
+    pad = max(len(model) for model in models)
+    for model in models:
+        name = f"  {model:<{pad}}  "
+        train_items, val_items = values_text(trains.get(model, {})), values_text(vals.get(model, {}))
+        splits = (("train", train_items), ("val", val_items))
+        line = name + "  | ".join(f"{split}: {'  '.join(items)}" for split, items in splits if items)
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        lines += pack(name + "train: ", train_items, width) if train_items else []
+        lines += pack((name if not train_items else " " * len(name)) + "val:   ", val_items, width) if val_items else []
+    return lines
+
+
+# --------------------------------------------------------------------------- commands to go on
+
+ARGV0_ENV = "DLSCAFFOLD_ARGV0"  # the program `train --nproc` was started as, for the processes it starts
+
+
+def _python() -> str:
+    """``python`` (or ``python3``) when that name runs this interpreter, else its full path."""
+    executable = os.path.abspath(sys.executable)
+    for name in ("python", "python3"):
+        found = shutil.which(name)
+        if found and os.path.abspath(found) == executable:
+            return name
+    return shlex.quote(sys.executable)
+
+
+def program(command: str, argv0: str | None = None) -> str:
+    """How to run ``dlscaffold <command>`` the way this process was started.
+
+    ``python train.py`` (``python evaluate.py``) for a project's own script; ``python -m dlscaffold
+    <command>`` for ``python -m dlscaffold``; ``dlscaffold <command>`` for the ``dlscaffold`` on
+    ``PATH``, and the path it was run by for another one (``.venv/bin/dlscaffold``). ``python`` is
+    the full path of this interpreter when ``python`` on ``PATH`` is another one.
+
+    Args:
+        command: ``train`` or ``evaluate``.
+        argv0: the program as started; default: the one ``train --nproc`` recorded for the processes
+            it starts, else ``sys.argv[0]``.
+    """
+    argv0 = argv0 or os.environ.get(ARGV0_ENV) or sys.argv[0]
+    path = Path(argv0)
+    if path.name == "__main__.py" and path.parent.name == "dlscaffold":
+        return f"{_python()} -m dlscaffold {command}"
+    if path.suffix == ".py" and path.stem in ("train", "evaluate") and path.with_name(f"{command}.py").is_file():
+        return f"{_python()} {shlex.quote(str(path.with_name(f'{command}.py')))}"  # a project's own script
+    on_path = shutil.which("dlscaffold")
+    if path.name in ("dlscaffold", "dlscaffold.exe"):
+        if on_path and os.path.abspath(on_path) == os.path.abspath(argv0):
+            return f"dlscaffold {command}"
+        return f"{shlex.quote(argv0)} {command}"
+    return f"dlscaffold {command}" if on_path else f"{_python()} -m dlscaffold {command}"
+
+
+def resume_command(run_dir: Path, world_size: int = 1) -> str:
+    """The command that continues ``run_dir`` (see :func:`program`); a run of several processes on
+    one machine resumes with as many (``--nproc N``)."""
+    command = f"{program('train')} --resume {shlex.quote(str(run_dir))}"
+    one_machine = os.environ.get("LOCAL_WORLD_SIZE", str(world_size)) == str(world_size)
+    return command + (f" --nproc {world_size}" if world_size > 1 and one_machine else "")

@@ -61,15 +61,14 @@ class MetricsFile:
         self.path = run_dir / "metrics.jsonl"
         if resume is not None:
             kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume]
-            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(self.path, "".join(_row_json(r) for r in kept))
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
         pass  # per-step values go to the trackers only
 
     def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
-        row = {"epoch": epoch, "split": split, "step": step, **{k: _finite(v) for k, v in values.items()}}
         with open(self.path, "a") as fh:
-            fh.write(json.dumps(row, allow_nan=False) + "\n")
+            fh.write(_row_json({"epoch": epoch, "split": split, "step": step, **values}))
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         pass
@@ -256,5 +255,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _row_json(row: dict[str, Any]) -> str:
+    """One ``metrics.jsonl`` line: strict JSON, a NaN or inf value written as ``null``."""
+    return json.dumps({k: _finite(v) for k, v in row.items()}, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value

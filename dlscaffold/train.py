@@ -42,6 +42,7 @@ from dlscaffold.prepare import Prepared, prepare
 from dlscaffold.project import MODULE_NAMES
 from dlscaffold.rundir import (
     RunLock,
+    check_logging_dir,
     create_run_dir,
     is_run_dir,
     remove_stale_temporaries,
@@ -49,6 +50,7 @@ from dlscaffold.rundir import (
     write_text_atomic,
 )
 from dlscaffold.stops import RunInterrupted, StopFlag
+from dlscaffold.summary import resume_command
 from dlscaffold.trackers import Trackers, open_trackers
 from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
 
@@ -114,7 +116,7 @@ def _train(
             record_end(session, "interrupted")
             if session.saves:
                 echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
-                echo(f"Resume it with: dlscaffold train --resume {session.run_dir}")
+                echo(f"Resume it with: {resume_command(session.run_dir, session.world.world_size)}")
             raise
         except NonFiniteStep as exc:
             error = _nonfinite_error(session, exc)
@@ -187,9 +189,15 @@ def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
         saved = f"; the batch is saved in {path}"
     return (
         f"epoch {session.epoch}, step {session.trainer.step}: {exc.where} is not finite (NaN or inf); the step "
-        f"was not applied and the last checkpoint is intact{saved}; lower lrn_rate, set grad_clip_norm, or set "
+        f"was not applied{_kept(session, ' and ')}{saved}; lower lrn_rate, set grad_clip_norm, or set "
         "training_params.on_nonfinite: skip"
     )
+
+
+def _kept(session: Session, joined: str = "; ") -> str:
+    """``the last checkpoint is intact``, said only when the run saved one (not with --no-save or --debug)."""
+    saves = session.saves and any((session.run_dir / "checkpoints").glob("trainer_*.pt"))
+    return f"{joined}the last checkpoint is intact" if saves else ""
 
 
 def _user_code_error(session: Session, exc: Exception) -> str:
@@ -202,7 +210,7 @@ def _user_code_error(session: Session, exc: Exception) -> str:
     if type(cause).__module__.startswith(("torch._dynamo", "torch._inductor")):
         what += "; torch.compile failed here: set training_params.compile: false"
     return (
-        f"epoch {session.epoch}, step {session.trainer.step}: {what}; the last checkpoint is intact; "
+        f"epoch {session.epoch}, step {session.trainer.step}: {what}{_kept(session)}; "
         "rerun with --debug for the traceback"
     )
 
@@ -230,6 +238,9 @@ def setup(
         overrides = [*overrides, "training_params.use_dev=true"]
     prepared = prepare(config_path, overrides, project_dir, run_dir=resume)
     tp = prepared.config.training_params
+    if resume is None and world.main and not options.debug:  # its run folder is created once all is built
+        check_logging_dir(prepared.config.logging_params.logging_dir)
+    distributed.check_sync_batchnorm(world, tp.sync_batchnorm, tp.use_GPU)
     options.device = distributed.init(world, tp.use_GPU, tp.backend) or options.device  # cuda:LOCAL_RANK or cpu
     # one writer per run folder: taken before anything of the run is read or written
     lock = RunLock(resume).acquire() if resume is not None and world.main else None
@@ -282,6 +293,10 @@ def _build_session(
         f"{', dev set' if tp.use_dev else ''}); {world.world_size} process(es) x batch {dl.batch_size} "
         f"= global batch {world.world_size * dl.batch_size}"
     )
+    if run.placement.cpu_fallback and resume is None:  # said once per run: not again on --resume
+        from dlscaffold.device import CPU_FALLBACK
+
+        logging.getLogger("dlscaffold").warning(CPU_FALLBACK)
     _show_models(run, state, options, echo)
     return session
 
@@ -291,13 +306,28 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
     if session.options.debug:
         return
     world, logging_params = session.world, prepared.config.logging_params
-    run_dir = resume or (create_run_dir(logging_params.logging_dir, logging_params.run_notes) if world.main else None)
+    run_dir = resume or (
+        create_run_dir(logging_params.logging_dir, _run_notes(logging_params.run_notes, session.options))
+        if world.main
+        else None
+    )
     session.run_dir = distributed.broadcast(run_dir)
     if world.main:
         session.lock = RunLock(run_dir).acquire() if resume is None else None
-        session.log = open_run_log(run_dir, prepared, session.run, state)
+        if resume is not None:  # the training time of its earlier sessions, before run.json is reopened
+            from dlscaffold.rundir import read_run_info
+            from dlscaffold.runs import run_seconds
+
+            session.seconds_before = run_seconds(read_run_info(run_dir)) or 0.0
+        session.log = open_run_log(run_dir, prepared, session.run, state, session.options.run_info)
     if state is None and session.saves:  # epoch 0: the initial weights, and a state to resume from
         save_state(session, 0)
+
+
+def _run_notes(notes: str, options: TrainOptions) -> str:
+    """The run folder's name part: ``run_notes``, then the experiment's suffix (``seed3``, ``trial2``)."""
+    suffix = options.run_notes_suffix
+    return f"{notes}_{suffix}" if notes and suffix else notes or suffix
 
 
 def _show_models(run: Run, state: dict[str, Any] | None, options: TrainOptions, echo: Echo) -> None:
@@ -338,11 +368,13 @@ def _restore(
     return Position(**{**state["position"], "rng": state["rng"]})
 
 
-def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None) -> Trackers:
-    """Write the run's config, split and run.json; open ``metrics.jsonl`` (trimmed when resuming) and
-    the config's trackers."""
+def open_run_log(
+    run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None, extra: dict[str, Any] | None = None
+) -> Trackers:
+    """Write the run's config, split and run.json (with ``extra`` keys: an experiment's ``sweep`` or
+    ``group``); open ``metrics.jsonl`` (trimmed when resuming) and the config's trackers."""
     from dlscaffold import __version__
-    from dlscaffold.provenance import collect, write_git_diff
+    from dlscaffold.provenance import code_hashes, collect, write_git_diff
     from dlscaffold.rundir import read_run_info
 
     write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
@@ -351,12 +383,14 @@ def open_run_log(run_dir: Path, prepared: Prepared, run: Run, state: dict[str, A
     update_run_info(
         run_dir,
         project_dir=str(root),
+        project_files=code_hashes(root),  # evaluate / resume import this folder only while these match
         dlscaffold_version=__version__,
         status="running",
         error=None,
         started=read_run_info(run_dir).get("started") or utc_now(),
         ended=None,
         provenance=collect(root, list(sys.argv), str(run.placement.device)),
+        **(extra or {}),
     )
     write_git_diff(root, run_dir)
     return open_trackers(run_dir, prepared.config, (state["epoch"], state["step"]) if state else None)

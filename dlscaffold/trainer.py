@@ -4,7 +4,8 @@
 weighted sum of the losses -> backward -> unscale -> the finiteness check and clipping (here) ->
 step (the precision object reports an fp16 scaler skip) -> scheduler -> evals on the same outputs.
 A step whose loss or gradients are not finite is never applied (``training_params.on_nonfinite``:
-``stop`` raises :class:`NonFiniteStep`, ``skip`` drops and counts it).
+``stop`` raises :class:`NonFiniteStep`, ``skip`` drops and counts it): neither the weights nor the
+buffers its forward pass changed (BatchNorm's running statistics) keep anything of it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,32 @@ class NonFiniteStep(Exception):
         self.where, self.batch = where, batch
 
 
+class BufferSnapshot:
+    """A copy of modules' buffers (BatchNorm's running statistics, any registered buffer), taken
+    before each step's forward pass and put back when the step is dropped. The copies are made
+    once and refreshed in place (one fused device copy a step, no allocation)."""
+
+    def __init__(self, modules: list[torch.nn.Module]):
+        self.slots = [(m, n) for module in modules for m in module.modules() for n, _ in m.named_buffers(recurse=False)]
+        self.sources: list[torch.Tensor] = []  # the buffers the copies were taken from
+        self.copies: list[torch.Tensor] = []
+
+    def take(self) -> None:
+        current = [getattr(module, name) for module, name in self.slots]
+        if len(current) != len(self.sources) or any(a is not b for a, b in zip(current, self.sources, strict=True)):
+            self.sources, self.copies = current, [b.detach().clone() for b in current]  # first step, or replaced
+        elif current:
+            torch._foreach_copy_(self.copies, current)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for (module, name), source, copy in zip(self.slots, self.sources, self.copies, strict=True):
+            if getattr(module, name) is source:
+                source.copy_(copy)
+            else:  # the forward pass assigned a new tensor: put the old values back under the name
+                setattr(module, name, copy.clone())
+
+
 @dataclass
 class Trainer:
     """What the loop steps: the models and their optimizers and schedulers."""
@@ -41,6 +68,7 @@ class Trainer:
     params: list[torch.nn.Parameter] = field(default_factory=list)  # every trained parameter
     step: int = 0  # global step: batches trained on, skipped ones included
     skipped_nonfinite: int = 0  # steps dropped for NaN/inf with on_nonfinite: skip
+    buffers: BufferSnapshot = field(default_factory=lambda: BufferSnapshot([]))  # the trained models' buffers
 
     def train_step(self, batch: dict[str, Any], share: float = 1.0) -> dict[str, torch.Tensor] | None:
         """One optimisation step; returns every loss's and eval's values, or None for a skipped step.
@@ -53,6 +81,7 @@ class Trainer:
                 batch (0 for a padding batch). 1 in a single process.
         """
         self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
+        self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
         with self.precision.forward_context():
             outputs = self.flow.forward(batch)
             values = self.flow.values(self.flow.losses, batch, outputs)
@@ -86,6 +115,7 @@ class Trainer:
         """A NaN/inf loss or gradient: drop the step; ``on_nonfinite: stop`` raises :class:`NonFiniteStep`."""
         where = self._nonfinite_where(values)
         self.precision.skip(optimizers)
+        self.buffers.restore()
         if self.on_nonfinite == "stop":
             raise NonFiniteStep(where, batch)  # self.step still numbers this step, as {step: trainer} did
         self.step += 1
@@ -146,4 +176,15 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
     schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, tp, steps_per_epoch)) is not None}
     interval = tp.lr_scheduler.interval if tp.lr_scheduler else "epoch"
     params = [p for n in flow.trained for p in flow.models[n].parameters()]
-    return Trainer(flow, optimizers, schedulers, interval, tp.grad_clip_norm, run.precision, tp.on_nonfinite, params)
+    buffers = BufferSnapshot([flow.models[n] for n in flow.trained])  # frozen models run in eval mode
+    return Trainer(
+        flow,
+        optimizers,
+        schedulers,
+        interval,
+        tp.grad_clip_norm,
+        run.precision,
+        tp.on_nonfinite,
+        params,
+        buffers=buffers,
+    )

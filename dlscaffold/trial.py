@@ -12,12 +12,13 @@ from typing import Any
 
 import torch
 
-from dlscaffold.data import collate
+from dlscaffold.config import DATASET
+from dlscaffold.data import Collate, collate
 from dlscaffold.epoch import evaluate_batch
 from dlscaffold.errors import CodeError, ConfigError, UserError, blame, first_line
 from dlscaffold.flow import batch_size_of
 from dlscaffold.images import image_problems
-from dlscaffold.losses import check_inputs
+from dlscaffold.losses import check_inputs, class_index_problem, class_inputs, classes_owner
 from dlscaffold.seeding import forked_rng
 
 
@@ -34,7 +35,9 @@ def check_batch(run: Any, indices: list[int]) -> None:
         indices: dataset indices to take the two samples from.
     """
     with forked_rng(), torch.no_grad():
-        batch = run.transform(run.placement.move(collate([run.dataset[i] for i in indices[:2]])), True)
+        collated = collate([run.dataset[i] for i in indices[:2]])
+        raw = {k: v.clone() for k, v in collated.items() if isinstance(v, torch.Tensor)}  # before transform_batch
+        batch = run.transform(run.placement.move(collated), True)
         run.flow.set_mode(training=False)
         try:
             with run.precision.forward_context():
@@ -44,6 +47,7 @@ def check_batch(run: Any, indices: list[int]) -> None:
                 problems += image_problems(run.config.logging_params.log_images, batch, outputs)
             if problems:
                 raise ConfigError(*problems)
+            _limit_class_indices(run, raw, batch, outputs)
             evaluate_batch(run.flow, batch, run.precision)  # also learns the ensembles' member counts
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. classes absent from 2 samples
@@ -53,10 +57,28 @@ def check_batch(run: Any, indices: list[int]) -> None:
             raise UserError(f"{exc.where} failed on a batch of 2 before training: {first_line(exc.cause)}") from exc
 
 
+def _limit_class_indices(run: Any, raw: dict[str, Any], batch: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """From now on every batch of the run's loaders is checked, on the CPU, for the class indices a
+    built-in reads from the dataset: in ``[0, K)`` for the K classes this check's logits had
+    (:class:`dlscaffold.data.Collate`), so a label out of range is one line at its batch. Only
+    indices the dataset's ``transform_batch`` leaves as they are (``raw``: the check's batch before
+    it), since the check reads the batch as collated."""
+    for term in run.flow.losses + run.flow.evals:
+        args = run.flow.term_args(term, batch, outputs)
+        for i, at, k in class_inputs(term.fn, args):
+            _, source, tensor = term.sources[i]
+            before = raw.get(tensor) if source == DATASET else None
+            if before is not None and before.dtype == args[i].dtype and torch.equal(before, args[i].cpu()):
+                owner = classes_owner(term.sources[at][1], term.sources[at][0])
+                for loader in run.loaders.values():
+                    if isinstance(loader.collate_fn, Collate):
+                        loader.collate_fn.limit(tensor, k, owner, term.path)
+
+
 def _term_problem(flow: Any, term: Any, batch: dict[str, Any], outputs: dict[str, Any]) -> str | None:
     """What is wrong with one loss or eval on the check's batch (None if nothing)."""
     args = flow.term_args(term, batch, outputs)
-    problem = check_inputs(term.fn, args)
+    problem = class_index_problem(term.fn, args, [src for _, src, _ in term.sources]) or check_inputs(term.fn, args)
     if problem:
         return f"{term.path}: {problem}"
     with blame(term.path):

@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 HERE = Path(__file__).parent
+# How long a subprocess may take before a test calls it hung. A guard, not a time limit: no test
+# depends on how fast or busy the machine is, so it is far above any run's duration.
+HANG_GUARD_S = 3600
 
 
 def copy_project(name: str, dest: Path) -> Path:
@@ -46,7 +49,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=300,
+        timeout=HANG_GUARD_S,
     )
 
 

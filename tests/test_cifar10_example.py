@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_GUARD_S
 from PIL import Image
 from test_seed_config import SEED_CONFIG
 
@@ -107,7 +108,7 @@ def test_augmentation_crops_and_flips_each_image() -> None:
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=HANG_GUARD_S
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import HANG_GUARD_S
 
 HERE = Path(__file__).parent
 WORKER = HERE / "fuzz_worker.py"
@@ -657,7 +658,7 @@ def run_worker(cases: list[dict[str, Any]], tmp: Path) -> list[dict[str, Any]]:
             [sys.executable, str(WORKER), str(cases_file), str(results_file), str(first)],
             capture_output=True,
             text=True,
-            timeout=1200,
+            timeout=HANG_GUARD_S,
             env=env,
             stdin=subprocess.DEVNULL,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import copy_project, write_config
+from conftest import HANG_GUARD_S, copy_project, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.rundir import read_metrics
@@ -47,7 +47,7 @@ def project(tmp_path_factory) -> Path:
     return toy
 
 
-def torchrun(project: Path, logs: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(project: Path, logs: Path, *args: str, timeout: float = HANG_GUARD_S) -> subprocess.CompletedProcess:
     command = [
         sys.executable,
         "-m",
@@ -110,7 +110,7 @@ def runs(project: Path, tmp_path_factory) -> dict[str, Path]:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=300,
+        timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stderr
     return {name: only_run(folder) for name, folder in logs.items()}
@@ -168,7 +168,9 @@ def test_an_error_on_rank_1_ends_both_processes_with_one_error_line(project: Pat
         f"logging_params.logging_dir={tmp_path}",
         "dataloading_params.batch_size=16",
     ]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
+    result = subprocess.run(
+        command, cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=HANG_GUARD_S
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "rank 1 cannot go on" in errors[0], result.stderr

@@ -23,6 +23,10 @@ EVERY_OPTION: dict[str, Any] = {
 }
 
 
+# --seeds (a seed group) is refused with --nproc: its options are never forwarded, and stay at their defaults
+SEED_GROUP_OPTIONS: dict[str, Any] = {"seeds": None, "workers": 1, "vary_split": False, "group": None}
+
+
 def parse_train(args: list[str]) -> dict[str, Any]:
     """The options the ``train`` command reads from ``dlscaffold ARGS`` (ARGS starting with ``train``)."""
     assert args[0] == "train"
@@ -40,6 +44,7 @@ def test_every_option_round_trips_through_the_train_command(config: Path | None)
     params = parse_train(args)
     assert params.pop("args") == [*([str(config)] if config else []), *overrides]
     assert params.pop("nproc") == 1
+    assert {key: params.pop(key) for key in SEED_GROUP_OPTIONS} == SEED_GROUP_OPTIONS
     assert params == EVERY_OPTION
 
 
@@ -55,6 +60,7 @@ def test_no_options_forward_no_flags() -> None:
         "debug": False,
         "device": None,
         "nproc": 1,
+        **SEED_GROUP_OPTIONS,
     }
 
 

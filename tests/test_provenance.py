@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import copy_project, run_dirs
 
+import dlscaffold
 from dlscaffold import __version__, provenance
+from dlscaffold.cli import main
+from dlscaffold.errors import UserError
+from dlscaffold.rundir import read_run_info
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -121,3 +127,74 @@ def test_template_answers(tmp_path: Path) -> None:
 def test_broken_answers_file_is_ignored(tmp_path: Path, text: str) -> None:
     (tmp_path / ".copier-answers.yml").write_text(text)
     assert provenance.template_answers(tmp_path) is None
+
+
+def test_a_project_its_repository_ignores_is_not_under_version_control(repo: Path) -> None:
+    root = repo.parent
+    ignored = root / "my_digits"  # made inside a checkout whose .gitignore lists it
+    ignored.mkdir()
+    (ignored / "models.py").write_text("WIDTH = 32\n")
+    (root / ".gitignore").write_text("/my_digits/\n")
+    git(root, "add", ".gitignore")
+    git(root, "commit", "-q", "-m", "ignore my_digits")
+    assert not git(root, "status", "--porcelain")  # the checkout looks clean, but holds none of the code
+
+    assert provenance.collect(ignored, [], "cpu")["git"] is None
+    run_dir = ignored / "runs" / "20260101_1"
+    run_dir.mkdir(parents=True)
+    assert provenance.write_git_diff(ignored, run_dir) is False
+
+    git(ignored, "init", "-q")  # its own repository: its state is recorded again
+    assert provenance.git_state(ignored) == {"commit": None, "dirty": True}
+
+
+def test_an_untracked_code_file_that_is_not_ignored_is_dirty(repo: Path) -> None:
+    fresh = repo.parent / "fresh"
+    fresh.mkdir()
+    (fresh / "models.py").write_text("WIDTH = 4\n")
+    assert provenance.git_state(fresh) == {"commit": git(repo, "rev-parse", "HEAD"), "dirty": True}
+
+
+def test_code_hashes_are_the_sha256_of_the_code_files_that_exist(repo: Path) -> None:
+    (repo / "dataloader.py").write_text("class CustomDataSet: ...\n")
+    (repo / "config.yml").write_text("a: 1\n")
+    assert provenance.code_hashes(repo) == {
+        name: hashlib.sha256((repo / name).read_bytes()).hexdigest() for name in ("models.py", "dataloader.py")
+    }
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+def test_a_run_imports_its_recorded_project_only_while_its_code_is_unchanged(toy: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", str(toy / "config.yml"), "training_params.max_training_epochs=1"]) == 0
+    (run,) = run_dirs(toy)
+    info = read_run_info(run)
+    names = ("models.py", "dataloader.py", "training_utils.py")
+    assert info["project_files"] == {name: hashlib.sha256((toy / name).read_bytes()).hexdigest() for name in names}
+    assert main(["evaluate", str(run)]) == 0  # unchanged since training: the recorded project is used
+    evil = copy_project("toyproject", tmp_path / "elsewhere")  # a folder a run.json could name instead
+    (evil / "models.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n" + (toy / "models.py").read_text())
+    with open(toy / "models.py", "a") as fh:
+        fh.write("\n# tuned after training\n")
+    capsys.readouterr()
+
+    for args in (["evaluate", str(run)], ["train", "--resume", str(run)]):
+        assert main(args) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert "models.py in" in line and "dataloader.py" not in line and "--project DIR" in line
+        assert "train --resume" in line
+    with pytest.raises(UserError, match="models.py in") as err:
+        dlscaffold.load_run(run, epoch="last")
+    assert len(err.value.problems) == 1
+    for recorded in ({**info, "project_dir": str(evil)}, {k: v for k, v in info.items() if k != "project_files"}):
+        (run / "run.json").write_text(json.dumps(recorded))
+        assert main(["evaluate", str(run)]) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert "--project DIR" in line
+    assert "records no hashes" in line
+    assert not (tmp_path / "ran").exists()
+
+    assert main(["evaluate", str(run), "--project", str(toy)]) == 0
+    assert dlscaffold.load_run(run, epoch="last", project=toy).project_dir == toy.resolve()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import run_cli, run_dirs, write_config
+from conftest import HANG_GUARD_S, run_cli, run_dirs, write_config
 
 import dlscaffold
 from dlscaffold.builder import build_run
@@ -150,7 +150,7 @@ def test_runs_lists_completed_failed_and_interrupted_runs(toy: Path) -> None:
     assert slow.stdout.readline().startswith("Logging and Model Saving Directory")
     time.sleep(0.5)
     slow.send_signal(signal.SIGTERM)
-    assert slow.wait(timeout=60) == 143
+    assert slow.wait(timeout=HANG_GUARD_S) == 143
     result = run_cli("runs", str(logs), "--json", cwd=toy)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -231,3 +231,41 @@ def test_log_images_writes_validation_images_and_refuses_non_images(toy: Path) -
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "'Classifier.class_logits' has shape (2, 3); expected images" in line
     assert run_dirs(toy) == [run]  # refused before a run folder was made
+
+
+STEP_LOSS = '''
+
+def step_loss(class_logits, step):
+    """The trainer's global step for every sample: a loss that depends on the step."""
+    return class_logits.new_zeros(class_logits.shape[0]) + step
+
+
+_toy_terms = get_project_loss_and_eval_dict
+
+
+def get_project_loss_and_eval_dict():
+    losses, evals = _toy_terms()
+    return {**losses, "StepLoss": step_loss}, evals
+'''
+
+
+def test_validation_and_evaluate_give_a_step_dependent_loss_the_same_step(toy: Path, tmp_path: Path) -> None:
+    with open(toy / "training_utils.py", "a") as fh:
+        fh.write(STEP_LOSS)
+    flow = __import__("yaml").safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow["Classifier"]["losses"]["StepLoss"] = {
+        "logging_name": "step",
+        "weight": 0.0,
+        "inputs": {"class_logits": "Classifier", "step": "trainer"},
+    }
+    config = write_config(toy, "step.yml", info_flow=flow, training_params__max_training_epochs=2)
+    assert main(["train", str(config), f"logging_params.logging_dir={toy / 'runs'}"]) == 0
+    (run,) = run_dirs(toy)
+    val = [r for r in read_metrics(run) if r["split"] == "val"]
+    assert [r["Classifier/step"] for r in val] == [r["step"] for r in val] == [6, 12]  # the steps done
+    for row in val:
+        out = tmp_path / f"eval_{row['epoch']}.json"
+        assert main(["evaluate", str(run), "--epoch", str(row["epoch"]), "--json", str(out)]) == 0
+        assert json.loads(out.read_text())["metrics"]["Classifier/step"] == row["Classifier/step"]
+        loaded = dlscaffold.load_run(run, epoch=row["epoch"])
+        assert loaded.evaluate()["metrics"]["Classifier/step"] == row["Classifier/step"]

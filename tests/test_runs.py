@@ -8,10 +8,22 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import run_cli
 from rich.console import Console
 
 from dlscaffold.errors import UserError
-from dlscaffold.runs import format_table, list_runs, sort_runs, to_json
+from dlscaffold.rundir import RunLock
+from dlscaffold.runs import (
+    STALE,
+    choose_columns,
+    default_columns,
+    format_table,
+    list_runs,
+    parse_columns,
+    run_seconds,
+    sort_runs,
+    to_json,
+)
 
 
 def make_run(
@@ -136,15 +148,53 @@ def test_list_runs(logs: Path) -> None:
 
 def test_old_and_running_runs(tmp_path: Path) -> None:
     make_run(tmp_path, "20250101_1", {"project_dir": "..", "dlscaffold_version": "0.0.1"}, [])
-    make_run(tmp_path, "20250101_2", info("running", None, "2025-01-01T09:00:00+00:00", None), rows_for(1, [0.1]))
+    running = info("running", None, "2025-01-01T09:00:00+00:00", None)
+    going = make_run(tmp_path, "20250101_2", running, rows_for(1, [0.1]))
     make_run(tmp_path, "20250101_3", None, [])
-    rows, warnings = listed(tmp_path)
+    lock = RunLock(going).acquire()  # as the training process holds it
+    try:
+        rows, warnings = listed(tmp_path)
+    finally:
+        lock.release()
     assert [(r["status"], r["seconds"], r["epochs"]) for r in rows] == [
         ("unknown", None, 0),
         ("running", None, 1),
         ("unknown", None, 0),
     ]
     assert warnings == []
+
+
+def test_a_running_run_whose_lock_is_free_is_stale(tmp_path: Path) -> None:
+    """Killed (kill -9, a crashed machine): run.json still says running, but no process holds the lock."""
+    killed = make_run(tmp_path, "20250101_1", info("running", None, "2025-01-01T09:00:00+00:00", None), [])
+    never_locked = make_run(tmp_path, "20250101_2", info("running", None, "2025-01-01T09:00:00+00:00", None), [])
+    RunLock(killed).acquire().release()  # the lock file of a process that is gone
+    rows, _ = listed(tmp_path)
+    assert [r["status"] for r in rows] == [STALE, STALE]
+    assert (killed / ".lock").is_file() and not (never_locked / ".lock").exists()  # looking created nothing
+    lock = RunLock(killed).acquire()  # a resume can take it over; while it holds it, it is running again
+    try:
+        assert [r["status"] for r in listed(tmp_path)[0]] == ["running", STALE]
+    finally:
+        lock.release()
+
+
+def test_runs_cli_says_how_to_resume_a_stale_run(tmp_path: Path) -> None:
+    killed = make_run(tmp_path, "20250101_1", info("running", None, "2025-01-01T09:00:00+00:00", None), [])
+    result = run_cli("runs", str(tmp_path), "--columns", "status,run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["status", "run"] and STALE in result.stdout
+    assert "no process holds its lock" in result.stderr and f"train --resume {killed}" in result.stderr
+    assert json.loads(run_cli("runs", str(tmp_path), "--json", cwd=tmp_path).stdout)[0]["status"] == STALE
+
+
+def test_seconds_are_the_training_time_of_every_session() -> None:
+    resumed = info("completed", None, "2026-01-01T09:00:00+00:00", "2026-01-03T09:00:00+00:00", train_seconds=95.5)
+    assert run_seconds(resumed) == 95.5  # not the two days between the first start and the last end
+    assert run_seconds(info("completed", None, "2026-01-01T09:00:00+00:00", "2026-01-01T09:01:00+00:00")) == 60.0
+    assert run_seconds(info("running", None, "2026-01-01T09:00:00+00:00", None, train_seconds=12.0)) == 12.0
+    assert run_seconds(info("running", None, "2026-01-01T09:00:00+00:00", None)) is None
 
 
 def test_broken_metrics_gives_one_warning(tmp_path: Path) -> None:
@@ -224,6 +274,47 @@ def test_table(logs: Path) -> None:
         "3: Classifier/acc=0.9",
         "Classifier/loss=0.6667",
         "wide [net]",
-        "600",
+        "10m00s",
     ):
         assert cell in text, cell
+
+
+def _render(rows: list[dict[str, Any]], width: int) -> list[str]:
+    console = Console(width=width, record=True, color_system=None)
+    columns, short = choose_columns(rows, width)
+    console.print(format_table(rows, columns, short))
+    return console.export_text().splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_the_table_fits_the_terminal(logs: Path, width: int) -> None:
+    rows, _ = listed(logs)
+    rows[0]["last_val"] = {f"LongModelName/metric_{i}": 0.5 + i for i in range(6)}  # a wide run
+    lines = _render(rows, width)
+    assert all(len(line) <= width for line in lines)
+    text = "\n".join(lines)
+    for name in ("20261127_1_baseline", "20261127_2", "20261127_10_wide", "20261128_1"):
+        assert name in text, name  # run names are never cut
+    assert "interrupted" in text and "failed" in text and "metric_5=5.5" in text
+
+
+def test_a_narrow_terminal_leaves_out_columns_in_order(logs: Path) -> None:
+    rows, _ = listed(logs)
+    every = default_columns(rows)
+    assert every == ["run", "status", "epochs", "best", "last", "seconds", "notes"]
+    wide, wide_short = choose_columns(rows, 250)
+    assert wide == every and not wide_short
+    narrow, narrow_short = choose_columns(rows, 80)
+    assert narrow_short and narrow[:2] == ["run", "status"] and "best" in narrow and "last" in narrow
+    dropped = {c for c in every if c not in narrow}  # notes first, then seconds, then epochs
+    assert "notes" in dropped and dropped <= {"notes", "seconds", "epochs"}
+    assert ("seconds" not in dropped or "notes" in dropped) and ("epochs" not in dropped or "seconds" in dropped)
+    assert "Classifier/" not in "\n".join(_render(rows, 80))  # metric names without their model prefix
+
+
+def test_columns_option() -> None:
+    assert parse_columns("run,status,best,last") == ["run", "status", "best", "last"]
+    assert parse_columns("last_val, run_notes,time,run,run") == ["last", "notes", "seconds", "run"]
+    with pytest.raises(UserError) as err:
+        parse_columns("run,stauts")
+    assert len(err.value.problems) == 1 and "did you mean 'status'" in err.value.problems[0]

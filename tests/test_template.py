@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import HANG_GUARD_S
 
 from dlscaffold.cli import main
 
@@ -33,6 +34,7 @@ RENDERED = {
     "evaluate.py",
     "models.py",
     "pyproject.toml",
+    "sweep.yml",
     "train.py",
     "training_utils.py",
     "tests/test_project.py",
@@ -57,7 +59,7 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
-def run_python(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_python(*args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:
     """``python ARGS`` in ``cwd`` with this interpreter, as a user runs the project."""
     done = subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
@@ -205,11 +207,9 @@ def template_repo(tmp_path_factory, git_identity) -> Path:
 
 
 def make_project(dest: Path, template: Path, ref: str = "v1") -> Path:
-    """``dlscaffold new`` from ``template`` at ``ref``, then ``git init`` + commit, as a user does."""
+    """``dlscaffold new`` from ``template`` at ``ref`` (outside git: its own repository, committed)."""
     assert main(["new", str(dest), "--defaults", "--template", str(template), "--vcs-ref", ref]) == 0
-    git(dest, "init", "-q")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "Generated")
+    assert not git(dest, "status", "--porcelain")
     return dest
 
 
@@ -246,7 +246,7 @@ def test_update_names_the_conflicted_file(template_repo, tmp_path, capsys):
     assert main(["update", str(project)]) == 3
 
     err = capsys.readouterr().err
-    assert "conflict" in err and re.search(r"^\s+config\.yml$", err, re.MULTILINE)
+    assert "conflict" in err and re.search(r"^\s+config\.yml \(keys in conflict: training_params\.lrn_rate", err, re.M)
     assert "train.py" not in err
     config = (project / "config.yml").read_text()
     assert re.search(r"^<{7} ", config, re.MULTILINE) and "lrn_rate: 0.01" in config and "lrn_rate: 0.002" in config
@@ -269,6 +269,7 @@ def test_update_refuses_a_dirty_tree(template_repo, tmp_path, capsys):
 def test_update_needs_git_and_the_answers_file(template_repo, tmp_path, capsys):
     plain = tmp_path / "plain"
     assert main(["new", str(plain), "--defaults", "--template", str(template_repo), "--vcs-ref", "v1"]) == 0
+    shutil.rmtree(plain / ".git")  # a project copied without its repository
     assert "not a git repository" in update_error(plain, capsys)
 
     (plain / ".copier-answers.yml").unlink()

@@ -39,9 +39,8 @@ def test_end_to_end_run_folder_metrics_and_tensorboard(toy: Path) -> None:
     assert [(r["epoch"], r["split"]) for r in rows] == [(e, s) for e in range(1, 5) for s in ("train", "val")]
     metric_keys = {"Classifier/ce", "Decoder/reconstruction", "Classifier/accuracy", "Classifier/Top2Accuracy"}
     rates = {f"lr/{m}" for m in MODELS}  # each trained model's learning rate, on train rows
-    assert all(
-        set(r) == {"epoch", "split", "step"} | metric_keys | (rates if r["split"] == "train" else set()) for r in rows
-    )
+    logged = {"epoch", "split", "step", "total_loss"} | metric_keys  # two losses: their weighted sum too
+    assert all(set(r) == logged | (rates if r["split"] == "train" else set()) for r in rows)
     assert [r["step"] for r in rows if r["split"] == "val"] == [6, 12, 18, 24]  # 180 points / 32 per batch
     val_ce = [r["Classifier/ce"] for r in rows if r["split"] == "val"]
     assert val_ce == sorted(val_ce, reverse=True) and val_ce[-1] < 0.5 * val_ce[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import copy_project, run_cli, run_dirs, write_config
+from conftest import HANG_GUARD_S, copy_project, run_cli, run_dirs, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.rundir import read_metrics
@@ -166,7 +166,7 @@ def test_a_signal_at_a_random_moment_then_resume_equals_an_uninterrupted_run(slo
     wait_for_start(process)
     time.sleep(random.Random(case).uniform(0.0, 1.5))
     process.send_signal(signum)
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=HANG_GUARD_S)
     (run,) = run_dirs_in(logs)
     if process.returncode == 0:  # it had finished before the signal came
         assert_same_run(run, reference)
@@ -188,7 +188,7 @@ def test_kill_9_at_a_random_moment_then_resume_reaches_the_same_weights(slow, re
     if case > 0:  # case 0: killed at once, inside epoch 1
         time.sleep(random.Random(100 + case).uniform(0.0, 1.5))
     process.kill()
-    process.communicate(timeout=60)
+    process.communicate(timeout=HANG_GUARD_S)
     (run,) = run_dirs_in(logs)
     every_checkpoint_loads(run)  # whatever the moment, every file under a final name is whole
     resume_to_the_end(run, slow)
@@ -217,7 +217,7 @@ def test_two_resumes_of_one_run_at_once_one_proceeds(slow, reference, tmp_path) 
     # the first run ended at epoch 2; both resumes continue it to EPOCHS
     args = ["--resume", str(run), f"training_params.max_training_epochs={EPOCHS}"]
     first, second = (start_training(slow, logs, *args) for _ in range(2))
-    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in (first, second)]
+    results = [(p.wait(timeout=HANG_GUARD_S), p.stdout.read(), p.stderr.read()) for p in (first, second)]
     codes = sorted(code for code, _, _ in results)
     assert codes[0] == 0 and codes[1] != 0, results
     (refusal,) = [err for code, _, err in results if code != 0]
@@ -393,3 +393,63 @@ def test_a_signal_at_an_epoch_boundary_resumes_exactly(toy: Path, tmp_path: Path
         a = torch.load(run / "checkpoints" / f"{name}_000003.pt", weights_only=True)
         b = torch.load(reference / "checkpoints" / f"{name}_000003.pt", weights_only=True)
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_cannot_change_the_length_of_a_onecycle_run(toy: Path, capsys) -> None:
+    scheduler = {"name": "OneCycleLR", "interval": "step", "kwargs": {"max_lr": 0.05}}  # total steps: fixed at start
+    config = write_config(
+        toy, "onecycle.yml", training_params__lr_scheduler=scheduler, training_params__max_training_epochs=1
+    )
+    assert main(["train", str(config), f"logging_params.logging_dir={toy / 'runs'}"]) == 0
+    (run,) = run_dirs(toy)
+    before = {name: (run / name).read_text() for name in ("run.json", "metrics.jsonl", "config.yml")}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "training_params.max_training_epochs=2"]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert "OneCycleLR's length is fixed" in line and "start a new run" in line, line
+    assert {name: (run / name).read_text() for name in before} == before  # refused before anything ran
+
+
+FAILING_LATER = '''
+
+class FailsFrom(nn.Module):
+    """Passes its input through; fails from global step ``at`` on."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def forward(self, features, step):
+        if int(step) >= self.at:
+            raise RuntimeError("broke in the continuation")
+        return {"features": features}
+
+
+_models_before = get_ref_model_dict
+
+
+def get_ref_model_dict():
+    return {**_models_before(), "FailsFrom": FailsFrom}
+'''
+
+
+def test_a_completed_run_stays_completed_when_its_continuation_fails(toy: Path, capsys) -> None:
+    with open(toy / "models.py", "a") as fh:
+        fh.write(FAILING_LATER)
+    flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow["Encoder"]["inputs"] = {"features": "FailsFrom"}
+    flow = {
+        "FailsFrom": {"train": 0, "init_args": {"at": 7}, "inputs": {"features": "dataset", "step": "trainer"}},
+        **flow,
+    }
+    config = write_config(toy, "later.yml", info_flow=flow, training_params__max_training_epochs=1)  # 6 steps an epoch
+    assert main(["train", str(config), f"logging_params.logging_dir={toy / 'runs'}"]) == 0
+    (run,) = run_dirs(toy)
+    assert json.loads((run / "run.json").read_text())["completed_epoch"] == 1
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "training_params.max_training_epochs=3"]) == 2  # fails at step 7
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert "epoch 2, step 7: " in line and "RuntimeError: broke in the continuation" in line, line
+    info = json.loads((run / "run.json").read_text())
+    assert (info["status"], info["error"], info["completed_epoch"]) == ("completed", None, 1)
+    assert info["continuation"]["status"] == "failed" and info["continuation"]["error"] in line

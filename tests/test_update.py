@@ -1,10 +1,13 @@
 """``dlscaffold new`` / ``dlscaffold update`` as a new user meets them, with a template whose versions are
 plain commits: the recorded version always exists, a relative template path follows the project,
-the update reports what it changed and never deletes a file the user edited.
+the update reports what it changed (conflicts in config.yml too) and never deletes a file the user
+edited or the template still has; a project made the README's way (inside a checkout that ignores
+it) is a repository of its own, and one git does not hold is refused before anything changes.
 
 Each test builds a throwaway template repository (this repository's ``copier.yml`` + ``template/``
-in a new git repository), so nothing depends on this repository's history, except the last test,
-which checks ``examples/cifar10`` in a fresh clone of this repository.
+in a new git repository), so nothing depends on this repository's history, except
+``test_the_example_is_up_to_date_in_a_fresh_clone``, which checks ``examples/cifar10`` in a fresh
+clone of this repository.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlscaffold import scaffold
 from dlscaffold.cli import main
 
 pytestmark = pytest.mark.template
@@ -70,11 +74,20 @@ def answers(project: Path) -> dict:
 
 
 def new_project(project: Path, template: Path | str) -> Path:
-    """``dlscaffold new`` with the defaults, then ``git init`` and a first commit, as a user does."""
+    """``dlscaffold new`` with the defaults (outside git: the project is its own repository, committed)."""
     assert main(["new", str(project), "--template", str(template), "--defaults"]) == 0
-    git(project, "init", "-q")
-    commit_all(project, "Generated")
+    assert not git(project, "status", "--porcelain")
     return project
+
+
+def project_files(project: Path) -> dict[str, bytes]:
+    """Every file of the project folder but git's own, by relative path."""
+    files = (p for p in sorted(project.rglob("*")) if p.is_file() and ".git" not in p.relative_to(project).parts)
+    return {str(p.relative_to(project)): p.read_bytes() for p in files}
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error: ")]
 
 
 def assert_is_commit(repo: Path, version: str) -> None:
@@ -225,3 +238,141 @@ def test_the_example_is_up_to_date_in_a_fresh_clone(tmp_path, monkeypatch, capsy
         text=True,
     )
     assert absolute.stdout == "", absolute.stdout
+
+
+def readme_checkout(dest: Path) -> Path:
+    """A template checkout laid out as the README's: its .gitignore lists the projects made inside it."""
+    clone = template_repo(dest)
+    (clone / ".gitignore").write_text("/my_digits/\n/copied/\n")
+    commit_all(clone, "ignore the projects made inside the checkout")
+    return clone
+
+
+def test_a_project_made_the_readme_way_is_its_own_repository_and_updates_lose_nothing(tmp_path, monkeypatch, capsys):
+    clone = readme_checkout(tmp_path / "clone")
+    monkeypatch.chdir(clone)
+    capsys.readouterr()
+
+    assert main(["new", "my_digits", "--template", ".", "--defaults"]) == 0
+
+    project = (clone / "my_digits").resolve()
+    assert re.search(
+        r"a git repository of its own, .*, since the git repository around it, .*, ignores it", capsys.readouterr().out
+    )
+    assert Path(git(project, "rev-parse", "--show-toplevel").strip()).resolve() == project
+    assert git(project, "log", "--format=%s").strip() == "Initial project"
+    assert not git(project, "status", "--porcelain") and not git(clone, "status", "--porcelain")
+    edit(project / "config.yml", "batch_size: 64", "batch_size: 32")
+    edit(project / "models.py", '"""', '"""My model. ')
+    edit(clone / "template" / "train.py", '"""', '"""(v2) ')
+    commit_all(clone, "template v2")
+    before = project_files(project)
+
+    assert main(["update", "my_digits"]) == 2
+
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "uncommitted changes" in line
+    assert project_files(project) == before
+    commit_all(project, "My edits")
+
+    assert main(["update", "my_digits"]) == 0
+
+    after = project_files(project)
+    assert set(after) >= set(before)
+    assert b"(v2)" in after["train.py"] and b"batch_size: 32" in after["config.yml"]
+    assert after["models.py"] == before["models.py"]
+
+
+def test_a_project_made_where_the_repository_around_it_tracks_it_is_left_to_that_repository(tmp_path, capsys):
+    repo = template_repo(tmp_path / "tpl")
+    capsys.readouterr()
+
+    assert main(["new", str(repo / "examples" / "mine"), "--template", str(repo), "--defaults"]) == 0
+
+    assert "git repository of its own" not in capsys.readouterr().out
+    assert not (repo / "examples" / "mine" / ".git").exists()
+    assert "?? examples/" in git(repo, "status", "--porcelain")  # for that repository's owner to commit
+
+
+def test_a_copier_project_git_does_not_hold_is_refused_in_one_line(tmp_path, capsys):
+    import copier
+
+    clone = readme_checkout(tmp_path / "clone")
+    ignored, loose = clone / "copied", clone / "loose"
+    copier.run_copy(str(clone), ignored, defaults=True, vcs_ref="HEAD", unsafe=False, quiet=True)  # copier copy
+    edit(clone / "template" / "train.py", '"""', '"""(v2) ')
+    commit_all(clone, "template v2")
+    copier.run_copy(str(clone), loose, defaults=True, vcs_ref="HEAD~1", unsafe=False, quiet=True)  # not committed
+    for project, why in ((ignored, "ignores it"), (loose, "does not track its files")):
+        before = project_files(project)
+        capsys.readouterr()
+
+        assert main(["update", str(project)]) == 2
+
+        (line,) = error_lines(capsys.readouterr().err)
+        assert why in line and "git init && git add -A && git commit" in line
+        assert project_files(project) == before
+
+
+def test_new_commits_without_a_git_identity(tmp_path, monkeypatch):
+    repo = template_repo(tmp_path / "tpl")
+    for variable in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(variable, raising=False)
+
+    assert main(["new", str(tmp_path / "anonymous"), "--template", str(repo), "--defaults"]) == 0
+
+    assert git(tmp_path / "anonymous", "log", "--format=%an <%ae>").strip() == "dlscaffold <dlscaffold@localhost>"
+    git(tmp_path, "config", "--global", "user.name", "Ada Lovelace")
+    git(tmp_path, "config", "--global", "user.email", "ada@example.com")
+
+    assert main(["new", str(tmp_path / "mine"), "--template", str(repo), "--defaults"]) == 0
+
+    assert git(tmp_path / "mine", "log", "--format=%an <%ae>").strip() == "Ada Lovelace <ada@example.com>"
+
+
+def test_an_update_never_leaves_deleted_a_file_the_template_still_has(tmp_path, monkeypatch, capsys):
+    repo = template_repo(tmp_path / "tpl")
+    project = new_project(tmp_path / "P", repo)
+    edit(repo / "template" / "train.py", '"""', '"""(v2) ')
+    commit_all(repo, "template v2")
+    readme = (project / "README.md").read_bytes()
+    copier_update = scaffold._run_copier_update
+
+    def deleting_too(project: Path, *args) -> None:  # a merge that goes wrong: it deletes a file it should keep
+        copier_update(project, *args)
+        (project / "README.md").unlink()
+
+    monkeypatch.setattr(scaffold, "_run_copier_update", deleting_too)
+    capsys.readouterr()
+
+    assert main(["update", str(project)]) == 0
+
+    assert (project / "README.md").read_bytes() == readme
+    assert (
+        "note: README.md: the update deleted it, though the template still has it; restored" in capsys.readouterr().err
+    )
+    assert "(v2)" in (project / "train.py").read_text()
+
+
+def test_a_conflict_in_the_config_still_lists_the_values_changed_elsewhere(tmp_path, capsys):
+    repo = template_repo(tmp_path / "tpl")
+    project = new_project(tmp_path / "P", repo)
+    edit(project / "config.yml", "lrn_rate: 0.003", "lrn_rate: 0.01")
+    commit_all(project, "Faster")
+    edit(repo / "template" / "config.yml", "lrn_rate: 0.003", "lrn_rate: 0.001")  # the line the user changed
+    edit(repo / "template" / "config.yml", "batch_size: 64", "batch_size: 48")  # a line the user left alone
+    commit_all(repo, "new defaults")
+    capsys.readouterr()
+
+    assert main(["update", str(project)]) == 3
+
+    captured = capsys.readouterr()
+    assert "dataloading_params.batch_size: 64 -> 48" in captured.out
+    assert "lrn_rate" not in captured.out
+    assert re.search(
+        r"^\s+config\.yml \(keys in conflict: training_params\.lrn_rate: yours 0\.01, the template's 0\.001\)$",
+        captured.err,
+        re.MULTILINE,
+    )
+    config = (project / "config.yml").read_text()
+    assert re.search(r"^<{7} ", config, re.MULTILINE) and "batch_size: 48" in config
