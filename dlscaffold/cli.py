@@ -136,6 +136,7 @@ def train(
         bool, typer.Option("--vary-split", help="With --seeds: let the seed change the split too.")
     ] = False,
     group: Annotated[str | None, typer.Option(hidden=True, metavar="ID:SEED:SIZE")] = None,
+    sweep_trial: Annotated[str | None, typer.Option(hidden=True, metavar="SWEEP_DIR:TRIAL:SEED_INDEX")] = None,
 ) -> None:
     """Train the models a config's info_flow names."""
 
@@ -164,6 +165,7 @@ def train(
                         no_save=no_save,
                         debug=debug,
                         device=device,
+                        sweep_trial=sweep_trial,
                     ),
                 )
             finally:
@@ -179,6 +181,13 @@ def train(
 
             group_id, seed, size = group.rsplit(":", 2)
             options.run_info, options.run_notes_suffix = group_info(group_id, int(seed), int(size)), f"seed{seed}"
+        if sweep_trial is not None:  # a process of a sweep's data-parallel trial (sweep --nproc K)
+            from dlscaffold.sweep import trial_options
+
+            folder, number, index = sweep_trial.rsplit(":", 2)
+            trial = trial_options(Path(folder), int(number), int(index), typer.echo)
+            options.run_info, options.run_notes_suffix = trial.run_info, trial.run_notes_suffix
+            options.on_validation = trial.on_validation
         run_train(config, overrides, project_dir=project_dir, resume=resume, options=options, echo=typer.echo)
 
     _run(action, debug)
@@ -698,6 +707,10 @@ def sweep_command(
         Path | None, typer.Argument(metavar="SWEEP_FILE", show_default=False, help="The sweep file (YAML).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, metavar="N", help="Run this many trials at once, in processes.")] = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(min=1, metavar="K", help="Train each trial data-parallel in K processes (torchrun)."),
+    ] = 1,
     project: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Folder with the project's code [default: the base config's folder]."),
@@ -724,7 +737,7 @@ def sweep_command(
             )
         if resume is not None:
             return sweep.resume(resume, workers, typer.echo)
-        return sweep.start(sweep_file, workers, project, typer.echo)
+        return sweep.start(sweep_file, workers, project, typer.echo, nproc=nproc)
 
     code = _run(action)
     if code:

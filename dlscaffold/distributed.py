@@ -173,6 +173,7 @@ def launch_args(
     no_save: bool = False,
     debug: bool = False,
     device: str | None = None,
+    sweep_trial: str | None = None,
 ) -> list[str]:
     """The ``dlscaffold`` arguments that run ``train`` with these options in each process :func:`launch` starts.
 
@@ -185,6 +186,7 @@ def launch_args(
         *(["--project", str(project)] if project is not None else []),
         *(["--resume", str(resume)] if resume is not None else []),
         *(["--device", device] if device is not None else []),
+        *(["--sweep-trial", sweep_trial] if sweep_trial is not None else []),
     ]
     return ["train", *flags, *valued, "--", *([str(config)] if config is not None else []), *overrides]
 

@@ -88,14 +88,15 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
 
 def _pruned(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
     """Report a validation to ``options.on_validation`` (rank 0); whether it pruned the run."""
-    report = session.options.on_validation
-    if report is None or not val_values or not session.world.main:
+    report, pruned = session.options.on_validation, False
+    if report is None or not val_values:
         return False
-    try:
-        report(epoch, val_values.get(session.monitor.name, math.nan))
-    except Pruned:
-        return True
-    return False
+    if session.world.main:
+        try:
+            report(epoch, val_values.get(session.monitor.name, math.nan))
+        except Pruned:
+            pruned = True
+    return distributed.broadcast(pruned)  # every process of a data-parallel trial ends with rank 0
 
 
 def _train_and_validate(

@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,7 +41,8 @@ CONFIG_FILE = "config.yml"
 JOURNAL = "study.journal"
 STATE_FILE = "sweep.json"
 Echo = Callable[[str], None]
-_TRIAL_LINES = ("Logging and Model Saving Directory", "Resuming", "Stopped", "Resume it", "Early stopping", "Pruned")
+# a trial's own lines worth showing (not "Resume it with: ... train --resume": the sweep is what resumes)
+_TRIAL_LINES = ("Logging and Model Saving Directory", "Resuming", "Stopped", "Early stopping", "Pruned")
 
 
 # ---------------------------------------------------------------------------------- starting
@@ -66,7 +68,7 @@ def _metric_override(spec: SweepSpec) -> list[str]:
     return [f"training_params.monitor={spec.metric}"] if spec.metric else []
 
 
-def start(sweep_file: Path, workers: int, project_dir: Path | None, echo: Echo) -> int:
+def start(sweep_file: Path, workers: int, project_dir: Path | None, echo: Echo, nproc: int = 1) -> int:
     """Check the sweep file, make the sweep folder and run the sweep; returns the exit code."""
     spec = read_sweep(sweep_file)
     prepared, metric, direction = check_against_config(spec, project_dir)
@@ -82,6 +84,7 @@ def start(sweep_file: Path, workers: int, project_dir: Path | None, echo: Echo) 
         "metric": metric,
         "direction": direction,
         "project": str(prepared.project.root),
+        "nproc": nproc,  # processes per trial run (data-parallel through torchrun)
         "source": str(spec.path),
     }
     write_text_atomic(folder / SWEEP_FILE, yaml.safe_dump(resolved, sort_keys=False))
@@ -423,10 +426,9 @@ def _run_seeds(sweep: Sweep, number: int, trial: Any, params: dict[str, Any], ec
     best monitor values. Raises :class:`~dlscaffold.stops.Pruned` when the pruner ends the trial."""
     from dlscaffold.rundir import read_run_info
     from dlscaffold.stops import Pruned
-    from dlscaffold.train import TrainOptions, train
+    from dlscaffold.train import train
 
     seeds, runs, project = sweep.seeds, sweep.runs_of().get(number, {}), Path(sweep.spec["project"])
-    group = f"{sweep.folder.name}-trial{number}"
 
     def quiet(line: str) -> None:  # a trial's own lines: where it runs and how it ended, not its tables
         if line.startswith(_TRIAL_LINES):
@@ -436,27 +438,72 @@ def _run_seeds(sweep: Sweep, number: int, trial: Any, params: dict[str, Any], ec
     for index, seed in enumerate(seeds):
         existing = runs.get(seed)
         info = read_run_info(existing) if existing is not None else {}
-        if info.get("status") in ("completed", "pruned"):
-            if info["status"] == "pruned":
-                raise Pruned()
-            values.append(_best_value(info))
-            continue
-        options = TrainOptions(
-            on_validation=_reporter(trial, seeds, index, runs, sweep.spec["metric"], echo, number),
-            run_info={"sweep": {"dir": str(sweep.folder), "trial": number, "params": params, "seed": seed}}
-            | ({"group": {"id": group, "seed": seed, "size": len(seeds)}} if seed is not None else {}),
-            run_notes_suffix=f"trial{number}" + (f"_seed{seed}" if seed is not None else ""),
-        )
-        if existing is not None:  # stopped or killed: continue it from its checkpoint, exactly
-            result = train(None, [], project_dir=project, resume=existing, options=options, echo=quiet)
-        else:
+        if info.get("status") not in ("completed", "pruned"):
             overrides = _trial_overrides(sweep, params, seed, runs.get(seeds[0]) if index else None)
-            result = train(sweep.folder / CONFIG_FILE, overrides, project_dir=project, options=options, echo=quiet)
-        runs[seed] = result.run_dir
-        if result.status == "pruned":
+            config = None if existing is not None else sweep.folder / CONFIG_FILE  # stopped or killed: resumed
+            if int(sweep.spec.get("nproc") or 1) > 1:
+                info = _run_in_processes(sweep, number, index, config, overrides, existing, echo)
+            else:
+                options = trial_options(sweep, number, index, echo, trial=trial, runs=runs)
+                result = train(config, [] if existing else overrides, project_dir=project, resume=existing,
+                               options=options, echo=quiet)  # fmt: skip
+                info = read_run_info(result.run_dir)
+            runs[seed] = sweep.runs_of().get(number, {}).get(seed)
+        if info.get("status") == "pruned":
             raise Pruned()
-        values.append(_finite(result.best_value))
+        values.append(_best_value(info))
     return values
+
+
+def trial_options(
+    sweep: Sweep | Path, number: int, index: int, echo: Echo, trial: Any = None, runs: dict | None = None
+) -> Any:
+    """The :class:`~dlscaffold.train.TrainOptions` of seed ``index`` of trial ``number``: its
+    run.json keys, its folder name and its pruning reporter (used on rank 0 only). A data-parallel
+    trial's processes make them from ``train --sweep-trial``."""
+    import optuna
+
+    from dlscaffold.train import TrainOptions
+
+    sweep = sweep if isinstance(sweep, Sweep) else Sweep.open(sweep)
+    if trial is None:
+        study = sweep.study()
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+    runs = runs if runs is not None else sweep.runs_of().get(number, {})
+    seeds, params = sweep.seeds, {key: _suggest(trial, key, raw) for key, raw in sweep.spec["params"].items()}
+    seed, group = seeds[index], f"{sweep.folder.name}-trial{number}"
+    return TrainOptions(
+        on_validation=_reporter(trial, seeds, index, runs, sweep.spec["metric"], echo, number),
+        run_info={"sweep": {"dir": str(sweep.folder), "trial": number, "params": params, "seed": seed}}
+        | ({"group": {"id": group, "seed": seed, "size": len(seeds)}} if seed is not None else {}),
+        run_notes_suffix=f"trial{number}" + (f"_seed{seed}" if seed is not None else ""),
+    )
+
+
+def _run_in_processes(
+    sweep: Sweep, number: int, index: int, config: Path | None, overrides: list[str], run: Path | None, echo: Echo
+) -> dict[str, Any]:
+    """A data-parallel trial run: ``dlscaffold train --nproc K`` whose rank 0 reports to the study;
+    returns its run.json. A signal to this worker is passed on; the run then saves its position."""
+    from dlscaffold import workers as pool
+    from dlscaffold.rundir import read_run_info
+    from dlscaffold.stops import EXIT_CODES, RunInterrupted
+
+    args = ["train", "--nproc", str(sweep.spec["nproc"]), "--project", sweep.spec["project"]]
+    args += ["--sweep-trial", f"{sweep.folder}:{number}:{index}"]
+    args += ["--resume", str(run), "--"] if run is not None else ["--", str(config), *overrides]
+    procs: list = []
+    with pool.Forwarding(procs, echo) as forwarding:
+        procs.append(pool.start(args, {**os.environ, "PYTHONUNBUFFERED": "1"}))  # this worker's share
+        code = procs[0].wait()
+    if forwarding.signum is not None or code in EXIT_CODES.values():
+        raise RunInterrupted(forwarding.signum or next(s for s, c in EXIT_CODES.items() if c == code))
+    found = sweep.runs_of().get(number, {}).get(sweep.seeds[index])
+    info = read_run_info(found) if found is not None else {}
+    if code != 0 or info.get("status") not in ("completed", "pruned"):
+        raise UserError(info.get("error") or f"the data-parallel run of trial {number} ended with exit code {code}")
+    return info
 
 
 def _trial_overrides(sweep: Sweep, params: dict[str, Any], seed: int | None, first_run: Path | None) -> list[str]:

@@ -20,6 +20,7 @@ EVERY_OPTION: dict[str, Any] = {
     "no_save": True,
     "debug": True,
     "device": "cuda:1",
+    "sweep_trial": "runs/sweeps/20260101_1_lr:3:0",  # a process of a sweep's data-parallel trial
 }
 
 
@@ -38,7 +39,7 @@ def parse_train(args: list[str]) -> dict[str, Any]:
 def test_every_option_round_trips_through_the_train_command(config: Path | None) -> None:
     overrides = ["training_params.lrn_rate=3e-4", "logging_params.run_notes=two words"]
     args = launch_args(config, overrides, **EVERY_OPTION)
-    for flag in ("--dev", "--no-save", "--debug", "--device", "--project", "--resume"):
+    for flag in ("--dev", "--no-save", "--debug", "--device", "--project", "--resume", "--sweep-trial"):
         assert flag in args
     assert "--nproc" not in args  # a started process trains; it does not launch again
     params = parse_train(args)
@@ -60,6 +61,7 @@ def test_no_options_forward_no_flags() -> None:
         "debug": False,
         "device": None,
         "nproc": 1,
+        "sweep_trial": None,
         **SEED_GROUP_OPTIONS,
     }
 

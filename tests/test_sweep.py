@@ -242,3 +242,16 @@ def test_the_generated_projects_sweep_file_runs(tmp_path: Path) -> None:
             config["info_flow"]["DigitClassifier"]["init_args"]["stem_channels"]
             == trial["params"]["info_flow.DigitClassifier.init_args.stem_channels"]
         )
+
+
+def test_data_parallel_trials_report_from_rank_0(toy: Path) -> None:
+    path = sweep_file(toy, trials=2, pruner="median")
+    result = run_cli("sweep", str(path), "--nproc", "2", cwd=toy)
+    assert result.returncode == 0, result.stderr
+    done = state(only_sweep(toy))
+    assert done["status"] == "completed" and [t["state"] for t in done["trials"]] == ["COMPLETE"] * 2
+    for trial in done["trials"]:
+        (run,) = trial["runs"]
+        info = json.loads((only_sweep(toy) / run / "run.json").read_text())
+        assert info["sweep"]["trial"] == trial["number"] and info["best"]["value"] == trial["value"]
+    assert "2 process(es)" in result.stdout and result.stdout.count("Trial 0, epoch ") == 2  # rank 0 reports once
