@@ -59,7 +59,14 @@ _HIDDEN_FIRST = ("notes", "seconds", "epochs")  # dropped in this order while th
 _SWEEP_COLUMNS = ("trial", "params")
 _ASCENDING = ("run", "status", "run_notes")
 _ROW_FIELDS = ("epoch", "split", "step")
-_STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan", STALE: "magenta"}
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+    "pruned": "blue",  # a sweep's pruner ended it
+    STALE: "magenta",
+}
 
 
 def _read_notes(path: Path, warn: Callable[[str], None]) -> str:

@@ -252,6 +252,14 @@ class Sweep:
             return None
         return fh
 
+    def _held(self, number: int) -> bool:
+        """Whether a live process (another worker, another machine's --resume) runs trial ``number``."""
+        lock = self.trial_lock(number)
+        if lock is None:
+            return True
+        lock.close()
+        return False
+
     def runs_of(self) -> dict[int, dict[Any, Path]]:
         """``{trial number: {seed: run folder}}`` from the runs' ``run.json``."""
         from dlscaffold.rundir import read_run_info
@@ -292,7 +300,8 @@ class Sweep:
             best = pick(complete, key=lambda t: t["value"]) if complete else None
             if status is None:
                 finished = sum(1 for t in trials if t["state"] in ("COMPLETE", "PRUNED", "FAIL"))
-                status = "completed" if finished >= self.total else "interrupted"
+                running = any(t["state"] == "RUNNING" and self._held(t["number"]) for t in trials)
+                status = "completed" if finished >= self.total else "running" if running else "interrupted"
             state = {
                 "status": status,
                 "metric": self.spec["metric"],
