@@ -27,6 +27,7 @@ from dlscaffold.config import Config
 from dlscaffold.data import collate
 from dlscaffold.evaluation import evaluate_run, set_clock
 from dlscaffold.flow import Flow
+from dlscaffold.lineage import warn_changed
 from dlscaffold.prepare import prepare
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import read_metrics
@@ -145,6 +146,7 @@ def load_run(
     run_dir = check_run_dir(Path(run_dir))
     project_dir = Path(project).expanduser().resolve() if project is not None else None
     prepared = prepare(run_dir / "config.yml", [], project_dir, run_dir=run_dir, splits=(), training=False)
+    warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model
     saved = resolve_epoch(run_dir, list(prepared.config.info_flow), epoch, "epoch")  # a number or "best"
     with forked_rng():  # building seeds every RNG, as training did; the caller's states are restored after
         run = build_run(prepared, {}, device, weights=(run_dir, saved))

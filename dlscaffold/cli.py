@@ -586,6 +586,15 @@ def runs(
             help="table, json, csv, markdown or latex (markdown, latex: a paper table) [default: table].",
         ),
     ] = None,
+    lineage: Annotated[
+        Path | None,
+        typer.Option(
+            "--lineage",
+            metavar="RUN",
+            help="Instead of the table, the tree of runs whose weights RUN loaded (info_flow.<Model>.model_dir), "
+            "recursively: model, run, epoch, file, SHA-256, status.",
+        ),
+    ] = None,
 ) -> None:
     """List the runs of a logging folder (or a sweep folder's trial runs): status, epochs, best and
     last val metrics, duration.
@@ -593,11 +602,23 @@ def runs(
     On a terminal the table fits its width: metric names lose their model prefix, then the notes,
     time and epochs columns are left out, as needed. A run whose run.json says running while no
     process holds its lock is listed as stale (it was killed): continue it with train --resume.
-    With --group, one row per seed group instead (see docs/experiments.md).
+    With --group, one row per seed group instead (see docs/experiments.md). With --lineage RUN, the
+    runs RUN's models were loaded from, as a tree (see docs/runtime.md).
     """
 
     def action() -> None:
         import shutil
+
+        if lineage is not None:
+            from dlscaffold.lineage import lineage_lines
+
+            if as_json or group or fmt is not None or columns is not None or sort != "run":
+                raise UserError(
+                    "runs: --lineage prints one run's tree; leave out --json, --format, --group, --columns and --sort"
+                )
+            for line in lineage_lines(lineage, lambda line: typer.echo(f"warning: {line}", err=True)):
+                typer.echo(line)
+            return
 
         from dlscaffold.experiments import check_format, runs_output
         from dlscaffold.runs import (

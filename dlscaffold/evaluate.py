@@ -9,6 +9,7 @@ from typing import Any
 from dlscaffold.builder import build_run
 from dlscaffold.checkpoint import resolve_epoch
 from dlscaffold.evaluation import evaluate_run, set_clock
+from dlscaffold.lineage import warn_changed
 from dlscaffold.prepare import prepare
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import write_text_atomic
@@ -55,6 +56,7 @@ def evaluate(
         run_dir / "config.yml", list(overrides), project_dir, run_dir=run_dir, splits=(split,), training=False
     )
     echo(f"Evaluating with the code of the project in {prepared.project.root}")
+    warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model
     models = list(prepared.config.info_flow)
     saved = resolve_epoch(run_dir, models, requested)
     run = build_run(prepared, {split: (split, False)}, device, weights=(run_dir, saved))

@@ -372,14 +372,21 @@ def open_run_log(
     run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None, extra: dict[str, Any] | None = None
 ) -> Trackers:
     """Write the run's config, split and run.json (with ``extra`` keys: an experiment's ``sweep`` or
-    ``group``); open ``metrics.jsonl`` (trimmed when resuming) and the config's trackers."""
+    ``group``; for a new run, its models' weight lineage, :func:`dlscaffold.lineage.record`); open
+    ``metrics.jsonl`` (trimmed when resuming) and the config's trackers. A resumed run warns when a
+    weights file its lineage records has changed since (:func:`dlscaffold.lineage.warn_changed`)."""
     from dlscaffold import __version__
+    from dlscaffold.lineage import KEY, record, warn_changed
     from dlscaffold.provenance import code_hashes, collect, write_git_diff
     from dlscaffold.rundir import read_run_info
 
     write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
     save_idx_dict(run.idx_dict, run_dir / "idx_dict.json")
     root = prepared.project.root
+    if state is None:  # a new run: where its models' weights came from (a resume keeps what it recorded)
+        extra = {KEY: record(prepared.config, run), **(extra or {})}
+    else:
+        warn_changed(run_dir)
     update_run_info(
         run_dir,
         project_dir=str(root),
