@@ -607,25 +607,14 @@ def runs(
     """
 
     def action() -> None:
-        import shutil
 
         if lineage is not None:
-            from dlscaffold.lineage import lineage_lines
-
-            if as_json or group or fmt is not None or columns is not None or sort != "run":
-                raise UserError(
-                    "runs: --lineage prints one run's tree; leave out --json, --format, --group, --columns and --sort"
-                )
-            for line in lineage_lines(lineage, lambda line: typer.echo(f"warning: {line}", err=True)):
-                typer.echo(line)
+            _print_lineage(lineage, bool(as_json or group or fmt is not None or columns is not None or sort != "run"))
             return
 
         from dlscaffold.experiments import check_format, runs_output
         from dlscaffold.runs import (
             STALE,
-            choose_columns,
-            default_columns,
-            format_table,
             list_runs,
             parse_columns,
             sort_runs,
@@ -649,24 +638,45 @@ def runs(
         elif not rows:
             typer.echo(f"No runs in {logging_dir}.")
         else:
-            short = False
-            if sys.stdout.isatty():  # fit the terminal; a file or a pipe gets whole lines
-                width = shutil.get_terminal_size().columns
-                if chosen is None:
-                    chosen, short = choose_columns(rows, width)
-                    if len(chosen) < len(default_columns(rows)):
-                        left_out = ", ".join(c for c in default_columns(rows) if c not in chosen)
-                        typer.echo(f"note: {left_out} left out to fit the terminal; --columns chooses", err=True)
-                from rich.console import Console
-
-                Console(width=width).print(format_table(rows, chosen, short))
-            else:
-                _print_table(format_table(rows, chosen))
+            _print_run_table(rows, chosen)
         for row in rows:
             if row["status"] == STALE:
                 typer.echo(f"note: {stale_note(logging_dir, row, program('train'))}", err=True)
 
     _run(action)
+
+
+def _print_lineage(run_dir: Path, other_options: bool) -> None:
+    """``runs --lineage RUN``: the tree of runs whose weights RUN loaded."""
+    from dlscaffold.lineage import lineage_lines
+
+    if other_options:
+        raise UserError(
+            "runs: --lineage prints one run's tree; leave out --json, --format, --group, --columns and --sort"
+        )
+    for line in lineage_lines(run_dir, lambda line: typer.echo(f"warning: {line}", err=True)):
+        typer.echo(line)
+
+
+def _print_run_table(rows: list[dict[str, Any]], chosen: list[str] | None) -> None:
+    """The runs table: on a terminal it fits the width (columns left out, with a note); a file or a
+    pipe gets whole lines."""
+    import shutil
+
+    from dlscaffold.runs import choose_columns, default_columns, format_table
+
+    if not sys.stdout.isatty():
+        _print_table(format_table(rows, chosen))
+        return
+    short, width = False, shutil.get_terminal_size().columns
+    if chosen is None:
+        chosen, short = choose_columns(rows, width)
+        if len(chosen) < len(default_columns(rows)):
+            left_out = ", ".join(c for c in default_columns(rows) if c not in chosen)
+            typer.echo(f"note: {left_out} left out to fit the terminal; --columns chooses", err=True)
+    from rich.console import Console
+
+    Console(width=width).print(format_table(rows, chosen, short))
 
 
 @app.command(short_help="Compare groups of runs: differing config keys, mean ± std, Welch p-values, curves.")
