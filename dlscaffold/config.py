@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from dlscaffold.errors import ConfigError, UserError, available, closest, did_you_mean
 
@@ -250,6 +259,8 @@ class LossSpec(_Section):
     inputs: dict[str, str] = Field(min_length=1)
     # The registered function; defaults to the entry's key (the older tool's form).
     function: str | None = None
+    # The models whose parameters this loss updates; default: every trained model it reaches.
+    trains: list[str] | None = None
 
 
 class EvalSpec(_Section):
@@ -262,6 +273,25 @@ class EvalSpec(_Section):
     _empty_init_args = field_validator("init_args", mode="before")(_none_is_empty)
 
 
+class ParamGroupSpec(_Section):
+    """A group of a model's parameters (``param_groups``): a glob over ``named_parameters()``, a
+    factor on the optimizer's learning rate, the epochs it trains in; other keys go to the
+    optimizer's group as they are (``weight_decay``, ``momentum``)."""
+
+    model_config = ConfigDict(extra="allow")
+    params: str
+    lr_scale: Float = Field(1.0, gt=0.0)
+    epochs: Annotated[list[Int], Field(min_length=2, max_length=2)] | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keys passed to the optimizer's group."""
+        return dict(self.model_extra or {})
+
+
+EMA_KEYS = ("ema_of", "decay", "every", "decay_ramp", "write_back")
+
+
 class ModelSpec(_Section):
     train: bool = True
     model_dir: Path | None = None
@@ -271,8 +301,35 @@ class ModelSpec(_Section):
     inputs: dict[str, str] = Field(default_factory=dict)
     losses: dict[str, LossSpec] = Field(default_factory=dict)
     evals: dict[str, EvalSpec] = Field(default_factory=dict)
+    # Per-model optimization (docs/several_models.md); unset: training_params' settings, every step.
+    optimizer: OptimizerSpec | None = None
+    lr_scheduler: SchedulerSpec | None = None
+    grad_clip_norm: Float | None = Field(None, gt=0.0)
+    update_every: Int = Field(1, ge=1, le=INT64_MAX)
+    param_groups: list[ParamGroupSpec] = Field(default_factory=list)
+    # An EMA model (dlscaffold.ema): a copy of the model ``ema_of`` names holding its moving average.
+    ema_of: str | None = None
+    decay: Float = Field(0.999, ge=0.0, le=1.0)
+    every: Int = Field(1, ge=1, le=INT64_MAX)
+    decay_ramp: Float = Field(0.0, ge=0.0)
+    write_back: bool = False
 
     _path = field_validator("model_dir", mode="before")(_no_nul)
+
+    @model_validator(mode="after")
+    def _ema_is_not_trained(self) -> ModelSpec:
+        if self.ema_of is not None:
+            self.train = False  # never trained by gradients (prepare refuses a train: 1)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_ema_keys(self, handler: Any) -> dict[str, Any]:
+        # A model that is not an EMA model is written without the EMA keys (a run's config.yml).
+        data = handler(self)
+        if self.ema_of is None:
+            for key in EMA_KEYS:
+                data.pop(key, None)
+        return data
 
     @field_validator("train", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ per pass over the data (:meth:`Flow.compute_metrics`), so that a metric that is 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,7 +304,10 @@ def build_flow(
     """
     models, inputs, trained = {}, {}, []
     for name, spec in config.info_flow.items():
-        model = _construct(project.model_classes[name], spec.init_args, name)
+        if spec.ema_of is not None:  # an EMA model: a copy of its source as built (dlscaffold.ema)
+            model = copy.deepcopy(models[spec.ema_of])
+        else:
+            model = _construct(project.model_classes[name], spec.init_args, name)
         if weights is not None:
             load_weights(model, weights_path(weights[0], name, weights[1]), f"info_flow.{name}")
         elif spec.model_dir is not None:  # spec.epoch: a number (prepare resolves best / last)
@@ -313,7 +317,7 @@ def build_flow(
         if spec.train:
             trained.append(name)
         else:
-            model.requires_grad_(False)  # frozen: in no optimizer, but gradients still pass through
+            model.requires_grad_(False)  # frozen or EMA: in no optimizer, but gradients still pass through
             model.eval()
         models[name], inputs[name] = model, routes(spec.inputs, list(config.info_flow))
     return Flow(

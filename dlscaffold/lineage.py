@@ -1,9 +1,10 @@
 """Weight lineage: which earlier runs a run's models were loaded from, and whether those files changed.
 
-A run records in its ``run.json`` ``models``: per model of ``info_flow`` its ``role`` (``trained``
-or ``frozen``), its ``class`` and its ``source``: null for a model the run initialised, else the
-earlier run it was loaded from with ``model_dir`` (``{"run", "epoch", "file", "sha256"}``: that run's
-folder, the saved epoch's number, the weights file's name and the SHA-256 of its bytes when loaded).
+A run records in its ``run.json`` ``models``: per model of ``info_flow`` its ``role`` (``trained``,
+``frozen`` or ``ema``: the moving average of ``ema_of``), its ``class`` and its ``source``: null for
+a model the run initialised, else the earlier run it was loaded from with ``model_dir``
+(``{"run", "epoch", "file", "sha256"}``: that run's folder, the saved epoch's number, the weights
+file's name and the SHA-256 of its bytes when loaded).
 :func:`record` makes that entry; :func:`warn_changed` (``--resume``, ``evaluate``, ``load_run``)
 says in one warning line per model when a recorded source file's bytes differ now;
 :func:`lineage_lines` is ``dlscaffold runs --lineage``: the tree of runs a run's weights stand on.
@@ -56,7 +57,7 @@ def record(config: Config, run: Run) -> dict[str, dict[str, Any]]:
                 "sha256": file_sha256(path) if path is not None else None,
             }
         entry[name] = {
-            "role": "trained" if name in run.flow.trained else "frozen",
+            "role": "trained" if name in run.flow.trained else "ema" if spec.ema_of else "frozen",
             "class": type(run.flow.models[name]).__name__,
             "source": source,
         }

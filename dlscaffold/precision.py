@@ -45,8 +45,11 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
+    def backward(
+        self, loss: torch.Tensor, inputs: list[torch.Tensor] | None = None, retain_graph: bool = False
+    ) -> None:
+        """``loss.backward()`` (scaled under fp16); ``inputs``: only these tensors accumulate gradients."""
+        self.scaler.scale(loss).backward(inputs=inputs, retain_graph=retain_graph)
 
     @property
     def scaled(self) -> bool:

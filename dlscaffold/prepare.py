@@ -23,6 +23,7 @@ from typing import Any
 
 from dlscaffold.config import (
     DATASET,
+    EMA_KEYS,
     MAX_CONFIG_BYTES,
     TRAINER,
     TRAINER_TENSORS,
@@ -138,6 +139,9 @@ def prepare(
         if spec.model_dir is not None:
             spec.init_args = {**earlier.init_args(spec.model_dir, name), **spec.init_args}
             spec.epoch = earlier.epochs.get(name, spec.epoch)  # best / last as a number, for config.yml
+        if spec.ema_of is not None:  # a copy of its source: config.yml records what it is
+            source = config.info_flow[spec.ema_of]
+            spec.init_args, spec.inputs = dict(source.init_args), dict(spec.inputs or source.inputs)
     return Prepared(config, project, losses, evals, config_path, saved_split, run_dir)
 
 
@@ -330,8 +334,62 @@ def _check_model_dir(path: str, name: str, spec: dict, earlier: _EarlierRuns) ->
     return []
 
 
+def _check_ema(name: str, spec: dict, flow: dict[str, Any], project: Project, earlier: _EarlierRuns) -> list[str]:
+    """An EMA model (``ema_of``): it averages a trained model listed earlier, takes that model's class
+    and ``init_args`` and has no losses and no ``train: 1``; its ``inputs`` default to the source's."""
+    path, source, names = f"info_flow.{name}", spec["ema_of"], list(flow)
+    earlier_names = names[: names.index(name)]
+    if source not in names:
+        trained = [n for n in earlier_names if isinstance(flow[n], dict) and "ema_of" not in flow[n]]
+        return [
+            f"{path}.ema_of: unknown model '{source}'; {did_you_mean(source, trained)}"
+            f"expected a trained model listed earlier in info_flow: {', '.join(trained) or 'none'}"
+        ]
+    if source not in earlier_names:
+        return [f"{path}.ema_of: '{source}' is listed after {name}; list the model an EMA model averages before it"]
+    source_spec = flow[source] if isinstance(flow[source], dict) else {}
+    problems = []
+    if "ema_of" in source_spec or source_spec.get("train", 1) not in (1, True):
+        why = "is an EMA model itself" if "ema_of" in source_spec else "is not trained (train: 0)"
+        problems.append(
+            f"{path}.ema_of: '{source}' {why}, so it has no optimizer steps to average; name a model with train: 1"
+        )
+    if spec.get("train") in (1, True):
+        problems.append(f"{path}.train: an EMA model is never trained by gradients; remove train: 1")
+    if spec.get("losses"):
+        problems.append(
+            f"{path}.losses: an EMA model is never trained by gradients, so it takes no losses; put them on "
+            f"'{source}' (its evals may read {name})"
+        )
+    own = spec.get("init_args")
+    if own and isinstance(own, dict) and own != _init_args(source, source_spec, earlier):
+        problems.append(f"{path}.init_args: an EMA model is a copy of '{source}' and takes its init_args; remove them")
+    cls = project.model_classes.get(source)
+    inputs = spec.get("inputs")
+    if cls is not None and isinstance(inputs, dict) and getattr(cls, "forward", None) is not None:
+        problem = kwargs_problem(cls.forward, dict.fromkeys(inputs), f"{source}.forward()", skip_first=True)
+        problems += [f"{path}.inputs: {problem}"] if problem else []
+    if isinstance(spec.get("model_dir"), str):
+        problems += _check_model_dir(path, name, spec, earlier)
+    return problems
+
+
+def _init_args(name: str, spec: dict, earlier: _EarlierRuns) -> Any:
+    """A model's ``init_args``, with a loaded model's defaulting to its run's."""
+    init_args = spec.get("init_args") or {}
+    if isinstance(spec.get("model_dir"), str) and isinstance(init_args, dict) and Path(spec["model_dir"]).is_dir():
+        init_args = {**earlier.init_args(Path(spec["model_dir"]), name), **init_args}
+    return init_args
+
+
 def _check_model(name: str, spec: dict, project: Project, earlier: _EarlierRuns) -> list[str]:
     path = f"info_flow.{name}"
+    ema_keys = [key for key in EMA_KEYS if key in spec and key != "ema_of"]
+    if ema_keys:
+        return [
+            f"{path}.{ema_keys[0]}: only an EMA model takes {', '.join(ema_keys)}; "
+            f"add ema_of: <the trained model it averages>, or remove {'them' if len(ema_keys) > 1 else 'it'}"
+        ]
     cls = project.model_classes.get(name)
     if cls is None:
         choices = project.model_classes
@@ -368,7 +426,10 @@ def _check_info_flow(
     for i, (name, spec) in enumerate(flow.items()):
         if not isinstance(spec, dict):
             continue
-        problems += _check_model(name, spec, project, earlier)
+        if isinstance(spec.get("ema_of"), str):
+            problems += _check_ema(name, spec, flow, project, earlier)
+        elif spec.get("ema_of") is None:  # otherwise the schema reports it
+            problems += _check_model(name, spec, project, earlier)
         problems += _check_sources(f"info_flow.{name}.inputs", spec.get("inputs"), names[:i], names[i:])
         problems += _check_terms(f"info_flow.{name}.losses", spec.get("losses"), losses, names)
         problems += _check_terms(f"info_flow.{name}.evals", spec.get("evals"), evals, names)
@@ -423,6 +484,22 @@ def _check_training(config: Config) -> list[str]:
         for kind in ("losses", "evals")
         for k, t in getattr(spec, kind).items()
     ]
+    for model, spec in config.info_flow.items():  # whether they are trained and reached: trial.check_batch
+        for key, loss in spec.losses.items():
+            if loss.trains is None:
+                continue
+            where = f"info_flow.{model}.losses.{key}.trains"
+            if not loss.trains:
+                problems.append(
+                    f"{where}: empty; name the models this loss updates, or leave trains out (all it reaches)"
+                )
+            for name in loss.trains:
+                if name not in config.info_flow:
+                    choices = list(config.info_flow)
+                    problems.append(
+                        f"{where}: unknown model '{name}'; {did_you_mean(name, choices)}expected models of info_flow: "
+                        f"{', '.join(choices)}"
+                    )
     monitor = config.training_params.monitor
     if monitor is not None and monitor not in (*names, TOTAL):
         problems.append(

@@ -80,12 +80,19 @@ def summary_rows(
                 name,
                 type(model).__name__,
                 human_count(count),
-                "trained" if name in flow.trained else "frozen",
+                "trained" if name in flow.trained else _ema_role(config, name) or "frozen",
                 sources.get(name, "initialised"),
             )
         )
     rows.append(("total", "", human_count(total), f"{human_count(trained)} trained", ""))
     return rows
+
+
+def _ema_role(config: Any, name: str) -> str | None:
+    """``ema of <Source>`` for an EMA model (``info_flow.<name>.ema_of``), else None."""
+    spec = config.info_flow.get(name) if config is not None else None
+    source = getattr(spec, "ema_of", None)
+    return f"ema of {source}" if source else None
 
 
 def model_summary(

@@ -24,6 +24,7 @@ from dlscaffold.builder import Run, build_run, wrap_for_training
 from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, set_rng_state
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
+from dlscaffold.ema import attach as attach_ema
 from dlscaffold.errors import CodeError, QuietExit, UserError
 from dlscaffold.loop import (
     Echo,
@@ -273,6 +274,7 @@ def _build_session(
     run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights, world)
     wrap_for_training(run, world)
     trainer = build_trainer(run, len(run.loaders["train"]))
+    attach_ema(run, trainer, len(run.loaders["train"]))  # EMA models follow their source's optimizer steps
     from dlscaffold.trial import check_batch  # two samples through the built run, before anything is written
 
     check_batch(run, run.idx_dict[splits[0]])

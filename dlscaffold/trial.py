@@ -2,7 +2,7 @@
 
 :func:`check_batch` takes a run from :func:`~dlscaffold.builder.build_run` and sends two samples
 through every model, loss and eval, so that a wrong tensor name or shape fails in seconds, before
-the run folder is created.
+the run folder is created, and back-propagates each loss to find which trained models it reaches.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from dlscaffold.config import DATASET
+from dlscaffold.config import DATASET, metric_name
 from dlscaffold.data import Collate, collate
 from dlscaffold.epoch import evaluate_batch
 from dlscaffold.errors import CodeError, ConfigError, UserError, blame, first_line
@@ -22,7 +22,7 @@ from dlscaffold.losses import check_inputs, class_index_problem, class_inputs, c
 from dlscaffold.seeding import forked_rng
 
 
-def check_batch(run: Any, indices: list[int]) -> None:
+def check_batch(run: Any, indices: list[int], training: bool = True) -> None:
     """Forward, losses and evals on two samples, so a wrong tensor name or shape fails in seconds.
 
     The last check before the run folder is created, once models exist: the inputs of every
@@ -33,6 +33,9 @@ def check_batch(run: Any, indices: list[int]) -> None:
     Args:
         run: the built run (:class:`dlscaffold.builder.Run`).
         indices: dataset indices to take the two samples from.
+        training: the run trains: also back-propagate each loss (in eval mode, nothing is stepped)
+            and report, all at once, a trained model that no loss trains and a loss whose
+            ``trains`` names a model it does not reach or a model that is not trained.
     """
     with forked_rng(), torch.no_grad():
         collated = collate([run.dataset[i] for i in indices[:2]])
@@ -53,6 +56,8 @@ def check_batch(run: Any, indices: list[int]) -> None:
                 warnings.simplefilter("ignore")  # e.g. classes absent from 2 samples
                 run.flow.compute_metrics()  # a torchmetrics result that is not a number fails here, in seconds
             run.flow.reset_metrics()
+            if training:
+                _check_gradient_paths(run, batch)
         except CodeError as exc:  # e.g. init_args that do not fit the data's shapes
             raise UserError(f"{exc.where} failed on a batch of 2 before training: {first_line(exc.cause)}") from exc
 
@@ -91,3 +96,48 @@ def _term_problem(flow: Any, term: Any, batch: dict[str, Any], outputs: dict[str
             f"({size},) or ({size}, ...), or a scalar batch mean"
         )
     return None
+
+
+def _check_gradient_paths(run: Any, batch: dict[str, Any]) -> None:
+    """Which trained models each loss's gradient reaches, on the check's batch; one line per problem."""
+    flow, config = run.flow, run.config
+    named = {metric_name(m, k, t): t.trains for m, spec in config.info_flow.items() for k, t in spec.losses.items()}
+    params = [(n, p) for n in flow.trained for p in flow.models[n].parameters() if p.requires_grad]
+    with torch.enable_grad(), run.precision.forward_context():
+        values = flow.values(flow.losses, batch, flow.forward(batch))
+        means = {t.name: values[t.name].float().mean() for t in flow.losses}
+    problems, trained_by, reached_any = [], set(), set()
+    for term in flow.losses:
+        value = means[term.name]
+        grads = (
+            torch.autograd.grad(value, [p for _, p in params], allow_unused=True, retain_graph=True)
+            if value.requires_grad and params
+            else [None] * len(params)
+        )
+        reached = {n for (n, _), g in zip(params, grads, strict=True) if g is not None}
+        reached_any |= reached
+        trains = named.get(term.name)
+        for name in trains or ():
+            if name not in flow.trained:
+                problems.append(
+                    f"{term.path}.trains: names {name}, which is not trained (train: 0); "
+                    f"remove it or set info_flow.{name}.train: 1"
+                )
+            elif name not in reached:
+                problems.append(
+                    f"{term.path}.trains: names {name}, but this loss does not reach {name}'s parameters; "
+                    "remove it from trains"
+                )
+        trained_by |= reached & set(flow.trained if trains is None else trains)
+    for name in flow.trained:
+        if name not in trained_by:
+            why = (
+                "every loss that reaches it names other models in trains"
+                if name in reached_any
+                else "no loss reaches its parameters"
+            )
+            problems.append(
+                f"info_flow.{name}: trained (train: 1) but {why}; add a loss that trains it or set train: 0"
+            )
+    if problems:
+        raise ConfigError(*problems)
