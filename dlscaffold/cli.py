@@ -143,6 +143,10 @@ def train(
     def action() -> None:
         project_dir = _project_default(ctx, project)
         config, overrides = _split_args(list(args or []), resume, project_dir / "config.yml" if project_dir else None)
+        if config is not None:  # a FIFO or a device is refused at once, before torch is imported
+            from dlscaffold.config import check_config_path
+
+            check_config_path(config)
         if seeds is not None:
             flags = {"dev": dev, "no_save": no_save, "debug": debug, "device": device}
             _train_seeds(seeds, config, overrides, project_dir, resume, nproc, workers, vary_split, **flags)

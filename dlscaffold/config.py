@@ -602,8 +602,9 @@ def not_regular_file(path: Path) -> str | None:
     return "a folder" if stat.S_ISDIR(mode) else _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def _read_text(path: Path) -> str:
-    """A config file's text; a folder, a FIFO or device, an unreadable, oversized or non-UTF-8 file is one line."""
+def check_config_path(path: Path) -> None:
+    """Refuse, without opening it, what is not a config file: a folder, a FIFO or a device (reading
+    those would hang or never end), nothing at all. Cheap: commands call it before importing torch."""
     kind = not_regular_file(path)
     if kind == "a folder":
         raise UserError(f"{path}: found a folder; expected a config file, e.g. {path / 'config.yml'}")
@@ -611,6 +612,11 @@ def _read_text(path: Path) -> str:
         raise UserError(f"{path}: found {kind}, not a regular file; expected a config file such as config.yml")
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass the path to a config.yml")
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; a folder, a FIFO or device, an unreadable, oversized or non-UTF-8 file is one line."""
+    check_config_path(path)
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)

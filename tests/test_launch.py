@@ -79,6 +79,7 @@ def test_the_cli_launches_with_the_built_arguments(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(distributed, "launch", lambda nproc, args: launched.append((nproc, args)) or 0)
     config = str(tmp_path / "config.yml")
+    (tmp_path / "config.yml").write_text("")  # a missing config is refused before anything launches
     argv = [
         "train",
         config,
