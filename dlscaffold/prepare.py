@@ -132,6 +132,8 @@ def prepare(
         problems += _check_splits(config, saved_split, used)
         if splits is None:  # training
             problems += _check_training(config)
+            unknown = {n for n, s in config.info_flow.items() if not s.ema_of and n not in project.model_classes}
+            problems += _unreached(config, unknown)
             problems += _check_resume_overrides(config_path, raw, overrides, config) if run_dir is not None else []
     if problems:
         raise ConfigError(*problems)
@@ -506,6 +508,63 @@ def _check_training(config: Config) -> list[str]:
             f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, [*names, TOTAL])}expected "
             f"<Model>/<logging_name> of a loss or eval, or {TOTAL} (the weighted sum of the losses): {', '.join(names)}"
         )
+    return problems
+
+
+def _unreached(config: Config, unknown: set[str]) -> list[str]:
+    """What the info_flow graph alone shows no gradient can do, so that these lines come together
+    with every other problem of the config (the two-sample check, :mod:`dlscaffold.trial`, then
+    back-propagates for real and finds the rest, such as a detached output): a trained model that
+    no loss's inputs come from, a ``trains`` naming a frozen model or one its loss does not read
+    from, a trained model every loss reading from it excludes. Same lines as that check."""
+    flow = config.info_flow
+
+    def sources(inputs: dict[str, Any] | None) -> set[str]:
+        return {where for s in (inputs or {}).values() if (where := split_source(str(s), flow)[0]) in flow}
+
+    def inputs_of(name: str) -> dict[str, Any]:
+        spec = flow[name]
+        source = getattr(spec, "ema_of", None)
+        return spec.inputs or (flow[source].inputs if source in flow else {})
+
+    def upstream(names: set[str]) -> set[str]:
+        seen, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += sources(inputs_of(name))
+        return seen
+
+    trained = [name for name, spec in flow.items() if spec.train and name not in unknown]  # unknown: said
+    problems, trained_by, reached_any = [], set(), set()
+    for model, spec in flow.items():
+        for key, loss in spec.losses.items():
+            reached = upstream(sources(loss.inputs)) & set(trained)
+            reached_any |= reached
+            where = f"info_flow.{model}.losses.{key}"
+            for name in [n for n in loss.trains or () if n in flow]:
+                if name not in trained:
+                    problems.append(
+                        f"{where}.trains: names {name}, which is not trained (train: 0); "
+                        f"remove it or set info_flow.{name}.train: 1"
+                    )
+                elif name not in reached:
+                    problems.append(
+                        f"{where}.trains: names {name}, but this loss does not reach {name}'s parameters; "
+                        "remove it from trains"
+                    )
+            trained_by |= reached & set(trained if loss.trains is None else loss.trains)
+    for name in trained:
+        if name not in trained_by:
+            why = (
+                "every loss that reaches it names other models in trains"
+                if name in reached_any
+                else "no loss reaches its parameters"
+            )
+            problems.append(
+                f"info_flow.{name}: trained (train: 1) but {why}; add a loss that trains it or set train: 0"
+            )
     return problems
 
 

@@ -246,3 +246,21 @@ def test_gradient_paths_are_checked_before_the_run_folder(toy: Path) -> None:
         "trains it or set train: 0",
         "2 problems found; nothing was run.",
     ]
+
+
+def test_unreached_models_bad_trains_and_ema_mistakes_come_all_at_once(toy: Path) -> None:
+    """What the info_flow graph shows (no loss reads from the Decoder; a trains naming a frozen model)
+    is reported with the static EMA problems, in one go, before anything is built."""
+    flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow["Decoder"]["losses"] = {}
+    flow["Encoder"]["train"] = 0
+    flow["Classifier"]["losses"]["MultinomialNLL"]["trains"] = ["Classifier", "Encoder"]
+    flow["Teacher"] = {"ema_of": "Classifier", "losses": flow["Classifier"]["losses"]}
+    write_config(toy, "bad.yml", info_flow=flow)
+    result = run_cli("train", "bad.yml", cwd=toy)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert any("info_flow.Decoder: trained (train: 1) but no loss reaches its parameters" in e for e in errors)
+    assert any("MultinomialNLL.trains: names Encoder, which is not trained" in e for e in errors)
+    assert any(e.startswith("error: info_flow.Teacher") for e in errors), errors
+    assert not run_dirs(toy)
