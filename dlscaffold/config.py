@@ -374,6 +374,19 @@ TRAINER = "trainer"
 TRAINER_TENSORS = ("epoch", "step")
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one dict with dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); an empty
+    mapping and every other value (lists too) are kept as they are. The MLflow params, the config
+    changes an update lists and ``load_runs``' ``config.*`` columns are these keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def split_source(source: str, models: Any = ()) -> tuple[str, str | None]:
     """An ``inputs`` source as (where from, tensor name): ``"Encoder"`` -> ``("Encoder", None)``
     (the tensor named like the argument), ``"Encoder.latent"`` -> ``("Encoder", "latent")``,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlscaffold.config import read_yaml
+from dlscaffold.config import flatten, read_yaml
 from dlscaffold.errors import UserError, available, did_you_mean
 from dlscaffold.rundir import is_run_dir, read_metrics
 from dlscaffold.runs import _natural, default_columns, summarize_run
@@ -290,18 +290,6 @@ class Run:
     @property
     def group(self) -> str:
         return group_id(self.row)
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one dict with dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); an empty
-    dict and every other value (lists too) are kept as they are."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _read_config(run_dir: Path, warn: Warn) -> dict[str, Any]:

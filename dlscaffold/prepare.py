@@ -537,24 +537,37 @@ def _unreached(config: Config, unknown: set[str]) -> list[str]:
         return seen
 
     trained = [name for name, spec in flow.items() if spec.train and name not in unknown]  # unknown: said
+    reaches = [
+        (f"info_flow.{model}.losses.{key}", upstream(sources(loss.inputs)) & set(trained), loss.trains)
+        for model, spec in flow.items()
+        for key, loss in spec.losses.items()
+    ]
+    return gradient_path_problems(reaches, trained, known=set(flow))
+
+
+def gradient_path_problems(
+    reaches: list[tuple[str, set[str], list[str] | None]], trained: list[str], known: set[str] | None = None
+) -> list[str]:
+    """The lines for what gradients do not do, from each loss's ``(key path, trained models it
+    reaches, its trains)``: a ``trains`` naming a frozen model or one the loss does not reach, a
+    trained model no loss trains. ``known``: only these names of ``trains`` are judged (an unknown
+    one has its own line). Shared by the graph check here and the two-sample check
+    (:mod:`dlscaffold.trial`), which back-propagates."""
     problems, trained_by, reached_any = [], set(), set()
-    for model, spec in flow.items():
-        for key, loss in spec.losses.items():
-            reached = upstream(sources(loss.inputs)) & set(trained)
-            reached_any |= reached
-            where = f"info_flow.{model}.losses.{key}"
-            for name in [n for n in loss.trains or () if n in flow]:
-                if name not in trained:
-                    problems.append(
-                        f"{where}.trains: names {name}, which is not trained (train: 0); "
-                        f"remove it or set info_flow.{name}.train: 1"
-                    )
-                elif name not in reached:
-                    problems.append(
-                        f"{where}.trains: names {name}, but this loss does not reach {name}'s parameters; "
-                        "remove it from trains"
-                    )
-            trained_by |= reached & set(trained if loss.trains is None else loss.trains)
+    for where, reached, trains in reaches:
+        reached_any |= reached
+        for name in [n for n in trains or () if known is None or n in known]:
+            if name not in trained:
+                problems.append(
+                    f"{where}.trains: names {name}, which is not trained (train: 0); "
+                    f"remove it or set info_flow.{name}.train: 1"
+                )
+            elif name not in reached:
+                problems.append(
+                    f"{where}.trains: names {name}, but this loss does not reach {name}'s parameters; "
+                    "remove it from trains"
+                )
+        trained_by |= reached & set(trained if trains is None else trains)
     for name in trained:
         if name not in trained_by:
             why = (

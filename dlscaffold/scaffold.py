@@ -618,16 +618,6 @@ def _config_report(project: Path, before: dict[str, Any] | None) -> tuple[list, 
     return config_changes(before, yours), config_changes(yours, theirs), []
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings are values."""
-    if not isinstance(value, dict) or not value:
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return value if value else "''"
@@ -641,7 +631,9 @@ def config_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) 
     side lacks); nothing where either side is missing or unreadable."""
     if before is None or after is None:
         return []
-    old, new = _flatten(before), _flatten(after)
+    from dlscaffold.config import flatten
+
+    old, new = flatten(before), flatten(after)
     keys = list(old) + [key for key in new if key not in old]
     return [
         (key, _show(old[key]) if key in old else _ABSENT, _show(new[key]) if key in new else _ABSENT)

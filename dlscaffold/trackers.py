@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from dlscaffold.config import TRACKERS
+from dlscaffold.config import TRACKERS, flatten
 from dlscaffold.errors import first_line
 from dlscaffold.rundir import read_metrics, read_run_info, update_run_info, write_text_atomic
 
@@ -242,17 +242,6 @@ def _open(name: str, run_dir: Path, config: Any, resume: tuple[int, int] | None)
 def default_mlflow_uri(logging_dir: Path) -> str:
     """``sqlite:///<logging_dir>/mlflow.db``: ``mlflow ui --backend-store-uri <this>`` shows it."""
     return f"sqlite:///{Path(logging_dir).resolve() / 'mlflow.db'}"
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys: ``{"training_params.lrn_rate": 0.001, ...}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _row_json(row: dict[str, Any]) -> str:

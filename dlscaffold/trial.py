@@ -19,6 +19,7 @@ from dlscaffold.errors import CodeError, ConfigError, UserError, blame, first_li
 from dlscaffold.flow import batch_size_of
 from dlscaffold.images import image_problems
 from dlscaffold.losses import check_inputs, class_index_problem, class_inputs, classes_owner
+from dlscaffold.prepare import gradient_path_problems
 from dlscaffold.seeding import forked_rng
 
 
@@ -106,7 +107,7 @@ def _check_gradient_paths(run: Any, batch: dict[str, Any]) -> None:
     with torch.enable_grad(), run.precision.forward_context():
         values = flow.values(flow.losses, batch, flow.forward(batch))
         means = {t.name: values[t.name].float().mean() for t in flow.losses}
-    problems, trained_by, reached_any = [], set(), set()
+    reaches = []
     for term in flow.losses:
         value = means[term.name]
         grads = (
@@ -115,29 +116,7 @@ def _check_gradient_paths(run: Any, batch: dict[str, Any]) -> None:
             else [None] * len(params)
         )
         reached = {n for (n, _), g in zip(params, grads, strict=True) if g is not None}
-        reached_any |= reached
-        trains = named.get(term.name)
-        for name in trains or ():
-            if name not in flow.trained:
-                problems.append(
-                    f"{term.path}.trains: names {name}, which is not trained (train: 0); "
-                    f"remove it or set info_flow.{name}.train: 1"
-                )
-            elif name not in reached:
-                problems.append(
-                    f"{term.path}.trains: names {name}, but this loss does not reach {name}'s parameters; "
-                    "remove it from trains"
-                )
-        trained_by |= reached & set(flow.trained if trains is None else trains)
-    for name in flow.trained:
-        if name not in trained_by:
-            why = (
-                "every loss that reaches it names other models in trains"
-                if name in reached_any
-                else "no loss reaches its parameters"
-            )
-            problems.append(
-                f"info_flow.{name}: trained (train: 1) but {why}; add a loss that trains it or set train: 0"
-            )
+        reaches.append((term.path, reached, named.get(term.name)))
+    problems = gradient_path_problems(reaches, list(flow.trained))
     if problems:
         raise ConfigError(*problems)
