@@ -27,6 +27,7 @@ from dlscaffold.data import (
     split_problem,
 )
 from dlscaffold.device import Placement, select_placement
+from dlscaffold.device_data import device_loader
 from dlscaffold.distributed import World
 from dlscaffold.errors import UserError
 from dlscaffold.flow import Flow, build_flow
@@ -73,7 +74,7 @@ def build_run(
     idx_dict = make_split(config, dataset, prepared.saved_split)
     placement = select_placement(tp.use_GPU, device, tp.channels_last)
     made = {
-        role: make_loader(
+        role: (device_loader if dl.device_data else make_loader)(
             dataset,
             split_indices(idx_dict, split),
             dl.batch_size,
@@ -83,6 +84,7 @@ def build_run(
             placement.pin_memory,
             world.rank,
             world.world_size,
+            **({"split": split, "device": placement.device} if dl.device_data else {}),
         )
         for role, (split, shuffle) in loaders.items()
     }

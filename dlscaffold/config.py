@@ -130,6 +130,10 @@ class DataloadingParams(_Section):
     num_workers: Int = Field(0, ge=0, le=256)
     batch_size: Int = Field(128, ge=1, le=INT64_MAX)
     idx_dict_path: Path | None = None
+    # Stack each split once on the run's device and batch by index selection (no DataLoader).
+    device_data: bool = False
+    # Training points a model's init_from_data(**inputs) receives once, before a fresh run's first epoch.
+    init_samples: Int = Field(5000, ge=1, le=INT64_MAX)
     # Free-form options for the project's CustomDataSet (cfg["dataloading_params"]["dataset_args"]).
     dataset_args: dict[str, Any] = Field(default_factory=dict)
 
@@ -261,6 +265,10 @@ class LossSpec(_Section):
     function: str | None = None
     # The models whose parameters this loss updates; default: every trained model it reaches.
     trains: list[str] | None = None
+    # Keyword options of the function (``label_smoothing`` of MultinomialNLL), checked against its signature.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _empty_options = field_validator("options", mode="before")(_none_is_empty)
 
 
 class EvalSpec(_Section):
@@ -269,8 +277,11 @@ class EvalSpec(_Section):
     function: str | None = None
     # Constructor arguments of a ``torchmetrics.<Class>`` eval (an epoch-level metric).
     init_args: dict[str, Any] = Field(default_factory=dict)
+    # Keyword options of a function eval, as for losses.
+    options: dict[str, Any] = Field(default_factory=dict)
 
     _empty_init_args = field_validator("init_args", mode="before")(_none_is_empty)
+    _empty_options = field_validator("options", mode="before")(_none_is_empty)
 
 
 class ParamGroupSpec(_Section):

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from dlscaffold.builder import Run
 from dlscaffold.data import make_loader, split_indices
+from dlscaffold.device_data import device_loader
 from dlscaffold.epoch import run_epoch
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import read_metrics
@@ -49,4 +50,7 @@ def split_loader(run: Run, split: str) -> DataLoader:
         return run.loaders[split]
     indices = split_indices(run.idx_dict, split, "split")
     dl, tp = run.config.dataloading_params, run.config.training_params
-    return make_loader(run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)
+    args = (run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)
+    if dl.device_data:
+        return device_loader(*args, split=split, device=run.placement.device)
+    return make_loader(*args)

@@ -16,6 +16,7 @@ per pass over the data (:meth:`Flow.compute_metrics`), so that a metric that is 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,13 +243,18 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                 Term(
                     name=metric_name(model_name, key, term),
                     path=f"info_flow.{model_name}.{kind}.{key}",
-                    fn=registry.get(term.function or key),
+                    fn=_with_options(registry.get(term.function or key), term.options),
                     weight=getattr(term, "weight", 0.0),
                     sources=routes(term.inputs, list(config.info_flow)),
                     members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
                 )
             )
     return terms
+
+
+def _with_options(fn: Callable[..., torch.Tensor], options: dict[str, Any]) -> Callable[..., torch.Tensor]:
+    """``fn`` with a term's ``options`` bound as keyword arguments (checked by prepare)."""
+    return functools.partial(fn, **options) if options else fn
 
 
 def _metric_terms(config: Config, device: torch.device) -> list[MetricTerm]:

@@ -215,11 +215,11 @@ def declare(
 
     def guard(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         @functools.wraps(fn)
-        def guarded(*tensors: torch.Tensor) -> torch.Tensor:
+        def guarded(*tensors: torch.Tensor, **options: Any) -> torch.Tensor:
             problem = _problem(spec, tensors, read_values=False)
             if problem is not None:
                 raise ValueError(problem)
-            return fn(*tensors)
+            return fn(*tensors, **options)
 
         guarded.spec = spec  # type: ignore[attr-defined]
         return guarded
@@ -235,7 +235,7 @@ def declare(
 
 def spec_of(fn: Callable[..., Any]) -> Spec | None:
     """The declaration of a built-in (or of any function made with :func:`declare`), else None."""
-    spec = getattr(fn, "spec", None)
+    spec = getattr(fn.func if isinstance(fn, functools.partial) else fn, "spec", None)  # a partial: a term's options
     return spec if isinstance(spec, Spec) else None
 
 
@@ -305,14 +305,19 @@ _MEMBERS, _ENSEMBLE_LOGITS = Input("prediction", "B E *D"), Input("class_logits"
 
 
 @declare(_LOGITS, _CLASS_IDX, formula="-log softmax(class_logits)[class_idx]")
-def multinomial_nll(class_logits: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+def multinomial_nll(
+    class_logits: torch.Tensor, class_idx: torch.Tensor, *, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross entropy of logits ``(B, K)`` against class indices ``(B,)``.
+
+    Option ``label_smoothing`` (0 to 1, default 0): the target mixes the class with the uniform
+    distribution, as in :func:`torch.nn.functional.cross_entropy`.
 
     The older tool's ``MultinomialNLLwSoftmax``; on log-probabilities (``log_softmax`` outputs)
     it equals its ``MultinomialNLL`` (``-class_logits[class_idx]``), since ``log_softmax`` leaves
     log-probabilities unchanged.
     """
-    return F.cross_entropy(class_logits, class_idx.long(), reduction="none")
+    return F.cross_entropy(class_logits, class_idx.long(), reduction="none", label_smoothing=label_smoothing)
 
 
 @declare(
@@ -399,10 +404,13 @@ def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_sample(F.l1_loss(prediction, target.to(prediction.dtype), reduction="none"))
 
 
-@declare(_PREDICTION, _TARGET, formula="mean over D of smooth_l1(prediction - target), β = 1")
-def smooth_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Huber-like error per sample (quadratic below 1, linear above), both ``(B, *D)``."""
-    return per_sample(F.smooth_l1_loss(prediction, target.to(prediction.dtype), reduction="none"))
+@declare(_PREDICTION, _TARGET, formula="mean over D of smooth_l1(prediction - target), β = beta (option, default 1)")
+def smooth_l1(prediction: torch.Tensor, target: torch.Tensor, *, beta: float = 1.0) -> torch.Tensor:
+    """Huber-like error per sample (quadratic below ``beta``, linear above), both ``(B, *D)``.
+
+    Option ``beta`` (default 1): where the quadratic part ends.
+    """
+    return per_sample(F.smooth_l1_loss(prediction, target.to(prediction.dtype), reduction="none", beta=beta))
 
 
 def _l1_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ when the page and the registry disagree.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from dlscaffold.losses import EVALS, LOSSES, Input, Spec, spec_of
@@ -34,6 +35,10 @@ these declarations (`dlscaffold.losses.check_inputs`), and a built-in never broa
 do not fit (a `(B, 1)` prediction against a `(B,)` target) stop the run with a one-line message
 such as `expected prediction and target of the same shape; found (4, 1) and (4,)`.
 
+Options (`options:` on the term, e.g. `MultinomialNLL: {options: {label_smoothing: 0.2}, ...}`)
+are keyword arguments of the function, listed with their defaults; any other key is refused
+before the run starts.
+
 Ensemble built-ins also give each member's value, `(B, E)`, logged as `<logging_name>_<i>` beside
 the ensemble's own (`dlscaffold.losses.members_fn`). Ensemble losses sum the members' losses, so
 each member trains as it would alone.
@@ -48,19 +53,26 @@ def _input_text(arg: Input) -> str:
     return " ".join(filter(None, (f"`{arg.name}`", arg.shape_text, _KIND_TEXT[arg.kind])))
 
 
-def _row(name: str, spec: Spec) -> str:
+def _options_text(fn: Callable) -> str:
+    """The keyword-only parameters of a built-in, with their defaults: its ``options``."""
+    params = inspect.signature(fn).parameters.values()
+    return ", ".join(f"`{p.name}: {p.default!r}`" for p in params if p.kind == p.KEYWORD_ONLY) or "none"
+
+
+def _row(name: str, fn: Callable, spec: Spec) -> str:
     inputs = "; ".join(_input_text(i) for i in spec.inputs)
     output = spec.output + (f"; members (B, E): {spec.members}" if spec.members else "")
-    return f"| `{name}` | {_cell(inputs)} | {_cell(output)} | {_cell(spec.formula)} |"
+    return f"| `{name}` | {_cell(inputs)} | {_cell(output)} | {_cell(spec.formula)} | {_options_text(fn)} |"
 
 
 def _table(title: str, entries: dict[str, Callable]) -> list[str]:
-    lines = [f"## {title}", "", "| name | inputs, in order | output | value per sample |", "| --- | --- | --- | --- |"]
+    header = "| name | inputs, in order | output | value per sample | options |"
+    lines = [f"## {title}", "", header, "| --- | --- | --- | --- | --- |"]
     for name, fn in entries.items():
         spec = spec_of(fn)
         if spec is None:
             raise ValueError(f"built-in '{name}' has no declaration; declare it with dlscaffold.losses.declare")
-        lines.append(_row(name, spec))
+        lines.append(_row(name, fn, spec))
     return lines + [""]
 
 

@@ -43,7 +43,7 @@ from dlscaffold.provenance import code_hashes
 from dlscaffold.registry import Registry, build_registries
 from dlscaffold.rundir import read_run_info
 from dlscaffold.runfiles import model_epoch
-from dlscaffold.signatures import arity_problem, kwargs_problem
+from dlscaffold.signatures import arity_problem, kwargs_problem, options_problem
 from dlscaffold.tm_metrics import TORCHMETRICS, build_metric
 
 
@@ -298,6 +298,11 @@ def _check_terms(path: str, terms: Any, registry: Registry, models: list[str]) -
             problem = arity_problem(registry.get(name), len(inputs), name)
             if problem:
                 problems.append(f"{where}.inputs: {problem}")
+        options = spec.get("options")
+        if isinstance(options, dict) and options:  # not a mapping: the schema reports it
+            problem = options_problem(registry.get(name), options, len(inputs) if isinstance(inputs, dict) else 0, name)
+            if problem:
+                problems.append(f"{where}.options: {problem}")
     return problems
 
 
@@ -306,6 +311,10 @@ def _check_torchmetric(where: str, name: str, spec: dict, models: list[str]) -> 
     constructor accepts (built once on the CPU) and as many inputs as its ``update`` takes."""
     inputs = spec.get("inputs")
     problems = _check_sources(f"{where}.inputs", inputs, models, [])
+    if spec.get("options"):
+        problems.append(
+            f"{where}.options: a torchmetrics.<Class> eval takes its settings as init_args: move them there"
+        )
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
         return problems  # the schema reports it

@@ -38,6 +38,30 @@ def kwargs_problem(fn: Callable[..., Any], kwargs: dict, what: str, skip_first: 
     return f"{'; '.join(parts)}; {what} takes ({', '.join(names)})" if parts else None
 
 
+def options_problem(fn: Callable[..., Any], options: dict, num_inputs: int, what: str) -> str | None:
+    """Whether ``fn`` takes ``options`` as keyword arguments after ``num_inputs`` positional inputs
+    (None if it does): each must name a parameter with a default that no input fills."""
+    sig = signature(fn)
+    if sig is None:
+        return None
+    params = list(sig.parameters.values())
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    filled = {p.name for p in positional[:num_inputs]}
+    names = [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty and p.name not in filled
+    ]
+    for key in options:
+        if key not in names:
+            hint = did_you_mean(key, names).strip()
+            accepted = f"its options: {', '.join(names)}" if names else "it takes no options"
+            return f"'{key}' is not an option of {what} ({hint + '; ' if hint else ''}{accepted})"
+    return None
+
+
 def arity_problem(fn: Callable[..., Any], count: int, what: str) -> str | None:
     """Whether ``fn`` accepts ``count`` positional arguments (None if it does)."""
     sig = signature(fn)

@@ -26,6 +26,7 @@ from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
 from dlscaffold.ema import attach as attach_ema
 from dlscaffold.errors import CodeError, QuietExit, UserError
+from dlscaffold.init_data import init_from_data
 from dlscaffold.loop import (
     Echo,
     Monitor,
@@ -272,6 +273,8 @@ def _build_session(
     state = load_trainer_state(last_trainer_state(resume)) if resume is not None else None
     weights = (resume, state["epoch"]) if state is not None and "models" not in state else None
     run = build_run(prepared, {"train": (splits[0], True), "val": (splits[1], False)}, options.device, weights, world)
+    if state is None:  # a fresh run: models with init_from_data set their weights from training points
+        init_from_data(run, run.idx_dict[splits[0]], echo)
     wrap_for_training(run, world)
     trainer = build_trainer(run, len(run.loaders["train"]))
     attach_ema(run, trainer, len(run.loaders["train"]))  # EMA models follow their source's optimizer steps

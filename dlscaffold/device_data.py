@@ -1,0 +1,114 @@
+"""Data held on the device (``dataloading_params.device_data: true``): no DataLoader, no copies per step.
+
+:class:`DeviceLoader` stacks a split's items once (the same :func:`~dlscaffold.data.collate` rule
+as the DataLoader path) and moves them to the run's device; each batch is then an index selection
+in exactly the order of the split's :class:`~dlscaffold.data.EpochSampler`. So a run gives the
+same batches, and on the CPU bitwise the same weights, as with the DataLoader; ``--resume``
+continues mid-epoch at the same position; data-parallel ranks take their own shards. Like a
+DataLoader's iterator it draws one number from torch's RNG each epoch, so the RNG stream (and the
+augmentation of ``transform_batch``) is the same on both paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from dlscaffold.data import Collate, EpochSampler, _NamedErrors
+from dlscaffold.errors import UserError
+
+MEMORY_SHARE = 0.5  # a split may take at most this share of the device's free memory
+
+
+def _bytes(batch: dict[str, Any]) -> int:
+    return sum(v.nbytes for v in batch.values() if isinstance(v, torch.Tensor))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now: the GPU's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf: no bound
+        return 1 << 62
+
+
+def device_loader(
+    dataset: Any,
+    indices: list[int],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    pin_memory: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    split: str,
+    device: torch.device,
+) -> DeviceLoader:
+    """What :func:`~dlscaffold.data.make_loader` makes, with the split on ``device`` (``num_workers``
+    and ``pin_memory`` have nothing to do here)."""
+    sampler = EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
+    return DeviceLoader(_NamedErrors(dataset), split, sampler, batch_size, device)
+
+
+class DeviceLoader:
+    """A split's items stacked on ``device``, batched in the sampler's order (see the module)."""
+
+    def __init__(self, dataset: Any, split: str, sampler: EpochSampler, batch_size: int, device: torch.device):
+        self.sampler, self.batch_size, self.device = sampler, batch_size, device
+        self.collate_fn = Collate()  # its limits (class index ranges) are checked once on the whole split
+        self._checked: dict[str, Any] = {}
+        indices = sampler.indices
+        self.rows = {index: row for row, index in enumerate(indices)}  # dataset index -> row of the stack
+        first = self.collate_fn([dataset[indices[0]]]) if indices else {}
+        needed, free = _bytes(first) * len(indices), free_memory(device)
+        if needed > MEMORY_SHARE * free:
+            raise UserError(
+                f"dataloading_params.device_data: the '{split}' split stacks to {needed / 1e9:.2f} GB, more than "
+                f"{MEMORY_SHARE:.0%} of the {free / 1e9:.2f} GB free on {device}; set device_data: false to load "
+                "batches with the DataLoader"
+            )
+        stacked = self.collate_fn([dataset[i] for i in indices]) if indices else {}
+        self.data = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in stacked.items()}
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def _check_limits(self) -> None:
+        """The class index ranges the pre-run check learned, over the whole split, once each."""
+        if self._checked != self.collate_fn.limits:
+            for name, (k, owner, where) in self.collate_fn.limits.items():
+                value = self.data.get(name)
+                if isinstance(value, torch.Tensor) and value.numel():
+                    low, high = (int(x) for x in torch.aminmax(value))  # once per limit: one sync
+                    if low < 0 or high >= k:
+                        raise UserError(
+                            f"{where}: the dataset's '{name}' holds {low if low < 0 else high} but {owner} {k} "
+                            f"classes; expected class indices in [0, {k}): fix the labels, or the model's number "
+                            "of classes"
+                        )
+            self._checked = dict(self.collate_fn.limits)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # the draw a DataLoader's iterator makes when it is created: the same RNG stream on both paths
+        torch.empty((), dtype=torch.int64).random_()
+        self._check_limits()
+        order = [self.rows[i] for i in self.sampler]
+        rows = torch.tensor(order, dtype=torch.long).to(self.device, non_blocking=True)  # one copy an epoch
+        return self._batches(order, rows)
+
+    def _batches(self, order: list[int], rows: torch.Tensor) -> Iterator[dict[str, Any]]:
+        for start in range(0, len(order), self.batch_size):
+            chosen = rows[start : start + self.batch_size]
+            yield {
+                k: v.index_select(0, chosen)
+                if isinstance(v, torch.Tensor)
+                else [v[r] for r in order[start : start + self.batch_size]]
+                for k, v in self.data.items()
+            }
