@@ -103,17 +103,18 @@ class LoadedRun:
             with run.precision.forward_context():
                 return run.flow.forward(batch)
 
-    def evaluate(self, split: str = "val", progress_bar: bool = False) -> dict[str, Any]:
+    def evaluate(self, split: str = "val", progress_bar: bool = False, tta: bool = True) -> dict[str, Any]:
         """Every configured loss and eval over ``split``: the numbers ``dlscaffold evaluate RUN
-        --epoch E --split SPLIT`` reports.
+        --epoch E --split SPLIT`` reports (``tta=False``: ``--no-tta``, without the run's test-time
+        augmentation).
 
         Returns:
-            ``{"run_dir", "epoch", "requested_epoch", "split", "num_samples", "metrics": {"<Model>/<name>":
+            ``{"run_dir", "epoch", "requested_epoch", "split", "num_samples", "tta", "metrics": {"<Model>/<name>":
             value}}``: ``epoch`` the loaded epoch's number, ``requested_epoch`` what ``load_run`` was
             asked for (``"best"``, ``"last"`` or the number).
         """
         with forked_rng():  # a dataset's transform_batch may draw random numbers: leave the caller's RNGs
-            result = evaluate_run(self._run, split, Progress(progress_bar))
+            result = evaluate_run(self._run, split, Progress(progress_bar), tta)
         return {"run_dir": str(self.run_dir), "epoch": self.epoch, "requested_epoch": self.requested_epoch, **result}
 
     def __repr__(self) -> str:

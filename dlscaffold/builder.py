@@ -34,6 +34,7 @@ from dlscaffold.flow import Flow, build_flow
 from dlscaffold.precision import Precision
 from dlscaffold.prepare import Prepared
 from dlscaffold.seeding import seed_everything
+from dlscaffold.tta import Views, views_of
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Run:
     flow: Flow
     loaders: dict[str, DataLoader]  # by role, e.g. {"train": ..., "val": ...}
     transform: Callable[[dict[str, Any], bool], dict[str, Any]]  # the dataset's transform_batch
+    views: Views | None = None  # test-time augmentation (training_params.tta_outputs)
 
 
 def build_run(
@@ -101,6 +103,7 @@ def build_run(
         flow,
         made,
         batch_transform(dataset),
+        views_of(dataset, config),
     )
 
 

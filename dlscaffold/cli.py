@@ -268,6 +268,9 @@ def evaluate(
         Path | None, typer.Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
     ] = None,
     device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
+    no_tta: Annotated[
+        bool, typer.Option("--no-tta", help="Without the run's test-time augmentation (training_params.tta_outputs).")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
 ) -> None:
     """Compute every configured loss and eval of a run over one split."""
@@ -301,10 +304,13 @@ def evaluate(
                 list(overrides or []),
                 echo=say,
                 console=console,
+                tta=not no_tta,
             )
         asked = result["requested_epoch"]
         which = f"epoch {result['epoch']}" + (f" ({asked})" if isinstance(asked, str) else "")
-        say(f"{run_dir}: {which}, split '{split}', {result['num_samples']} samples")
+        tta = result["tta"]
+        views = f", test-time augmentation: {tta['views']} views" if tta else ""
+        say(f"{run_dir}: {which}, split '{split}', {result['num_samples']} samples{views}")
         table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")

@@ -197,6 +197,9 @@ class TrainingParams(_Section):
     backend: Literal["nccl", "gloo"] | None = None
     find_unused_parameters: bool = False
     sync_batchnorm: bool = False
+    # Test-time augmentation: "<Model>.<output>" averaged over CustomDataSet.tta_views(batch) in
+    # validation and evaluation; empty: none.
+    tta_outputs: list[str] = Field(default_factory=list)
 
 
 TRACKERS = ("tensorboard", "mlflow")  # logging_params.trackers: dlscaffold.trackers opens them

@@ -18,6 +18,7 @@ from dlscaffold.distributed import all_reduce_sum
 from dlscaffold.flow import Flow, batch_size_of
 from dlscaffold.precision import Precision
 from dlscaffold.progress import Progress
+from dlscaffold.tta import Views
 
 
 class Sums:
@@ -61,7 +62,11 @@ class Sums:
 
 
 def evaluate_batch(
-    flow: Flow, batch: dict[str, Any], precision: Precision, seen: Callable[[dict[str, Any], dict], None] | None = None
+    flow: Flow,
+    batch: dict[str, Any],
+    precision: Precision,
+    seen: Callable[[dict[str, Any], dict], None] | None = None,
+    views: Views | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss and eval of one batch (the caller sets eval mode and no_grad).
 
@@ -69,7 +74,7 @@ def evaluate_batch(
     (:meth:`~dlscaffold.flow.Flow.update_metrics`), which the caller resets and computes.
     """
     with precision.forward_context():
-        outputs = flow.forward(batch)
+        outputs = flow.forward(batch) if views is None else views.forward(flow, batch)
         values = flow.values(flow.losses + flow.evals, batch, outputs)
     flow.update_metrics(batch, outputs)  # outside autocast: metric state in full precision
     if seen is not None:  # e.g. the first validation batch's log_images
@@ -87,8 +92,9 @@ def run_epoch(
     progress: Progress,
     label: str,
     first_batch: Callable[[dict[str, Any], dict], None] | None = None,
+    views: Views | None = None,
 ) -> tuple[dict[str, float], int]:
-    """Every loss and eval over ``loader`` in eval mode.
+    """Every loss and eval over ``loader`` in eval mode (``views``: with test-time augmentation).
 
     Returns:
         The sample means of the losses and evals, with the torchmetrics evals' values over the whole
@@ -99,5 +105,6 @@ def run_epoch(
     sums = Sums(flow.term_names, placement.device)
     for i, batch in enumerate(progress.track(loader, label)):
         batch = transform(placement.move(batch), False)
-        sums.add(evaluate_batch(flow, batch, precision, first_batch if i == 0 else None), batch_size_of(batch))
+        values = evaluate_batch(flow, batch, precision, first_batch if i == 0 else None, views)
+        sums.add(values, batch_size_of(batch))
     return {**sums.means(), **flow.compute_metrics()}, sums.count

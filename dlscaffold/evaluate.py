@@ -28,6 +28,7 @@ def evaluate(
     overrides: list[str] = (),
     echo: Callable[[str], None] = print,
     console: Any = None,
+    tta: bool = True,
 ) -> dict[str, Any]:
     """Load a run's config, split and weights and compute its losses and evals over ``split``.
 
@@ -43,9 +44,10 @@ def evaluate(
         overrides: dotted ``key=value`` changes to the run's config, e.g. a moved ``dataset_path``.
         echo: where the human-readable lines go (and the plain progress lines, without a bar).
         console: where the bar is drawn (a ``rich.console.Console``); default: rich's, on stdout.
+        tta: with the run's test-time augmentation (``training_params.tta_outputs``), if it has one.
 
     Returns:
-        ``{"run_dir", "epoch", "requested_epoch", "split", "num_samples", "metrics": {"<Model>/<name>": value}}``:
+        ``{"run_dir", "epoch", "requested_epoch", "split", "num_samples", "tta", "metrics": {"<Model>/<name>": v}}``:
         ``epoch`` is the number of the epoch whose weights were loaded (``"best"`` only for a run whose
         run.json does not say which epoch that is), ``requested_epoch`` what was asked: ``"best"``,
         ``"last"`` or the number.
@@ -62,7 +64,7 @@ def evaluate(
     run = build_run(prepared, {split: (split, False)}, device, weights=(run_dir, saved))
     set_clock(run, run_dir, saved)
     every = prepared.config.logging_params.progress_every
-    result = evaluate_run(run, split, Progress(progress_bar, console, every=every, echo=echo))
+    result = evaluate_run(run, split, Progress(progress_bar, console, every=every, echo=echo), tta)
     result = {"run_dir": str(run_dir), "epoch": epoch_number(run_dir, saved), "requested_epoch": requested, **result}
     if json_path is not None:
         write_text_atomic(json_path, to_json(result))

@@ -31,17 +31,22 @@ def set_clock(run: Run, run_dir: Path, epoch: int | str) -> None:
     )
 
 
-def evaluate_run(run: Run, split: str, progress: Progress) -> dict[str, Any]:
+def evaluate_run(run: Run, split: str, progress: Progress, tta: bool = True) -> dict[str, Any]:
     """Every loss and eval of a built run over ``split``, in eval mode.
 
+    Args:
+        tta: with the run's test-time augmentation (``training_params.tta_outputs``), if it has one.
+
     Returns:
-        ``{"split", "num_samples", "metrics": {"<Model>/<name>": value}}``; losses and per-sample
-        evals are sample means, ``torchmetrics`` evals are computed over the whole split.
+        ``{"split", "num_samples", "tta", "metrics": {"<Model>/<name>": value}}``; losses and per-sample
+        evals are sample means, ``torchmetrics`` evals are computed over the whole split; ``tta``
+        ``{"outputs": [...], "views": N}``, or None for the plain forward pass.
     """
+    views = run.views if tta else None
     metrics, count = run_epoch(
-        run.flow, split_loader(run, split), run.placement, run.precision, run.transform, progress, split
+        run.flow, split_loader(run, split), run.placement, run.precision, run.transform, progress, split, views=views
     )
-    return {"split": split, "num_samples": count, "metrics": metrics}
+    return {"split": split, "num_samples": count, "tta": views.record() if views else None, "metrics": metrics}
 
 
 def split_loader(run: Run, split: str) -> DataLoader:

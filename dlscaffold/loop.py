@@ -124,7 +124,15 @@ def _train_and_validate(
         keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
         run.flow.clock["step"] = trainer.step  # the steps done, as evaluate gives these weights (the row's step)
         val_values, _ = run_epoch(
-            run.flow, run.loaders["val"], run.placement, run.precision, run.transform, progress, "val", first_batch=keep
+            run.flow,
+            run.loaders["val"],
+            run.placement,
+            run.precision,
+            run.transform,
+            progress,
+            "val",
+            first_batch=keep,
+            views=run.views,
         )
         val_values = _with_total(session, val_values)
         session.log.epoch_row(epoch, "val", trainer.step, val_values)
