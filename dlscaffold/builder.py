@@ -21,13 +21,12 @@ from dlscaffold.data import (
     batch_transform,
     dataset_size,
     make_idx_dict,
-    make_loader,
     project_test_indices,
     split_indices,
     split_problem,
 )
 from dlscaffold.device import Placement, select_placement
-from dlscaffold.device_data import device_loader
+from dlscaffold.device_data import split_loader
 from dlscaffold.distributed import World
 from dlscaffold.errors import UserError
 from dlscaffold.flow import Flow, build_flow
@@ -76,7 +75,8 @@ def build_run(
     idx_dict = make_split(config, dataset, prepared.saved_split)
     placement = select_placement(tp.use_GPU, device, tp.channels_last)
     made = {
-        role: (device_loader if dl.device_data else make_loader)(
+        role: split_loader(
+            dl.device_data,
             dataset,
             split_indices(idx_dict, split),
             dl.batch_size,
@@ -86,7 +86,8 @@ def build_run(
             placement.pin_memory,
             world.rank,
             world.world_size,
-            **({"split": split, "device": placement.device} if dl.device_data else {}),
+            split=split,
+            device=placement.device,
         )
         for role, (split, shuffle) in loaders.items()
     }

@@ -215,16 +215,21 @@ class Collate:
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = collate(samples)
+        self.check(batch)
+        return batch
+
+    def check(self, batch: dict[str, Any]) -> None:
+        """Raise :class:`DatasetItemError` when a limited tensor of ``batch`` holds a value outside
+        its ``[0, K)`` (one min/max each: no sync for a CPU batch, one for a split on the device)."""
         for name, (k, owner, where) in self.limits.items():
             value = batch.get(name)
             if isinstance(value, torch.Tensor) and value.numel():
-                low, high = int(value.min()), int(value.max())  # a CPU tensor: no device sync
+                low, high = (int(x) for x in torch.aminmax(value))
                 if low < 0 or high >= k:
                     raise DatasetItemError(
                         f"{where}: the dataset's '{name}' holds {low if low < 0 else high} but {owner} {k} "
                         f"classes; expected class indices in [0, {k}): fix the labels, or the model's number of classes"
                     )
-        return batch
 
 
 class _NamedErrors(Dataset):
@@ -301,6 +306,14 @@ class EpochSampler(Sampler[int]):
         return max(self.num_samples - self.start, 0)
 
 
+def epoch_sampler(
+    indices: Sequence[int], batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+) -> EpochSampler:
+    """The sampler of a split's loader, either kind (training ones, ``shuffle=True``, give every
+    rank the same number of steps)."""
+    return EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
+
+
 def make_loader(
     dataset: Dataset,
     indices: Sequence[int],
@@ -312,13 +325,11 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and an :class:`EpochSampler`
-    (training loaders, ``shuffle=True``, give every rank the same number of steps)."""
-    sampler = EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
+    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and :func:`epoch_sampler`."""
     return DataLoader(
         _NamedErrors(dataset),
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=epoch_sampler(indices, batch_size, shuffle, seed, rank, world_size),
         num_workers=num_workers,
         collate_fn=Collate(),
         pin_memory=pin_memory,

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
-from dlscaffold.data import Collate, EpochSampler, _NamedErrors
+from dlscaffold.data import Collate, EpochSampler, _NamedErrors, epoch_sampler, make_loader
 from dlscaffold.errors import UserError
 
 MEMORY_SHARE = 0.5  # a split may take at most this share of the device's free memory
@@ -37,23 +38,14 @@ def free_memory(device: torch.device) -> int:
         return 1 << 62
 
 
-def device_loader(
-    dataset: Any,
-    indices: list[int],
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    num_workers: int,
-    pin_memory: bool,
-    rank: int = 0,
-    world_size: int = 1,
-    *,
-    split: str,
-    device: torch.device,
-) -> DeviceLoader:
-    """What :func:`~dlscaffold.data.make_loader` makes, with the split on ``device`` (``num_workers``
-    and ``pin_memory`` have nothing to do here)."""
-    sampler = EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
+def split_loader(on_device: bool, *args: Any, split: str, device: torch.device) -> DataLoader | DeviceLoader:
+    """The loader of ``split``: :func:`~dlscaffold.data.make_loader`'s DataLoader of ``args`` (its
+    parameters, in its order), or with ``on_device`` the same batches from a :class:`DeviceLoader`
+    on ``device`` (``num_workers`` and ``pin_memory`` have nothing to do there)."""
+    if not on_device:
+        return make_loader(*args)
+    dataset, indices, batch_size, shuffle, seed, _num_workers, _pin_memory, *world = args
+    sampler = epoch_sampler(indices, batch_size, shuffle, seed, *world)
     return DeviceLoader(_NamedErrors(dataset), split, sampler, batch_size, device)
 
 
@@ -83,16 +75,7 @@ class DeviceLoader:
     def _check_limits(self) -> None:
         """The class index ranges the pre-run check learned, over the whole split, once each."""
         if self._checked != self.collate_fn.limits:
-            for name, (k, owner, where) in self.collate_fn.limits.items():
-                value = self.data.get(name)
-                if isinstance(value, torch.Tensor) and value.numel():
-                    low, high = (int(x) for x in torch.aminmax(value))  # once per limit: one sync
-                    if low < 0 or high >= k:
-                        raise UserError(
-                            f"{where}: the dataset's '{name}' holds {low if low < 0 else high} but {owner} {k} "
-                            f"classes; expected class indices in [0, {k}): fix the labels, or the model's number "
-                            "of classes"
-                        )
+            self.collate_fn.check(self.data)
             self._checked = dict(self.collate_fn.limits)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

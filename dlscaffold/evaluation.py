@@ -12,9 +12,9 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from dlscaffold import device_data
 from dlscaffold.builder import Run
-from dlscaffold.data import make_loader, split_indices
-from dlscaffold.device_data import device_loader
+from dlscaffold.data import split_indices
 from dlscaffold.epoch import run_epoch
 from dlscaffold.progress import Progress
 from dlscaffold.rundir import read_metrics
@@ -56,6 +56,4 @@ def split_loader(run: Run, split: str) -> DataLoader:
     indices = split_indices(run.idx_dict, split, "split")
     dl, tp = run.config.dataloading_params, run.config.training_params
     args = (run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)
-    if dl.device_data:
-        return device_loader(*args, split=split, device=run.placement.device)
-    return make_loader(*args)
+    return device_data.split_loader(dl.device_data, *args, split=split, device=run.placement.device)

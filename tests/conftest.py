@@ -56,3 +56,48 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def run_dirs(project: Path) -> list[Path]:
     logs = project / "runs"
     return sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []
+
+
+SIGNALLING_MODELS = '''
+
+class SignalAt(nn.Module):
+    """Passes its input through; sends this process SIGTERM during global step ``at``."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def forward(self, features, step):
+        import os
+        import signal
+
+        if int(step) == self.at and not os.environ.get("RESUMED") and not _FIRED:
+            _FIRED.append(step)  # once: validation after the step sees the same clock
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"features": features}
+
+
+_FIRED = []
+
+
+_plain_models = get_ref_model_dict
+
+
+def get_ref_model_dict():
+    return {**_plain_models(), "SignalAt": SignalAt}
+'''
+
+
+def signalling_config(project: Path, at: int, **changes: object) -> Path:
+    """``signal.yml``: the toy project's config with a ``SignalAt`` model first (SIGTERM during
+    global step ``at``, unless ``RESUMED`` is set), feeding the Encoder; batch 16, 3 epochs."""
+    with open(project / "models.py", "a") as fh:
+        fh.write(SIGNALLING_MODELS)
+    flow = yaml.safe_load((project / "config.yml").read_text())["info_flow"]
+    flow["Encoder"]["inputs"] = {"features": "SignalAt"}
+    flow = {
+        "SignalAt": {"train": 0, "init_args": {"at": at}, "inputs": {"features": "dataset", "step": "trainer"}},
+        **flow,
+    }
+    changes = {"dataloading_params__batch_size": 16, "training_params__max_training_epochs": 3, **changes}
+    return write_config(project, "signal.yml", info_flow=flow, **changes)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_dirs, write_config
-from test_trustworthy import SIGNALLING_MODELS, run_dirs_in
+from conftest import run_dirs, signalling_config
+from test_trustworthy import run_dirs_in
 
 from dlscaffold.cli import main
 from dlscaffold.rundir import read_metrics
@@ -62,22 +62,7 @@ def test_device_data_gives_bitwise_the_dataloader_runs_weights(noisy: Path, tmp_
 
 
 def test_a_sigterm_mid_epoch_then_resume_with_device_data_is_exact(noisy: Path, tmp_path: Path, monkeypatch) -> None:
-    with open(noisy / "models.py", "a") as fh:
-        fh.write(SIGNALLING_MODELS)
-    flow = yaml.safe_load((noisy / "config.yml").read_text())["info_flow"]
-    flow["Encoder"]["inputs"] = {"features": "SignalAt"}
-    flow = {
-        "SignalAt": {"train": 0, "init_args": {"at": 5}, "inputs": {"features": "dataset", "step": "trainer"}},
-        **flow,
-    }
-    config = write_config(
-        noisy,
-        "signal.yml",
-        info_flow=flow,
-        dataloading_params__batch_size=16,
-        dataloading_params__device_data=True,
-        training_params__max_training_epochs=3,
-    )  # 180 points: 12 steps an epoch; the signal comes at step 5
+    config = signalling_config(noisy, 5, dataloading_params__device_data=True)  # 12 steps an epoch
     monkeypatch.setenv("RESUMED", "1")
     assert main(["train", str(config), f"logging_params.logging_dir={tmp_path / 'straight'}"]) == 0
     monkeypatch.delenv("RESUMED")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import HANG_GUARD_S, copy_project, run_cli, run_dirs, write_config
+from conftest import HANG_GUARD_S, copy_project, run_cli, run_dirs, signalling_config, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.rundir import read_metrics
@@ -335,49 +335,9 @@ CustomDataSet.__getitem__ = _failing
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
 
 
-SIGNALLING_MODELS = '''
-
-class SignalAt(nn.Module):
-    """Passes its input through; sends this process SIGTERM during global step ``at``."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def forward(self, features, step):
-        import os
-        import signal
-
-        if int(step) == self.at and not os.environ.get("RESUMED") and not _FIRED:
-            _FIRED.append(step)  # once: validation after the step sees the same clock
-            os.kill(os.getpid(), signal.SIGTERM)
-        return {"features": features}
-
-
-_FIRED = []
-
-
-_plain_models = get_ref_model_dict
-
-
-def get_ref_model_dict():
-    return {**_plain_models(), "SignalAt": SignalAt}
-'''
-
-
 @pytest.mark.parametrize("at", [1, 5, 11, 12])  # early, mid-epoch, the epoch's last step, the next's first
 def test_a_signal_at_an_epoch_boundary_resumes_exactly(toy: Path, tmp_path: Path, at: int, monkeypatch) -> None:
-    with open(toy / "models.py", "a") as fh:
-        fh.write(SIGNALLING_MODELS)
-    flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
-    flow["Encoder"]["inputs"] = {"features": "SignalAt"}
-    flow = {
-        "SignalAt": {"train": 0, "init_args": {"at": at}, "inputs": {"features": "dataset", "step": "trainer"}},
-        **flow,
-    }
-    config = write_config(
-        toy, "signal.yml", info_flow=flow, dataloading_params__batch_size=16, training_params__max_training_epochs=3
-    )  # 180 points: 12 steps an epoch
+    config = signalling_config(toy, at)  # 180 points: 12 steps an epoch
     straight = ["train", str(config), f"logging_params.logging_dir={tmp_path / 'straight'}"]
     monkeypatch.setenv("RESUMED", "1")
     assert main(straight) == 0
