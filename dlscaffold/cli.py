@@ -802,13 +802,15 @@ def main(argv: list[str] | None = None, project: Path | None = None) -> int:
 
 
 def _exiting(argv: list[str] | None, code: int) -> int:
-    """The program's exit code. Run as the program (no ``argv``), the command is over: a SIGTERM or
-    SIGINT while Python shuts down (most of a second after a run) no longer kills the process with
-    a signal's status; it ends with the command's own code."""
+    """The program's exit code. Run as the program (no ``argv``), the command is over: a stop signal
+    (SIGTERM, SIGINT, ...) while Python shuts down (most of a second after a run) no longer kills the
+    process with a signal's status; it ends with the command's own code."""
     import signal
     import threading
 
+    from dlscaffold.stops import STOP_SIGNALS
+
     if argv is None and threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
     return code

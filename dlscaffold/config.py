@@ -200,6 +200,9 @@ class TrainingParams(_Section):
     # Test-time augmentation: "<Model>.<output>" averaged over CustomDataSet.tta_views(batch) in
     # validation and evaluation; empty: none.
     tta_outputs: list[str] = Field(default_factory=list)
+    # In a cluster job whose environment has SLURM_JOB_END_TIME: stop this many seconds before it,
+    # saving the run's exact position, in case the scheduler's signal never comes.
+    stop_before_end: Float = Field(120.0, ge=0.0)
 
 
 TRACKERS = ("tensorboard", "mlflow")  # logging_params.trackers: dlscaffold.trackers opens them

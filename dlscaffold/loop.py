@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shlex
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,14 +202,13 @@ def _running_sums(session: Session) -> tuple[Sums, Sums]:
 
 
 def agreed_stop(session: Session, stop: StopFlag) -> bool:
-    """Whether to stop now. Data-parallel ranks decide together: a signal seen by any rank stops
-    every rank at the same point (one small collective, at log points and epoch ends only)."""
+    """Whether to stop now. Data-parallel ranks decide together: a signal (or the job's end time)
+    seen by any rank stops every rank at the same point, for the same reason (one small collective,
+    at log points and epoch ends only)."""
     if not session.world.distributed:
         return stop.requested
-    seen = distributed.all_reduce_sum(torch.tensor([float(stop.signum or 0)], device=session.run.placement.device))
-    if seen.item() and not stop.requested:
-        stop.signum = int(signal.SIGTERM)
-    return bool(seen.item())
+    votes = distributed.all_reduce_sum(torch.tensor(stop.votes(), device=session.run.placement.device))
+    return stop.agree(votes.tolist())
 
 
 def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[bool, bool]:

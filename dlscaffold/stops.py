@@ -1,8 +1,15 @@
-"""Clean stops: SIGTERM (what job schedulers send) and SIGINT (Ctrl-C) end a run at a step boundary.
+"""Clean stops: a signal, or the end of a cluster job drawing near, ends a run at a step boundary.
 
-The first signal sets a flag that the training loop reads after each step (a Python attribute, no
-GPU sync); the loop then writes a checkpoint of its exact position and ends with exit code 143
-(SIGTERM) or 130 (SIGINT). A second signal ends the process at once.
+The signals are SIGTERM (what job schedulers send), SIGINT (Ctrl-C), SIGHUP (a closed terminal;
+left alone under ``nohup``) and SIGUSR1 / SIGUSR2 (what a scheduler sends before a time limit:
+``dlscaffold submit --signal``). The first sets a flag that the training loop reads after each step
+(a Python attribute, no GPU sync); the loop then writes a checkpoint of its exact position and ends
+with exit code 128 + the signal's number (:data:`EXIT_CODES`). The same signal again ends the
+process at once; a different one changes nothing (a scheduler often sends two: SIGTERM and its own).
+
+With ``SLURM_JOB_END_TIME`` (unix seconds) in the environment, the flag also rises by itself
+``training_params.stop_before_end`` seconds before that time (:func:`stop_time`), in case the
+scheduler's signal never comes: the run ends the same way, with exit code 124.
 """
 
 from __future__ import annotations
@@ -10,37 +17,77 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
+END_TIME = 0  # not a signal: the reason of a stop because the job's end time is near
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+EXIT_CODES = {**{signum: 128 + int(signum) for signum in STOP_SIGNALS}, END_TIME: 124}
+END_TIME_ENV = "SLURM_JOB_END_TIME"
+# When several data-parallel processes stop for different reasons, all take the first of these that any saw.
+_AGREED_ORDER = (END_TIME, signal.SIGUSR2, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
+def reason_name(signum: int) -> str:
+    """``SIGTERM``, ... or, for :data:`END_TIME`, what it stands for."""
+    return f"the job's end time ({END_TIME_ENV})" if signum == END_TIME else signal.Signals(signum).name
+
+
+def from_exit_code(code: int | None) -> int | None:
+    """The stop reason (a signal number or :data:`END_TIME`) a ``dlscaffold train`` exit code stands
+    for, or None when the code is no such stop."""
+    return next((reason for reason, value in EXIT_CODES.items() if value == code), None)
+
+
+def stop_time(stop_before_end: float) -> float | None:
+    """When a run must stop: ``stop_before_end`` seconds before ``SLURM_JOB_END_TIME``; None
+    without one (a value that is no number is ignored)."""
+    try:
+        end = float(os.environ.get(END_TIME_ENV, ""))
+    except ValueError:
+        return None
+    return end - stop_before_end
 
 
 class RunInterrupted(Exception):
-    """The run stopped on a signal after saving its position; ``exit_code`` is 143 or 130."""
+    """The run stopped after saving its position: on a signal, or before the job's end time
+    (``signum`` :data:`END_TIME`). ``exit_code`` is :data:`EXIT_CODES`' value; ``run_dir`` the
+    run's folder, where there is one."""
 
-    def __init__(self, signum: int, message: str = ""):
+    def __init__(self, signum: int, message: str = "", run_dir: Path | None = None):
         self.signum = signum
         self.exit_code = EXIT_CODES.get(signum, 130)
-        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+        self.run_dir = run_dir
+        what = "stopped before" if signum == END_TIME else "interrupted by"
+        super().__init__(message or f"{what} {reason_name(signum)}")
 
 
 class StopFlag:
-    """Catches SIGTERM and SIGINT while installed (a context manager); ``requested`` says whether one came."""
+    """Catches the stop signals while installed (a context manager); ``requested`` says whether one
+    came, or whether ``deadline`` (a ``time.time()``, set by :func:`stop_time`) has passed."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.signum: int | None = None
+        self.deadline = deadline
         self._previous: dict[int, Any] = {}
 
     @property
     def requested(self) -> bool:
+        if self.signum is None and self.deadline is not None and time.time() >= self.deadline:
+            self.signum = END_TIME
+            sys.stderr.write(f"\nthe job's end time ({END_TIME_ENV}) is near: saving the run's position\n")
+            sys.stderr.flush()
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:  # the second signal: no more waiting
+        if self.signum == signum:  # the same signal again: no more waiting
             sys.stderr.write("second signal: exiting now, without saving\n")
             sys.stderr.flush()
             os._exit(EXIT_CODES.get(signum, 130))
+        if self.signum is not None:  # another one (a scheduler's SIGTERM after its own signal): already stopping
+            return
         self.signum = signum
         sys.stderr.write(
             f"\n{signal.Signals(signum).name}: finishing the current step, then saving the run's "
@@ -49,8 +96,10 @@ class StopFlag:
         sys.stderr.flush()
 
     def __enter__(self) -> StopFlag:
-        for signum in EXIT_CODES:
+        for signum in STOP_SIGNALS:
             try:
+                if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                    continue  # nohup: a closed terminal does not stop the run
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: signals stay with whoever owns them
                 pass
@@ -62,8 +111,20 @@ class StopFlag:
         self._previous.clear()
 
     def raise_if_requested(self) -> None:
-        if self.signum is not None:
+        if self.requested:
             raise RunInterrupted(self.signum)
+
+    def votes(self) -> list[float]:
+        """This process's stop reason as one count per reason, for data-parallel processes to sum."""
+        self.requested  # noqa: B018 - reads the clock
+        return [float(self.signum == reason) for reason in _AGREED_ORDER]
+
+    def agree(self, counts: list[float]) -> bool:
+        """Whether any process wants to stop, from the summed :meth:`votes`; a process that did not
+        see a reason itself takes the first one another saw."""
+        if self.signum is None:
+            self.signum = next((reason for reason, n in zip(_AGREED_ORDER, counts, strict=True) if n), None)
+        return self.signum is not None
 
 
 class Pruned(Exception):

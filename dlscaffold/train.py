@@ -51,7 +51,7 @@ from dlscaffold.rundir import (
     update_run_info,
     write_text_atomic,
 )
-from dlscaffold.stops import RunInterrupted, StopFlag
+from dlscaffold.stops import RunInterrupted, StopFlag, stop_time
 from dlscaffold.summary import resume_command
 from dlscaffold.trackers import Trackers, open_trackers
 from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
@@ -87,7 +87,8 @@ def train(
     Raises:
         UserError: a problem found before training (nothing written), or a failure during it
             (status ``failed`` in ``run.json``, the last checkpoint kept).
-        RunInterrupted: SIGTERM or SIGINT; the position was saved (status ``interrupted``).
+        RunInterrupted: a stop signal or the job's end time (:mod:`dlscaffold.stops`); the position
+            was saved (status ``interrupted``).
     """
     with _process_state_kept():
         return _train(config_path, list(overrides), project_dir, resume, options or TrainOptions(), echo)
@@ -105,40 +106,52 @@ def _train(
     if not world.main:  # other ranks print nothing but errors
         echo = _silent
         logging.getLogger("dlscaffold").setLevel(logging.ERROR)
-    try:
-        session = setup(config_path, overrides, project_dir, resume, options, echo, world)
-    except UserError:
-        if not world.main:  # every rank found the same problem: rank 0 says it
-            raise QuietExit(2) from None
-        raise
-    with StopFlag() as stop:  # held through the run's end too: a late signal never kills it half-closed
+    # The stop flag is held from the start, so a signal during the set-up (a cluster job's can come at
+    # any time) stops the run after its first step, and through the run's end: a late one never kills
+    # it half-closed.
+    with StopFlag() as stop:
         try:
-            return fit(session, stop, echo)
-        except RunInterrupted as exc:
-            record_end(session, "interrupted")
-            if session.saves:
-                echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
-                echo(f"Resume it with: {resume_command(session.run_dir, session.world.world_size)}")
+            session = setup(config_path, overrides, project_dir, resume, options, echo, world)
+        except UserError:
+            if not world.main:  # every rank found the same problem: rank 0 says it
+                raise QuietExit(2) from None
             raise
-        except NonFiniteStep as exc:
-            error = _nonfinite_error(session, exc)
-            record_end(session, "failed", error)
-            raise UserError(error) from None
-        except UserError as exc:
-            record_end(session, "failed", exc.problems[0] if exc.problems else str(exc))
-            raise
-        except Exception as exc:  # the project's model, loss or dataset failed during training
-            if world.distributed and _peer_failed(exc):  # another rank failed first and says why
-                record_end(session, "failed", "a data-parallel process failed (its error is printed)")
-                raise QuietExit(1) from None
-            error = _user_code_error(session, exc)
-            record_end(session, "failed", error)
-            raise UserError(error) from exc
-        finally:
-            session.log.close(session.status)
-            if session.lock is not None:
-                session.lock.release()
-            distributed.shutdown()
+        stop.deadline = stop_time(session.run.config.training_params.stop_before_end)  # SLURM_JOB_END_TIME
+        return _fit(session, stop, echo)
+
+
+def _fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
+    """The epoch loop, and how a run that ends early is recorded: interrupted (a signal, the job's
+    end time), failed (a non-finite step, an error in the project's code)."""
+    world = session.world
+    try:
+        return fit(session, stop, echo)
+    except RunInterrupted as exc:
+        exc.run_dir = session.run_dir
+        record_end(session, "interrupted")
+        if session.saves:
+            echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
+            echo(f"Resume it with: {resume_command(session.run_dir, session.world.world_size)}")
+        raise
+    except NonFiniteStep as exc:
+        error = _nonfinite_error(session, exc)
+        record_end(session, "failed", error)
+        raise UserError(error) from None
+    except UserError as exc:
+        record_end(session, "failed", exc.problems[0] if exc.problems else str(exc))
+        raise
+    except Exception as exc:  # the project's model, loss or dataset failed during training
+        if world.distributed and _peer_failed(exc):  # another rank failed first and says why
+            record_end(session, "failed", "a data-parallel process failed (its error is printed)")
+            raise QuietExit(1) from None
+        error = _user_code_error(session, exc)
+        record_end(session, "failed", error)
+        raise UserError(error) from exc
+    finally:
+        session.log.close(session.status)
+        if session.lock is not None:
+            session.lock.release()
+        distributed.shutdown()
 
 
 def _silent(line: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,19 +62,18 @@ def run_dirs(project: Path) -> list[Path]:
 SIGNALLING_MODELS = '''
 
 class SignalAt(nn.Module):
-    """Passes its input through; sends this process SIGTERM during global step ``at``."""
+    """Passes its input through; sends this process ``signum`` (SIGTERM) during global step ``at``."""
 
-    def __init__(self, at: int):
+    def __init__(self, at: int, signum: int = 15):
         super().__init__()
-        self.at = at
+        self.at, self.signum = at, signum
 
     def forward(self, features, step):
         import os
-        import signal
 
         if int(step) == self.at and not os.environ.get("RESUMED") and not _FIRED:
             _FIRED.append(step)  # once: validation after the step sees the same clock
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
         return {"features": features}
 
 
@@ -88,15 +88,19 @@ def get_ref_model_dict():
 '''
 
 
-def signalling_config(project: Path, at: int, **changes: object) -> Path:
-    """``signal.yml``: the toy project's config with a ``SignalAt`` model first (SIGTERM during
+def signalling_config(project: Path, at: int, signum: int = signal.SIGTERM, **changes: object) -> Path:
+    """``signal.yml``: the toy project's config with a ``SignalAt`` model first (``signum`` during
     global step ``at``, unless ``RESUMED`` is set), feeding the Encoder; batch 16, 3 epochs."""
     with open(project / "models.py", "a") as fh:
         fh.write(SIGNALLING_MODELS)
     flow = yaml.safe_load((project / "config.yml").read_text())["info_flow"]
     flow["Encoder"]["inputs"] = {"features": "SignalAt"}
     flow = {
-        "SignalAt": {"train": 0, "init_args": {"at": at}, "inputs": {"features": "dataset", "step": "trainer"}},
+        "SignalAt": {
+            "train": 0,
+            "init_args": {"at": at, "signum": int(signum)},
+            "inputs": {"features": "dataset", "step": "trainer"},
+        },
         **flow,
     }
     changes = {"dataloading_params__batch_size": 16, "training_params__max_training_epochs": 3, **changes}
