@@ -192,6 +192,9 @@ class TrainingParams(_Section):
     # Speed: torch.compile each trained model; channels-last memory format for models and 4-D inputs.
     compile: bool = False
     channels_last: bool = False
+    # Speed on the CPU: glibc's malloc keeps freed memory for the next step instead of mapping large
+    # tensors afresh each step (dlscaffold.device.kept_cpu_memory).
+    keep_cpu_memory: bool = False
     # Data-parallel training (torchrun): the process-group backend (default: nccl when every process
     # has a CUDA device, else gloo), DDP's find_unused_parameters, and BatchNorm synchronised across processes.
     backend: Literal["nccl", "gloo"] | None = None

@@ -8,6 +8,10 @@ records the device of the run's latest session). ``--device cuda`` on such a mac
 
 from __future__ import annotations
 
+import ctypes
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +78,39 @@ def select_placement(use_gpu: bool, override: str | None = None, channels_last: 
     if use_gpu and torch.cuda.is_available():
         return Placement(torch.device("cuda"), channels_last)
     return Placement(torch.device("cpu"), channels_last, cpu_fallback=use_gpu)
+
+
+# glibc's mallopt parameters (malloc.h) and their defaults
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
+
+
+@contextmanager
+def kept_cpu_memory(enabled: bool) -> Iterator[bool]:
+    """With ``enabled`` (``training_params.keep_cpu_memory``), glibc's malloc keeps freed memory
+    for reuse during the block: no ``mmap`` for large blocks, no trimming of the heap, then
+    glibc's defaults again. Without it, every tensor over 32 MB (a large batch's activations on the
+    CPU) is mapped fresh and page-faulted in at each step, which costs a CPU training step about
+    10% at batch 1024 of a small conv net. The process keeps its peak memory while it runs. Yields
+    whether it applies (glibc only: elsewhere nothing changes)."""
+    mallopt = _mallopt() if enabled else None
+    if mallopt is None:
+        yield False
+        return
+    mallopt(_M_MMAP_MAX, 0)
+    mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield True
+    finally:
+        for option, value in _GLIBC_DEFAULTS.items():
+            mallopt(option, value)
+
+
+def _mallopt() -> Any | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.mallopt if hasattr(libc, "gnu_get_libc_version") else None
+    except OSError:  # another C library (musl): it has no such switches
+        return None

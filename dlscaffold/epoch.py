@@ -74,7 +74,7 @@ def evaluate_batch(
     (:meth:`~dlscaffold.flow.Flow.update_metrics`), which the caller resets and computes.
     """
     with precision.forward_context():
-        outputs = flow.forward(batch) if views is None else views.forward(flow, batch)
+        outputs = flow.forward(batch, needed_only=True) if views is None else views.forward(flow, batch)
         values = flow.values(flow.losses + flow.evals, batch, outputs)
     flow.update_metrics(batch, outputs)  # outside autocast: metric state in full precision
     if seen is not None:  # e.g. the first validation batch's log_images

@@ -107,6 +107,10 @@ class Flow:
     # torch.compile wrapper. ``models`` stay the plain modules: checkpoints hold their state_dicts.
     wrapped: dict[str, nn.Module] = field(default_factory=dict)
     training: bool = False
+    # The models whose outputs a loss, an eval, a logged image or test-time augmentation reads, with
+    # the models they read from: training and validation run only these (an EMA model that nothing
+    # reads costs nothing per step). None: every model.
+    needed: set[str] | None = None
 
     @property
     def term_names(self) -> list[str]:
@@ -118,10 +122,13 @@ class Flow:
         for name, model in self.models.items():
             model.train(training and name in self.trained)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
-        """Run every model in order; returns each model's dict of named outputs."""
+    def forward(self, batch: dict[str, Any], needed_only: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+        """Run every model in order (``needed_only``: those in :attr:`needed`); returns each model's
+        dict of named outputs."""
         outputs: dict[str, dict[str, torch.Tensor]] = {}
         for name, model in self.models.items():
+            if needed_only and self.needed is not None and name not in self.needed:
+                continue
             kwargs = {
                 arg: self.fetch(batch, outputs, tensor, src, f"info_flow.{name}.inputs.{arg}")
                 for arg, src, tensor in self.inputs[name]
@@ -233,6 +240,24 @@ def batch_size_of(batch: dict[str, Any]) -> int:
     raise UserError("dataset items hold no tensors; CustomDataSet.__getitem__ must return named values")
 
 
+def needed_models(config: Config, inputs: dict[str, list[Route]]) -> set[str]:
+    """The models whose outputs a loss, an eval, ``log_images`` or ``tta_outputs`` reads, and every
+    model those read from (see :attr:`Flow.needed`)."""
+    models = list(config.info_flow)
+    read = [
+        source
+        for spec in config.info_flow.values()
+        for term in [*spec.losses.values(), *spec.evals.values()]
+        for source, _ in (split_source(text, models) for text in term.inputs.values())
+    ]
+    shown = [*config.logging_params.log_images, *config.training_params.tta_outputs]
+    needed = {source for source in read + [split_source(s, models)[0] for s in shown] if source in config.info_flow}
+    for name in reversed(models):  # a model's sources come before it
+        if name in needed:
+            needed.update(src for _, src, _ in inputs[name] if src in config.info_flow)
+    return needed
+
+
 def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
     terms = []
     for model_name, spec in config.info_flow.items():
@@ -334,4 +359,5 @@ def build_flow(
         _terms(config, "evals", evals),
         device,
         metrics=_metric_terms(config, device),
+        needed=needed_models(config, inputs),
     )

@@ -21,6 +21,7 @@ from dlscaffold import distributed
 from dlscaffold.builder import Run
 from dlscaffold.checkpoint import rng_state, save_best, save_checkpoint, set_rng_state
 from dlscaffold.epoch import Sums, run_epoch
+from dlscaffold.errors import blame
 from dlscaffold.flow import batch_size_of
 from dlscaffold.images import collect_images, image_grids
 from dlscaffold.monitor import TOTAL_LOSS, logs_total
@@ -106,6 +107,10 @@ def _train_and_validate(
     batch_size = run.config.dataloading_params.batch_size
     run.loaders["train"].sampler.set_epoch(epoch, start=session.position.batches * batch_size)  # order: (seed, epoch)
     run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
+    set_epoch = getattr(run.dataset, "set_epoch", None)
+    if callable(set_epoch):  # e.g. an augmentation schedule; before the loader's iterator (and workers) start
+        with blame("CustomDataSet.set_epoch"):
+            set_epoch(epoch)
     skipped_before = trainer.skipped_nonfinite
     train_values = train_epoch(session, stop, progress)
     if train_values is None:
@@ -154,6 +159,7 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
     names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
     epoch_sums, window = _running_sums(session)
     trainer.flow.set_mode(training=True)
+    trainer.begin_epoch(session.epoch)  # parameter groups outside their epochs: no gradient work
     sampler, batches = run.loaders["train"].sampler, iter(run.loaders["train"])
     if position.rng is not None:  # resumed mid-epoch: the iterator has drawn its seed, as it had then
         set_rng_state(position.rng)

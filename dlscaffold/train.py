@@ -24,6 +24,7 @@ from dlscaffold.builder import Run, build_run, wrap_for_training
 from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, set_rng_state
 from dlscaffold.config import dump_config
 from dlscaffold.data import save_idx_dict
+from dlscaffold.device import kept_cpu_memory
 from dlscaffold.ema import attach as attach_ema
 from dlscaffold.errors import CodeError, QuietExit, UserError
 from dlscaffold.init_data import init_from_data
@@ -117,7 +118,8 @@ def _train(
                 raise QuietExit(2) from None
             raise
         stop.deadline = stop_time(session.run.config.training_params.stop_before_end)  # SLURM_JOB_END_TIME
-        return _fit(session, stop, echo)
+        with kept_cpu_memory(session.run.config.training_params.keep_cpu_memory):
+            return _fit(session, stop, echo)
 
 
 def _fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:

@@ -85,10 +85,12 @@ class Trainer:
     # Per-model optimization (any of its keys set): the step of _model_step.
     per_model: bool = False
     windows: bool = False  # some parameter group trains in given epochs only
+    distributed: bool = False  # data-parallel: DDP wants every parameter's gradient, each step
     update_every: dict[str, int] = field(default_factory=dict)  # model -> its optimizer steps every N steps
     clip: dict[str, float] = field(default_factory=dict)  # model -> its own grad_clip_norm
     trains: dict[str, list[str]] = field(default_factory=dict)  # loss name -> the models it updates
     intervals: dict[str, str] = field(default_factory=dict)  # model -> its scheduler's interval
+    _paused: set[int] = field(default_factory=set)  # ids of parameters begin_epoch stopped
 
     def train_step(self, batch: dict[str, Any], share: float = 1.0) -> dict[str, torch.Tensor] | None:
         """One optimisation step; returns every loss's and eval's values, or None for a skipped step.
@@ -105,7 +107,7 @@ class Trainer:
         if self.per_model:
             return self._model_step(batch, share)
         with self.precision.forward_context():
-            outputs = self.flow.forward(batch)
+            outputs = self.flow.forward(batch, needed_only=True)
             values = self.flow.values(self.flow.losses, batch, outputs)
             objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
             if share != 1.0:
@@ -137,6 +139,21 @@ class Trainer:
                     scheduler.step()
         return self._evals(values, batch, outputs)
 
+    def begin_epoch(self, epoch: int) -> None:
+        """In one process, a parameter group outside its ``epochs`` stops requiring gradients for
+        the epoch, so that backward skips its work; the others are as the model made them. (Under
+        data-parallel training every step drops those gradients instead, :meth:`_outside_epochs`.)"""
+        if not self.windows or self.distributed:
+            return
+        trainable = {id(p) for p in self.params if p.requires_grad or id(p) in self._paused}
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                first, last = group.get("epochs") or (epoch, epoch)
+                for p in group["params"]:
+                    if id(p) in trainable:
+                        p.requires_grad_(first <= epoch <= last)
+                        (self._paused.discard if first <= epoch <= last else self._paused.add)(id(p))
+
     def _outside_epochs(self, optimizers: list[torch.optim.Optimizer]) -> None:
         """A parameter group outside its ``epochs``: no gradient, so the optimizer leaves it as it is."""
         epoch = self.flow.clock["epoch"]
@@ -158,7 +175,7 @@ class Trainer:
         due = [n for n in self.optimizers if self.step % self.update_every.get(n, 1) == 0]
         params = {n: list(self.flow.models[n].parameters()) for n in due}
         with self.precision.forward_context():
-            outputs = self.flow.forward(batch)
+            outputs = self.flow.forward(batch, needed_only=True)
             values = self.flow.values(self.flow.losses, batch, outputs)  # every loss, for the logs
             groups: dict[tuple[str, ...], list[torch.Tensor]] = {}  # the models a loss trains now -> its terms
             for t in self.flow.losses:
@@ -278,12 +295,12 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         if loss.trains is not None
     }
     per_model = bool(trains) or any(s.update_every != 1 or s.grad_clip_norm is not None for s in specs.values())
-    if (
-        per_model
-        and torch.distributed.is_available()
+    distributed = (
+        torch.distributed.is_available()
         and torch.distributed.is_initialized()
         and torch.distributed.get_world_size() > 1
-    ):
+    )
+    if per_model and distributed:
         raise UserError(
             "info_flow: update_every, a model's own grad_clip_norm and a loss's trains need one process "
             "(each model steps on its own); train without torchrun, or remove them"
@@ -302,6 +319,7 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         buffers=buffers,
         per_model=per_model,
         windows=any(g.epochs for spec in specs.values() for g in spec.param_groups),
+        distributed=distributed,
         update_every={n: spec.update_every for n, spec in specs.items()},
         clip={n: spec.grad_clip_norm for n, spec in specs.items() if spec.grad_clip_norm is not None},
         trains=trains,

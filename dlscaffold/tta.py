@@ -46,7 +46,7 @@ class Views:
         averaged: dict[tuple[str, str], torch.Tensor] = {}
         first: dict[str, dict[str, torch.Tensor]] = {}
         for i, (weight, view) in enumerate(views):
-            outputs = flow.forward(view)
+            outputs = flow.forward(view, needed_only=True)
             if i == 0:
                 first = {model: dict(values) for model, values in outputs.items()}
             for model, name in self.outputs:

@@ -1,0 +1,174 @@
+"""Runtime features of a fast recipe: the dataset's ``set_epoch``, models nothing reads are not run,
+parameter groups outside their ``epochs`` do no gradient work, ``keep_cpu_memory``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import signalling_config, write_config
+from test_trustworthy import run_dirs_in
+
+from dlscaffold.cli import main
+from dlscaffold.device import kept_cpu_memory
+from dlscaffold.rundir import read_metrics
+
+EPOCH_DATASET = '''
+
+class _EpochRecorder(CustomDataSet):
+    """Records set_epoch calls and the epoch each training batch was transformed in."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.epoch = None
+
+    def set_epoch(self, epoch):
+        EPOCHS.append(epoch)
+        self.epoch = epoch
+
+    def transform_batch(self, batch, train):
+        if train:
+            SEEN.append(self.epoch)
+        return batch
+
+
+EPOCHS, SEEN = [], []
+CustomDataSet = _EpochRecorder
+'''
+
+
+def test_set_epoch_is_called_before_each_training_epoch(toy: Path) -> None:
+    with open(toy / "dataloader.py", "a") as fh:
+        fh.write(EPOCH_DATASET)
+    config = write_config(toy, "epochs.yml", training_params__max_training_epochs=3)
+    assert main(["train", str(config)]) == 0
+    recorder = sys.modules["dataloader"]
+    assert recorder.EPOCHS == [1, 2, 3]
+    steps = 6  # 180 training points, batch 32
+    assert recorder.SEEN[-3 * steps :] == [1] * steps + [2] * steps + [3] * steps  # after the pre-run check's batch
+
+
+def test_set_epoch_on_resume_gives_the_resumed_epoch(toy: Path, tmp_path: Path, monkeypatch) -> None:
+    with open(toy / "dataloader.py", "a") as fh:
+        fh.write(EPOCH_DATASET)
+    config = signalling_config(toy, 15)  # 12 steps an epoch: the signal comes in epoch 2
+    assert main(["train", str(config), f"logging_params.logging_dir={tmp_path / 'runs'}"]) == 143
+    (run,) = run_dirs_in(tmp_path / "runs")
+    monkeypatch.setenv("RESUMED", "1")
+    assert main(["train", "--resume", str(run)]) == 0
+    assert sys.modules["dataloader"].EPOCHS == [2, 3]
+
+
+SPY_MODELS = '''
+import torch
+
+class Spy(nn.Module):
+    """A frozen model nothing reads: counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Linear(8, 8)
+
+    def forward(self, features):
+        CALLS.append(torch.is_grad_enabled())
+        return {"features": self.scale(features)}
+
+
+CALLS = []
+_plain = get_ref_model_dict
+
+
+def get_ref_model_dict():
+    return {**_plain(), "Spy": Spy}
+'''
+
+
+def test_a_model_nothing_reads_is_not_run_in_training_or_validation(toy: Path) -> None:
+    with open(toy / "models.py", "a") as fh:
+        fh.write(SPY_MODELS)
+    flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow["Spy"] = {"train": 0, "inputs": {"features": "dataset"}}
+    config = write_config(toy, "spy.yml", info_flow=flow, training_params__max_training_epochs=2)
+    assert main(["train", str(config)]) == 0
+    calls = sys.modules["models"].CALLS
+    assert len(calls) <= 4, calls  # only the pre-run checks ran it (12 training and 4 val batches did not)
+
+
+def test_a_model_read_by_a_later_model_still_runs(toy: Path) -> None:
+    with open(toy / "models.py", "a") as fh:
+        fh.write(SPY_MODELS)
+    flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow = {"Spy": {"train": 0, "inputs": {"features": "dataset"}}, **flow}
+    flow["Encoder"]["inputs"] = {"features": "Spy"}
+    config = write_config(toy, "spy.yml", info_flow=flow, training_params__max_training_epochs=1)
+    assert main(["train", str(config)]) == 0
+    assert len(sys.modules["models"].CALLS) >= 6 + 2  # every training and validation batch
+
+
+GRAD_WATCH = '''
+
+class Watched(Encoder):
+    """An Encoder that records whether its weight requires grad in each training forward."""
+
+    def forward(self, features):
+        if self.training:
+            REQUIRES.append(self.net[0].weight.requires_grad)
+        return super().forward(features)
+
+
+REQUIRES = []
+_plain_models = get_ref_model_dict
+
+
+def get_ref_model_dict():
+    return {**_plain_models(), "Encoder": Watched}
+'''
+
+
+def test_a_group_outside_its_epochs_needs_no_gradient_and_stays_unchanged(toy: Path) -> None:
+    with open(toy / "models.py", "a") as fh:
+        fh.write(GRAD_WATCH)
+    flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
+    flow["Encoder"]["param_groups"] = [{"params": "net.0.*", "epochs": [1, 1]}]
+    config = write_config(toy, "window.yml", info_flow=flow, training_params__max_training_epochs=3)
+    assert main(["train", str(config)]) == 0
+    requires = sys.modules["models"].REQUIRES
+    assert requires[:6] == [True] * 6 and requires[6:] == [False] * 12  # 6 steps an epoch
+    (run,) = run_dirs_in(toy / "runs")
+    one, three = (torch.load(run / "checkpoints" / f"Encoder_00000{e}.pt", weights_only=True) for e in (1, 3))
+    assert torch.equal(one["net.0.weight"], three["net.0.weight"])
+    assert not torch.equal(one["net.3.weight"], three["net.3.weight"])
+
+
+def test_keep_cpu_memory_trains_the_same_weights(toy: Path) -> None:
+    with kept_cpu_memory(True) as applied:
+        assert applied == sys.platform.startswith("linux")  # glibc here
+    runs = {}
+    for keep in ("false", "true"):
+        logs = toy / f"runs_{keep}"
+        assert (
+            main(
+                [
+                    "train",
+                    str(toy / "config.yml"),
+                    f"training_params.keep_cpu_memory={keep}",
+                    f"logging_params.logging_dir={logs}",
+                ]
+            )
+            == 0
+        )
+        (runs[keep],) = run_dirs_in(logs)
+    assert read_metrics(runs["true"]) == read_metrics(runs["false"])
+    a = torch.load(runs["true"] / "checkpoints" / "Encoder_000004.pt", weights_only=True)
+    b = torch.load(runs["false"] / "checkpoints" / "Encoder_000004.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert yaml.safe_load((runs["true"] / "config.yml").read_text())["training_params"]["keep_cpu_memory"] is True
+
+
+@pytest.mark.parametrize("value", ["yes please", "2"])
+def test_keep_cpu_memory_must_be_a_boolean(toy: Path, value: str, capsys) -> None:
+    assert main(["train", str(toy / "config.yml"), f"training_params.keep_cpu_memory={value}"]) == 2
+    assert "training_params.keep_cpu_memory" in capsys.readouterr().err
