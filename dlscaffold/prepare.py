@@ -16,6 +16,7 @@ optimizer.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,9 @@ def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | 
     """The folder whose code a command imports: never a run folder itself, nor code a run folder chose.
 
     ``--project`` when given, taken as is; for a run folder (evaluate, ``load_run``, resume) the
-    project it recorded at training time, when that is an absolute path outside the run that still
-    holds the code the run was made from: each code file's SHA-256 equals the one in ``run.json``'s
+    project it recorded at training time (an absolute path, or one relative to the run folder, as a
+    run shipped inside its project records), when that is outside the run and still holds the code
+    the run was made from: each code file's SHA-256 equals the one in ``run.json``'s
     ``project_files`` (a run without them is refused); otherwise the config file's folder.
     """
     if project_dir is not None:
@@ -162,12 +164,12 @@ def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | 
     info = read_run_info(run_dir)
     value = info.get("project_dir")
     recorded = Path(value) if isinstance(value, str) and value else None
+    if recorded is not None and not recorded.is_absolute():  # a shipped run inside its project (project_dir: "..")
+        recorded = Path(os.path.normpath(run_dir.resolve() / recorded))
     # the run folder itself, or a folder inside it, is never a project (a run folder is data)
     inside = recorded is not None and run_dir.resolve() in (recorded.resolve(), *recorded.resolve().parents)
     if recorded is None:
         found = "it records no project folder"
-    elif not recorded.is_absolute():
-        found = f"it records the relative project path '{recorded}', which is not followed"
     elif inside:
         found = f"it records its own folder '{recorded}' as the project"
     elif not (recorded / "models.py").is_file():

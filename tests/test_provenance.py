@@ -198,3 +198,25 @@ def test_a_run_imports_its_recorded_project_only_while_its_code_is_unchanged(toy
 
     assert main(["evaluate", str(run), "--project", str(toy)]) == 0
     assert dlscaffold.load_run(run, epoch="last", project=toy).project_dir == toy.resolve()
+
+
+def test_a_run_shipped_inside_its_project_finds_it_through_a_relative_path(toy: Path, capsys) -> None:
+    assert main(["train", str(toy / "config.yml"), "training_params.max_training_epochs=1"]) == 0
+    (run,) = run_dirs(toy)
+    shipped = toy / "baseline"  # a run folder copied into the project, as examples/cifar10 ships its baselines
+    shutil.copytree(run, shipped)
+    info = read_run_info(shipped)
+    (shipped / "run.json").write_text(json.dumps({**info, "project_dir": ".."}))
+    capsys.readouterr()
+    assert main(["evaluate", str(shipped)]) == 0  # from anywhere: '..' is read against the run folder
+    assert str(toy.resolve()) in capsys.readouterr().out
+    (shipped / "run.json").write_text(json.dumps({**info, "project_dir": "."}))  # its own folder: never
+    assert main(["evaluate", str(shipped)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "its own folder" in line and "--project DIR" in line
+    (shipped / "run.json").write_text(json.dumps({**info, "project_dir": ".."}))
+    with open(toy / "dataloader.py", "a") as fh:
+        fh.write("\n# changed since\n")
+    assert main(["evaluate", str(shipped)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "dataloader.py in" in line and "--project DIR" in line
