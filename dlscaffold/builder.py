@@ -70,9 +70,7 @@ def build_run(
     """
     config, tp, dl = prepared.config, prepared.config.training_params, prepared.config.dataloading_params
     world = world or World()
-    seed_everything(tp.seed)
-    dataset = build_dataset(prepared)
-    idx_dict = make_split(config, dataset, prepared.saved_split)
+    dataset, idx_dict = dataset_and_split(prepared)
     placement = select_placement(tp.use_GPU, device, tp.channels_last)
     made = {
         role: split_loader(
@@ -106,6 +104,14 @@ def build_run(
         batch_transform(dataset),
         views_of(dataset, config),
     )
+
+
+def dataset_and_split(prepared: Prepared) -> tuple[Any, dict[str, Any]]:
+    """The project's dataset, built after seeding every RNG with ``training_params.seed``, and its
+    ``idx_dict`` split (:func:`make_split`): what a run trains on."""
+    seed_everything(prepared.config.training_params.seed)
+    dataset = build_dataset(prepared)
+    return dataset, make_split(prepared.config, dataset, prepared.saved_split)
 
 
 def build_dataset(prepared: Prepared) -> Any:

@@ -90,24 +90,28 @@ def _project_default(ctx: typer.Context, project: Path | None) -> Path | None:
     return project if project is not None else (ctx.obj or {}).get("project")
 
 
+ConfigAndOverrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="CONFIG_AND_OVERRIDES",
+        show_default=False,
+        help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.",
+    ),
+]
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="DIR",
+        help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].",
+    ),
+]
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    args: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="CONFIG_AND_OVERRIDES",
-            show_default=False,
-            help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.",
-        ),
-    ] = None,
-    project: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="DIR",
-            help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].",
-        ),
-    ] = None,
+    args: ConfigAndOverrides = None,
+    project: ProjectOption = None,
     resume: Annotated[
         Path | None, typer.Option(metavar="RUN_DIR", help="Continue this run folder from its last checkpoint.")
     ] = None,
@@ -236,6 +240,74 @@ def _train_seeds(
         echo=typer.echo,
     )
     raise typer.Exit(code)
+
+
+@app.command(short_help="Train as cluster jobs (SLURM, or here): requeued at the time limit, resumed exactly.")
+def submit(
+    ctx: typer.Context,
+    args: ConfigAndOverrides = None,
+    project: ProjectOption = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(metavar="S1,S2,...", help="One array job per seed: a seed group with one split."),
+    ] = None,
+    sweep: Annotated[
+        Path | None, typer.Option(metavar="SWEEP.yml", help="Run this sweep; its workers are the jobs.")
+    ] = None,
+    workers: Annotated[int, typer.Option(metavar="N", help="With --sweep: this many worker jobs (an array).")] = 1,
+    cluster: Annotated[
+        str, typer.Option(metavar="NAME", help="slurm, or local: the same jobs on this machine.")
+    ] = "slurm",
+    partition: Annotated[str | None, typer.Option(metavar="NAME", help="The SLURM partition.")] = None,
+    time_limit: Annotated[
+        float, typer.Option("--time", metavar="MINUTES", help="Each job's time limit (0.5: thirty seconds).")
+    ] = 60.0,
+    nodes: Annotated[int, typer.Option(metavar="N", help="Nodes per job (SLURM).")] = 1,
+    gpus_per_node: Annotated[
+        int, typer.Option(metavar="N", help="GPUs per node; one data-parallel process per GPU.")
+    ] = 0,
+    cpus_per_task: Annotated[int | None, typer.Option(metavar="N", help="CPUs per process (SLURM).")] = None,
+    mem_gb: Annotated[float | None, typer.Option(metavar="GB", help="Memory per node (SLURM).")] = None,
+    max_requeues: Annotated[
+        int, typer.Option(metavar="R", help="Requeues after the time limit, at most (preemptions do not count).")
+    ] = 3,
+    signal_name: Annotated[
+        str,
+        typer.Option("--signal", metavar="SIG", help="Sent before the time limit: USR2, USR1, HUP or TERM."),
+    ] = "USR2",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs; exit with their status.")] = False,
+    slurm: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE", show_default=False, help="Any other sbatch option, through submitit (repeatable)."
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    """Submit a run (dlscaffold train CONFIG), a seed group (--seeds) or a sweep's workers (--sweep) as
+    cluster jobs through submitit. Before the time limit the scheduler signals the job; the run saves
+    its exact position, the job is requeued and the run resumes in its folder. Logs go to
+    <logging_dir>/jobs/<job_id>/. See docs/clusters.md.
+    """
+
+    def action() -> int:
+        from dlscaffold.config import check_config_path
+        from dlscaffold.submit import Request
+        from dlscaffold.submit import submit as run_submit
+
+        items = list(args or [])
+        config = Path(items.pop(0)) if items and "=" not in items[0] else None
+        if config is not None:  # a FIFO or a device is refused at once, before torch is imported
+            check_config_path(config)
+        request = Request(
+            config, items, _project_default(ctx, project), seeds, sweep, workers, cluster, partition, time_limit,
+            nodes, gpus_per_node, cpus_per_task, mem_gb, max_requeues, signal_name, wait, list(slurm or []),
+        )  # fmt: skip
+        return run_submit(request, typer.echo)
+
+    code = _run(action, debug)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -68,6 +68,10 @@ class StopFlag:
     """Catches the stop signals while installed (a context manager); ``requested`` says whether one
     came, or whether ``deadline`` (a ``time.time()``, set by :func:`stop_time`) has passed."""
 
+    # False in a cluster job's process: there the same signal may come twice (a scheduler, submitit's
+    # local controller), and what does not stop in time is killed by the scheduler anyway.
+    repeat_exits = True
+
     def __init__(self, deadline: float | None = None) -> None:
         self.signum: int | None = None
         self.deadline = deadline
@@ -82,7 +86,7 @@ class StopFlag:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum == signum:  # the same signal again: no more waiting
+        if self.signum == signum and self.repeat_exits:  # the same signal again: no more waiting
             sys.stderr.write("second signal: exiting now, without saving\n")
             sys.stderr.flush()
             os._exit(EXIT_CODES.get(signum, 130))

@@ -70,6 +70,17 @@ def _metric_override(spec: SweepSpec) -> list[str]:
 
 def start(sweep_file: Path, workers: int, project_dir: Path | None, echo: Echo, nproc: int = 1) -> int:
     """Check the sweep file, make the sweep folder and run the sweep; returns the exit code."""
+    sweep = create(sweep_file, project_dir, echo, nproc)
+    echo(
+        f"{sweep.total} trials of {', '.join(sweep.spec['params'])}; {sweep.spec['direction']} {sweep.spec['metric']}"
+        f"{f' over seeds {sweep.seeds}' if sweep.spec.get('seeds') else ''}; {workers} worker(s)"
+    )
+    return run(sweep, workers, echo)
+
+
+def create(sweep_file: Path, project_dir: Path | None, echo: Echo, nproc: int = 1) -> Sweep:
+    """Check the sweep file against its base config (every problem at once), then make the sweep
+    folder and its study; its workers (:func:`work`) run the trials."""
     spec = read_sweep(sweep_file)
     prepared, metric, direction = check_against_config(spec, project_dir)
     from dlscaffold.config import load_raw
@@ -92,11 +103,7 @@ def start(sweep_file: Path, workers: int, project_dir: Path | None, echo: Echo, 
     sweep.study(create=True)
     sweep.write_state("running")
     echo(f"Sweep folder: {folder}")
-    echo(
-        f"{sweep.total} trials of {', '.join(p.key for p in spec.params)}; {direction} {metric}"
-        f"{f' over seeds {spec.seeds}' if spec.seeds else ''}; {workers} worker(s)"
-    )
-    return run(sweep, workers, echo)
+    return sweep
 
 
 def resume(folder: Path, workers: int, echo: Echo) -> int:
@@ -122,6 +129,12 @@ def run(sweep: Sweep, workers: int, echo: Echo) -> int:
         sweep.write_state("interrupted")
         echo(f"Stopped; resume the sweep with: {resume_command(sweep.folder)}")
         return exc.exit_code if exc.signum in EXIT_CODES else 130
+    report(sweep, echo)
+    return 0
+
+
+def report(sweep: Sweep, echo: Echo) -> dict[str, Any]:
+    """Write sweep.json (its status from the trials) and say how the sweep stands; returns the state."""
     state = sweep.write_state()
     best = state.get("best")
     echo(
@@ -133,7 +146,7 @@ def run(sweep: Sweep, workers: int, echo: Echo) -> int:
         )
     )
     echo(f"Results: {sweep.folder / STATE_FILE}")
-    return 0
+    return state
 
 
 def resume_command(folder: Path) -> str:
@@ -168,6 +181,7 @@ class Sweep:
 
     folder: Path
     spec: dict[str, Any]
+    run_info: dict[str, Any] = dataclasses.field(default_factory=dict)  # more run.json keys (a job's "job")
 
     @classmethod
     def open(cls, folder: Path) -> Sweep:
@@ -347,13 +361,15 @@ class _Claim:
     lock: IO
 
 
-def work(folder: Path, echo: Echo = print) -> None:
-    """One worker: claim and run trials until the sweep has its number of trials.
+def work(folder: Path, echo: Echo = print, run_info: dict[str, Any] | None = None) -> None:
+    """One worker: claim and run trials until the sweep has its number of trials; ``run_info``:
+    more keys for their runs' run.json (a cluster job's ``job``).
 
     Raises:
         RunInterrupted: a signal stopped the running trial (its position is saved).
     """
     sweep = Sweep.open(folder)
+    sweep.run_info = dict(run_info or {})
     while True:
         claim = _claim(sweep)
         if claim is None:
@@ -454,6 +470,7 @@ def _run_seeds(sweep: Sweep, number: int, trial: Any, params: dict[str, Any], ec
                 info = _run_in_processes(sweep, number, index, config, overrides, existing, echo)
             else:
                 options = trial_options(sweep, number, index, echo, trial=trial, runs=runs)
+                options.run_info.update(sweep.run_info)
                 result = train(config, [] if existing else overrides, project_dir=project, resume=existing,
                                options=options, echo=quiet)  # fmt: skip
                 info = read_run_info(result.run_dir)

@@ -18,18 +18,20 @@ from conftest import HANG_GUARD_S, copy_project, run_cli, write_config
 
 SLOW_MODEL = """
 
+import os as _os
 import time as _time
 
 
 class Slow(nn.Module):
-    '''A frozen pass-through that takes a little time per step, so that a kill lands inside a trial.'''
+    '''A frozen pass-through that takes a little time per step, so that a kill lands inside a trial
+    (the SLOW_S environment variable changes how long: the numbers never depend on it).'''
 
     def __init__(self, delay: float = 0.02):
         super().__init__()
         self.delay = delay
 
     def forward(self, features):
-        _time.sleep(self.delay)
+        _time.sleep(float(_os.environ.get("SLOW_S", self.delay)))
         return {"features": features}
 
 
