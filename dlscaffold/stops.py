@@ -93,9 +93,9 @@ class StopFlag:
         if self.signum is not None:  # another one (a scheduler's SIGTERM after its own signal): already stopping
             return
         self.signum = signum
+        again = " (send it again to exit at once)" if self.repeat_exits else ""
         sys.stderr.write(
-            f"\n{signal.Signals(signum).name}: finishing the current step, then saving the run's "
-            "position (send it again to exit at once)\n"
+            f"\n{signal.Signals(signum).name}: finishing the current step, then saving the run's position{again}\n"
         )
         sys.stderr.flush()
 

@@ -103,6 +103,13 @@ def check_flags(request: Request) -> None:
         if value is not None and value < low:
             problems.append(f"{flag}: found {value}; expected a whole number >= {low}")
     problems += _what_problems(request)
+    if request.seeds is not None:
+        from dlscaffold.groups import parse_seeds
+
+        try:
+            parse_seeds(request.seeds)
+        except UserError as exc:
+            problems += exc.problems
     if problems:
         raise UserError(*problems)
 
@@ -276,12 +283,36 @@ def _submitted(executor: Any, jobs: list[Any], signal_name: str) -> list[Any]:
 
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
+    local = executor.__class__.__name__ == "LocalExecutor"
     try:
         with _job_environment(signal_name), contextlib.redirect_stderr(io.StringIO()):
-            return executor.submit_array(jobs)
+            with _streams_detached() if local else contextlib.nullcontext():
+                return executor.submit_array(jobs)
     except (FailedJobError, FailedSubmissionError) as exc:
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise UserError(f"the scheduler refused the job(s): {reason}") from None
+
+
+@contextlib.contextmanager
+def _streams_detached() -> Iterator[None]:
+    """Standard input, output and error on the null device while local jobs start: their controller
+    processes (which write nothing there) then hold no pipe of this command's, so a caller reading
+    its output is not kept waiting for the jobs to end."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        yield
+    finally:
+        for fd, copy in zip((0, 1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
 
 
 @contextlib.contextmanager
