@@ -5,7 +5,8 @@ left alone under ``nohup``) and SIGUSR1 / SIGUSR2 (what a scheduler sends before
 ``dlscaffold submit --signal``). The first sets a flag that the training loop reads after each step
 (a Python attribute, no GPU sync); the loop then writes a checkpoint of its exact position and ends
 with exit code 128 + the signal's number (:data:`EXIT_CODES`). The same signal again ends the
-process at once; a different one changes nothing (a scheduler often sends two: SIGTERM and its own).
+process at once; a different one changes nothing but the reason (a scheduler often sends two: SIGTERM
+and its own, which then names the reason).
 
 With ``SLURM_JOB_END_TIME`` (unix seconds) in the environment, the flag also rises by itself
 ``training_params.stop_before_end`` seconds before that time (:func:`stop_time`), in case the
@@ -26,8 +27,9 @@ END_TIME = 0  # not a signal: the reason of a stop because the job's end time is
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 EXIT_CODES = {**{signum: 128 + int(signum) for signum in STOP_SIGNALS}, END_TIME: 124}
 END_TIME_ENV = "SLURM_JOB_END_TIME"
-# When several data-parallel processes stop for different reasons, all take the first of these that any saw.
-_AGREED_ORDER = (END_TIME, signal.SIGUSR2, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+# When several reasons to stop come (a scheduler's SIGTERM and its own signal; data-parallel processes
+# that saw different ones), the run stops for the first of these: a scheduler's own signal names it.
+_PRECEDENCE = (END_TIME, signal.SIGUSR2, signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 
 def reason_name(signum: int) -> str:
@@ -90,7 +92,9 @@ class StopFlag:
             sys.stderr.write("second signal: exiting now, without saving\n")
             sys.stderr.flush()
             os._exit(EXIT_CODES.get(signum, 130))
-        if self.signum is not None:  # another one (a scheduler's SIGTERM after its own signal): already stopping
+        if self.signum is not None:  # another one (a scheduler's SIGTERM and its own): already stopping
+            if _PRECEDENCE.index(signum) < _PRECEDENCE.index(self.signum):
+                self.signum = signum
             return
         self.signum = signum
         again = " (send it again to exit at once)" if self.repeat_exits else ""
@@ -121,13 +125,13 @@ class StopFlag:
     def votes(self) -> list[float]:
         """This process's stop reason as one count per reason, for data-parallel processes to sum."""
         self.requested  # noqa: B018 - reads the clock
-        return [float(self.signum == reason) for reason in _AGREED_ORDER]
+        return [float(self.signum == reason) for reason in _PRECEDENCE]
 
     def agree(self, counts: list[float]) -> bool:
         """Whether any process wants to stop, from the summed :meth:`votes`; a process that did not
         see a reason itself takes the first one another saw."""
         if self.signum is None:
-            self.signum = next((reason for reason, n in zip(_AGREED_ORDER, counts, strict=True) if n), None)
+            self.signum = next((reason for reason, n in zip(_PRECEDENCE, counts, strict=True) if n), None)
         return self.signum is not None
 
 

@@ -73,6 +73,21 @@ def test_a_schedulers_signal_saves_the_exact_position_and_resume_continues_bitwi
     assert_same_run(run, reference)
 
 
+def test_a_schedulers_own_signal_names_the_reason_whichever_came_first() -> None:
+    from dlscaffold.stops import StopFlag
+
+    with StopFlag() as flag:  # a preemption: SIGTERM, then the job's own signal
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.01)  # the handlers have run
+    assert flag.signum == signal.SIGUSR2
+    with StopFlag() as flag:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+    assert flag.signum == signal.SIGUSR1
+
+
 def test_slurm_job_end_time_stops_a_plain_train_by_itself_with_its_position_saved(
     toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
