@@ -77,6 +77,7 @@ class StopFlag:
     def __init__(self, deadline: float | None = None) -> None:
         self.signum: int | None = None
         self.deadline = deadline
+        self.setting_up = False  # True while a run is set up: Ctrl-C at a terminal aborts it at once
         self._previous: dict[int, Any] = {}
 
     @property
@@ -88,6 +89,8 @@ class StopFlag:
         return self.signum is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.setting_up and signum == signal.SIGINT and self.repeat_exits and self.signum is None:
+            raise KeyboardInterrupt  # nothing trained yet, nothing to save: stop now, as Ctrl-C always did
         if self.signum == signum and self.repeat_exits:  # the same signal again: no more waiting
             sys.stderr.write("second signal: exiting now, without saving\n")
             sys.stderr.flush()

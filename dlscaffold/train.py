@@ -107,16 +107,18 @@ def _train(
     if not world.main:  # other ranks print nothing but errors
         echo = _silent
         logging.getLogger("dlscaffold").setLevel(logging.ERROR)
-    # The stop flag is held from the start, so a signal during the set-up (a cluster job's can come at
-    # any time) stops the run after its first step, and through the run's end: a late one never kills
-    # it half-closed.
+    # The stop flag is held from the start, so a scheduler's signal during the set-up (a cluster job's
+    # can come at any time) stops the run after its first step (Ctrl-C at a terminal aborts the set-up
+    # at once), and through the run's end: a late one never kills it half-closed.
     with StopFlag() as stop:
+        stop.setting_up = True
         try:
             session = setup(config_path, overrides, project_dir, resume, options, echo, world)
         except UserError:
             if not world.main:  # every rank found the same problem: rank 0 says it
                 raise QuietExit(2) from None
             raise
+        stop.setting_up = False
         stop.deadline = stop_time(session.run.config.training_params.stop_before_end)  # SLURM_JOB_END_TIME
         with kept_cpu_memory(session.run.config.training_params.keep_cpu_memory):
             return _fit(session, stop, echo)

@@ -3,13 +3,17 @@ parameter groups outside their ``epochs`` do no gradient work, ``keep_cpu_memory
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import signalling_config, write_config
+from conftest import HANG_GUARD_S, signalling_config, write_config
 from test_trustworthy import run_dirs_in
 
 from dlscaffold.cli import main
@@ -172,3 +176,27 @@ def test_keep_cpu_memory_trains_the_same_weights(toy: Path) -> None:
 def test_keep_cpu_memory_must_be_a_boolean(toy: Path, value: str, capsys) -> None:
     assert main(["train", str(toy / "config.yml"), f"training_params.keep_cpu_memory={value}"]) == 2
     assert "training_params.keep_cpu_memory" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_set_up_aborts_at_once_and_a_scheduler_signal_waits_for_a_step(toy: Path) -> None:
+    with open(toy / "dataloader.py", "a") as fh:  # the set-up sends the signal while it builds the dataset
+        fh.write(
+            "\n\n_Plain = CustomDataSet\n\n\nclass CustomDataSet(_Plain):\n    def __init__(self, cfg):\n"
+            "        import os, signal\n        super().__init__(cfg)\n"
+            "        os.kill(os.getpid(), getattr(signal, os.environ['SEND']))\n"
+        )
+    codes = {}
+    for name in ("SIGINT", "SIGUSR2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "dlscaffold", "train", "config.yml", f"logging_params.logging_dir=runs_{name}"],
+            cwd=toy,
+            env={**os.environ, "SEND": name},
+            capture_output=True,
+            text=True,
+            timeout=HANG_GUARD_S,
+        )
+        codes[name] = done.returncode
+    assert codes == {"SIGINT": 130, "SIGUSR2": 128 + signal.SIGUSR2}
+    assert not (toy / "runs_SIGINT").exists()  # aborted before the run folder was made
+    (run,) = run_dirs_in(toy / "runs_SIGUSR2")
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
