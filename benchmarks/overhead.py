@@ -1,9 +1,13 @@
 """What does dlscaffold cost? Per-epoch training time of ``dlscaffold train`` against a hand-written loop.
 
-Both arms do the same work (``benchmarks/README.md``): the CIFAR-10 example's ``Cifar10ResNet`` on
-synthetic CIFAR-shaped data, cross entropy and accuracy every step, Adam, TensorBoard every 50
-steps, validation and a checkpoint every epoch. Arm ``dlscaffold`` is ``python -m dlscaffold train
-benchmarks/project/config.yml ...``; arm ``handwritten`` is ``python benchmarks/handwritten.py ...``.
+Both arms do the same work (``benchmarks/README.md``). ``--recipe resnet`` (the default): the
+CIFAR-10 example's ``Cifar10ResNet`` on synthetic CIFAR-shaped data, cross entropy and accuracy
+every step, Adam, TensorBoard every 50 steps, validation and a checkpoint every epoch; arm
+``dlscaffold`` is ``python -m dlscaffold train benchmarks/project/config.yml ...``, arm
+``handwritten`` is ``python benchmarks/handwritten.py ...``. ``--recipe fast``: the example's
+``config_fast.yml`` recipe (``Cifar10Airbench``, data on the device, Lookahead, test-time
+augmentation in validation, bf16) on the same kind of data; ``benchmarks/project_fast/config.yml``
+against ``benchmarks/handwritten_fast.py``.
 
 Each arm runs as whole processes, a short one (E1 epochs) and a long one (E2 epochs), the arms
 alternated (short A, short B, long A, long B; the next repeat starts with B), R times. The per-epoch
@@ -17,6 +21,7 @@ asserted. With ``--compile`` one untimed run of each arm goes first, to fill tor
     python benchmarks/overhead.py --precision bf16 --compile       # autocast bf16, torch.compile
     python benchmarks/overhead.py --device cuda --precision bf16   # on a GPU
     python benchmarks/overhead.py --quick                          # a smoke test (seconds per process)
+    python benchmarks/overhead.py --recipe fast                    # the fast recipe (bf16)
 """
 
 from __future__ import annotations
@@ -39,31 +44,59 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 
 HERE = Path(__file__).resolve().parent
-PROJECT = HERE / "project"
 ARMS = ("dlscaffold", "handwritten")
-QUICK = {"points": 1280, "batch_size": 64, "widths": "8,16,32,64", "epochs": (1, 3), "repeats": 1}
+# Per recipe: the dlscaffold arm's project, the hand-written arm's script, the model and the default
+# sizes (--points, --batch-size, --widths) and the sizes of --quick.
+RECIPES = {
+    "resnet": {
+        "project": HERE / "project",
+        "handwritten": HERE / "handwritten.py",
+        "model": "Cifar10ResNet",
+        "sizes": {"points": 5120, "batch_size": 64, "widths": "32,64,128,256"},
+        "quick": {"points": 1280, "batch_size": 64, "widths": "8,16,32,64"},
+    },
+    "fast": {
+        "project": HERE / "project_fast",
+        "handwritten": HERE / "handwritten_fast.py",
+        "model": "Cifar10Airbench",
+        "sizes": {"points": 10752, "batch_size": 1024, "widths": "64,256,256"},
+        "quick": {"points": 1280, "batch_size": 128, "widths": "8,16,16"},
+    },
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="resnet",
+        help="resnet: the example's Cifar10ResNet with Adam; fast: its config_fast.yml recipe (bf16)",
+    )
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="resnet only [fp32]")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in both arms")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (arm, length)")
     parser.add_argument(
         "--epochs", type=int, nargs=2, default=(1, 3), metavar=("E1", "E2"), help="epochs of the short and the long run"
     )
-    parser.add_argument("--points", type=int, default=5120, help="synthetic data points; 80%% train, 20%% val")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--widths", default="32,64,128,256", help="Cifar10ResNet widths (the example's)")
+    parser.add_argument("--points", type=int, help="synthetic points (resnet: 5120, 80%% train; fast: 10752, 95%%)")
+    parser.add_argument("--batch-size", type=int, help="resnet: 64; fast: 1024")
+    parser.add_argument("--widths", help="the model's widths (the example's: resnet 32,64,128,256; fast 64,256,256)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both arms (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--keep", type=Path, help="keep the runs' folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    recipe = RECIPES[args.recipe]
+    if args.recipe == "fast" and (args.compile or args.precision not in (None, "bf16")):
+        parser.error("--recipe fast: the recipe trains in bf16 without torch.compile")
+    args.precision = args.precision or ("bf16" if args.recipe == "fast" else "fp32")
+    for key, value in (recipe["quick"] if args.quick else recipe["sizes"]).items():
+        if args.quick or getattr(args, key) is None:
+            setattr(args, key, value)
     if args.quick:
-        args.points, args.batch_size, args.widths = QUICK["points"], QUICK["batch_size"], QUICK["widths"]
-        args.epochs, args.repeats = QUICK["epochs"], QUICK["repeats"]
+        args.epochs, args.repeats = (1, 3), 1
     if not 0 < args.epochs[0] < args.epochs[1]:
         parser.error("--epochs E1 E2: expected 0 < E1 < E2")
     if args.repeats < 1:
@@ -73,30 +106,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def command(arm: str, epochs: int, args: argparse.Namespace, out: Path) -> list[str]:
     """The command line of one run of ``arm``; both take the same sizes and options."""
+    recipe = RECIPES[args.recipe]
     if arm == "dlscaffold":
         return [
             sys.executable,
             "-m",
             "dlscaffold",
             "train",
-            str(PROJECT / "config.yml"),
+            str(recipe["project"] / "config.yml"),
             f"training_params.max_training_epochs={epochs}",
             f"training_params.precision={args.precision}",
             f"training_params.compile={'true' if args.compile else 'false'}",
             f"dataloading_params.batch_size={args.batch_size}",
             f"dataloading_params.dataset_args.num_points={args.points}",
-            f"info_flow.Cifar10ResNet.init_args.widths=[{args.widths}]",
+            f"info_flow.{recipe['model']}.init_args.widths=[{args.widths}]",
             f"logging_params.logging_dir={out}",
             "--device",
             args.device,
         ]
     return [
         sys.executable,
-        str(HERE / "handwritten.py"),
+        str(recipe["handwritten"]),
         "--epochs",
         str(epochs),
-        "--precision",
-        args.precision,
+        *(["--precision", args.precision] if args.recipe == "resnet" else []),
         "--device",
         args.device,
         "--points",
@@ -252,7 +285,8 @@ def report(summary: dict[str, dict[str, float | None]], args: argparse.Namespace
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"{args.device} {args.precision}{' compile' if args.compile else ''}: Cifar10ResNet widths {args.widths}, "
+        f"{args.device} {args.precision}{' compile' if args.compile else ''}: recipe {args.recipe}, "
+        f"{RECIPES[args.recipe]['model']} widths {args.widths}, "
         f"{args.points} points, batch {args.batch_size}, epochs {e1} vs {e2}, {args.repeats} repeat(s)",
         f"machine: {info['cpu']}, {info.get('gpu', 'no GPU used')}, torch {info['torch']} "
         f"({info['torch_threads']} threads), dlscaffold {info['dlscaffold']}",

@@ -11,18 +11,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_overhead_quick_prints_both_arms_and_the_ratio(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", ["resnet", "fast"])
+def test_overhead_quick_prints_both_arms_and_the_ratio(tmp_path: Path, recipe: str) -> None:
     result_file = tmp_path / "result.json"
     done = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "overhead.py"),
             "--quick",
+            "--recipe",
+            recipe,
             "--json",
             str(result_file),
             "--keep",

@@ -166,29 +166,46 @@ def cifar10_images(tmp_path_factory) -> Path | None:
     return None
 
 
-def test_shipped_baseline_reproduces_the_readme_test_accuracy(tmp_path_factory, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("baseline", "claim", "metric", "project"),
+    [  # baseline/ predates recorded code hashes: it is evaluated with --project
+        (
+            "baseline",
+            r"baseline test accuracy: \*\*([\d.]+)%\*\*",
+            "Cifar10ResNet/Accuracy",
+            ["--project", str(EXAMPLE)],
+        ),
+        (
+            "baseline_fast",
+            r"`baseline_fast/` test accuracy, with TTA: \*\*([\d.]+)%\*\*",
+            "Cifar10Airbench/Accuracy",
+            [],
+        ),
+    ],
+)
+def test_shipped_baseline_reproduces_the_readme_test_accuracy(
+    tmp_path_factory, tmp_path: Path, baseline: str, claim: str, metric: str, project: list[str]
+) -> None:
     images = cifar10_images(tmp_path_factory)
     if images is None:
         pytest.skip("the CIFAR-10 images are not here (see examples/cifar10/README.md)")
-    readme = (EXAMPLE / "README.md").read_text()
-    claimed = float(re.search(r"baseline test accuracy: \*\*([\d.]+)%\*\*", readme).group(1))
+    claimed = float(re.search(claim, (EXAMPLE / "README.md").read_text()).group(1))
     out = tmp_path / "baseline.json"
-    result = run(
+    result = run(  # baseline_fast: no --project, the shipped run names its project relative to itself
         "-m",
         "dlscaffold",
         "evaluate",
-        str(EXAMPLE / "baseline"),
+        str(EXAMPLE / baseline),
         f"dataloading_params.dataset_path={images}",
         "--split",
         "test",
         "--json",
         str(out),
-        "--project",
-        str(EXAMPLE),
+        *project,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    accuracy = json.loads(out.read_text())["metrics"]["Cifar10ResNet/Accuracy"] * 100
+    accuracy = json.loads(out.read_text())["metrics"][metric] * 100
     assert abs(accuracy - claimed) <= 0.1
 
 
@@ -236,3 +253,88 @@ def test_compile_and_channels_last_train_the_example_model(tiny: dict[str, Path]
     assert json.loads((tmp_path / "out.json").read_text())["metrics"]["Cifar10ResNet/Accuracy"] == pytest.approx(
         rows[1]["Cifar10ResNet/Accuracy"], abs=1e-6
     )
+
+
+# ----------------------------------------------------------------------------- the fast recipe
+
+
+def fast_dataset(path: Path, **args):
+    cfg = {"dataloading_params": {"dataset_path": str(path), "dataset_args": args}, "training_params": {"seed": 3}}
+    return example_module("dataloader").CustomDataSet(cfg)
+
+
+def test_the_alternating_flip_mirrors_each_image_in_every_other_epoch(tiny: dict[str, Path]) -> None:
+    data = fast_dataset(tiny["folder"], flip="alternating", translate=0)
+    batch = {"image": data.images[:30].clone(), "index": torch.arange(30)}
+    seen = []
+    for epoch in (1, 2, 3):
+        data.set_epoch(epoch)
+        out = data.transform_batch(dict(batch), train=True)["image"]
+        plain = data.transform_batch(dict(batch), train=False)["image"]
+        mirrored = [torch.allclose(o, p.flip(2)) for o, p in zip(out, plain, strict=True)]
+        assert all(m or torch.allclose(o, p) for m, o, p in zip(mirrored, out, plain, strict=True))
+        seen.append(mirrored)
+    assert seen[0] == seen[2] and all(a != b for a, b in zip(seen[0], seen[1], strict=True))
+    assert 5 < sum(seen[0]) < 25  # a random half, fixed by the seed
+    assert seen[0] == [bool(m) for m in fast_dataset(tiny["folder"], flip="alternating").mirrored[:30]]
+
+
+def test_reflect_translation_shifts_by_at_most_its_pixels() -> None:
+    translate = example_module("dataloader").random_translate
+    images = torch.rand(64, 3, 32, 32)
+    out = translate(images, 2, "reflect")
+    assert out.shape == images.shape and not torch.equal(out, images)
+    for o, i in zip(out[:8], images, strict=False):  # each is a shifted copy of its image
+        padded = torch.nn.functional.pad(i[None], (2, 2, 2, 2), mode="reflect")[0]
+        windows = [padded[:, y : y + 32, x : x + 32] for y in range(5) for x in range(5)]
+        assert any(torch.equal(o, w) for w in windows)
+
+
+def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts(tiny: dict[str, Path]) -> None:
+    data = fast_dataset(tiny["folder"])
+    batch = data.transform_batch({"image": data.images[:4].clone(), "class_idx": torch.zeros(4)}, train=False)
+    views = data.tta_views(batch)
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    assert torch.equal(views[0][1]["image"], batch["image"])
+    assert torch.equal(views[1][1]["image"], batch["image"].flip(3))
+    assert torch.equal(views[2][1]["image"][:, :, 1:, 1:], batch["image"][:, :, :-1, :-1])  # moved down-right
+    assert all(v["class_idx"] is batch["class_idx"] for _, v in views)
+
+
+def test_the_whitening_layer_whitens_the_patches_it_saw() -> None:
+    model = example_module("models").Cifar10Airbench(widths=(8, 16, 16))
+    images = torch.randn(200, 3, 32, 32) @ torch.randn(32, 32) * 0.3 + 0.5  # correlated pixels
+    model.init_from_data(image=images)
+    out = torch.nn.functional.conv2d(images, model.whiten.weight[:12])  # (N, 12, 31, 31), no bias
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = flat.T @ flat / len(flat)
+    eps = model.whiten_eps
+    assert torch.allclose(covariance, torch.eye(12), atol=0.05 + eps * 100)
+    assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
+
+
+def test_the_fast_config_trains_one_short_epoch_and_evaluates_with_tta(tiny: dict[str, Path], tmp_path: Path) -> None:
+    result = run(
+        str(EXAMPLE / "train.py"),
+        str(EXAMPLE / "config_fast.yml"),
+        f"dataloading_params.dataset_path={tiny['folder']}",
+        f"logging_params.logging_dir={tmp_path}",
+        "dataloading_params.batch_size=8",
+        "dataloading_params.init_samples=16",
+        "info_flow.Cifar10Airbench.init_args.widths=[8,16,16]",
+        "training_params.max_training_epochs=1",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Initialised Cifar10Airbench from 16 training points" in result.stdout
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["train", "val"] and "Cifar10Airbench/Accuracy" in rows[1]
+    for tta, views in (("--no-tta", None), (None, 6)):
+        out = tmp_path / f"test_{views}.json"
+        args = [str(run_dir), "--split", "test", "--json", str(out), *([tta] if tta else [])]
+        result = run(str(EXAMPLE / "evaluate.py"), *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        evaluation = json.loads(out.read_text())
+        assert evaluation["num_samples"] == 20
+        assert (evaluation["tta"] or {}).get("views") == views

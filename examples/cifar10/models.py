@@ -90,5 +90,92 @@ class Cifar10ResNet(nn.Module):
         return {"class_logits": logits}
 
 
+# ----------------------------------------------------------------------------- the fast recipe
+
+
+class ShiftOnlyBatchNorm(nn.BatchNorm2d):
+    """BatchNorm with a fixed scale of 1 (only the shift is learned), a tiny eps and a short memory
+    of the running statistics (``momentum``: torch's, the weight of the newest batch)."""
+
+    def __init__(self, channels: int, momentum: float = 0.4, eps: float = 1e-12):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.weight.requires_grad_(False)  # stays 1: the next convolution can scale
+
+
+class DiracConv(nn.Conv2d):
+    """3x3 convolution without bias whose first ``in_channels`` filters start as the identity
+    (``dirac_``), so that a freshly built network passes its input through."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 3, padding="same", bias=False)
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[:in_channels])
+
+
+class ConvGroup(nn.Module):
+    """conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU; halves the image size."""
+
+    def __init__(self, in_channels: int, out_channels: int, bn_momentum: float):
+        super().__init__()
+        self.conv1, self.pool = DiracConv(in_channels, out_channels), nn.MaxPool2d(2)
+        self.norm1 = ShiftOnlyBatchNorm(out_channels, bn_momentum)
+        self.conv2 = DiracConv(out_channels, out_channels)
+        self.norm2 = ShiftOnlyBatchNorm(out_channels, bn_momentum)
+        self.activ = nn.GELU()
+
+    def forward(self, x):
+        x = self.activ(self.norm1(self.pool(self.conv1(x))))
+        return self.activ(self.norm2(self.conv2(x)))
+
+
+class Cifar10Airbench(nn.Module):
+    """The airbench94 network (Keller Jordan's cifar10-airbench, 2024): 2x2 patch whitening, three
+    conv groups, max-pool, a linear layer and scaled-down logits; 1.97 M parameters at the
+    default widths.
+
+    The whitening layer's weights are not trained: :meth:`init_from_data` sets them from the
+    training images' 2x2 patches (the eigenvectors of their covariance, scaled to unit variance,
+    and their negatives), before the first epoch. Its bias is trained in the first epochs only
+    (``param_groups`` ``epochs`` in ``config_fast.yml``).
+
+    Args:
+        widths: channels of the three conv groups.
+        bn_momentum: torch's BatchNorm momentum (airbench's 0.6 in its own convention is 0.4 here).
+        logit_scale: multiplies the logits.
+        whiten_eps: added to the patch covariance's eigenvalues before scaling by them.
+    """
+
+    def __init__(self, widths=(64, 256, 256), bn_momentum: float = 0.4, logit_scale: float = 1 / 9, whiten_eps=5e-4):
+        super().__init__()
+        self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)  # 2x2 patches, 12 directions x 2 signs
+        self.whiten.weight.requires_grad_(False)
+        nn.init.zeros_(self.whiten.bias)
+        self.groups = nn.Sequential(
+            ConvGroup(24, widths[0], bn_momentum),  # (B, w0, 15, 15)
+            ConvGroup(widths[0], widths[1], bn_momentum),  # (B, w1, 7, 7)
+            ConvGroup(widths[1], widths[2], bn_momentum),  # (B, w2, 3, 3)
+        )
+        self.head = nn.Linear(widths[2], 10, bias=False)
+        self.logit_scale, self.whiten_eps = logit_scale, whiten_eps
+        self.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def init_from_data(self, image):
+        """Whitening weights from the 2x2 patches of ``image`` (N, 3, 32, 32), normalised images."""
+        c, (h, w) = image.shape[1], self.whiten.weight.shape[2:]
+        patches = image.float().unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w)
+        covariance = patches.T @ patches / len(patches)  # (12, 12)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)  # largest first
+        scaled = (eigenvectors / torch.sqrt(eigenvalues + self.whiten_eps).unsqueeze(1)).reshape(-1, c, h, w)
+        self.whiten.weight.copy_(torch.cat([scaled, -scaled]))
+
+    def forward(self, image):
+        x = nn.functional.gelu(self.whiten(image))  # (B, 24, 31, 31)
+        x = self.groups(x)  # (B, w2, 3, 3)
+        x = nn.functional.max_pool2d(x, 3).flatten(1)  # (B, w2)
+        return {"class_logits": self.head(x) * self.logit_scale}  # (B, 10)
+
+
 def get_ref_model_dict():
-    return {"Cifar10Classifier": Cifar10Classifier, "Cifar10ResNet": Cifar10ResNet}
+    return {"Cifar10Classifier": Cifar10Classifier, "Cifar10ResNet": Cifar10ResNet, "Cifar10Airbench": Cifar10Airbench}
