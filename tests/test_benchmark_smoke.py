@@ -55,6 +55,7 @@ def test_overhead_quick_prints_both_arms_and_the_ratio(tmp_path: Path, recipe: s
     assert result["ratio"] is None or result["ratio"] > 0
     # each arm wrote what it is timed for: a dlscaffold run folder, the hand-written loop's checkpoints and events
     runs = tmp_path / "runs"
-    assert list(runs.glob("dlscaffold_long_0/*/checkpoints/Cifar10ResNet_000003.pt"))
+    model = {"resnet": "Cifar10ResNet", "fast": "Cifar10Airbench"}[recipe]
+    assert list(runs.glob(f"dlscaffold_long_0/*/checkpoints/{model}_000003.pt"))
     assert (runs / "handwritten_long_0" / "checkpoint_000003.pt").is_file()
     assert list((runs / "handwritten_long_0").glob("events.out.tfevents.*"))

@@ -56,9 +56,12 @@ def run_json(run: Path) -> dict:
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGHUP, signal.SIGUSR1])
 def test_a_schedulers_signal_saves_the_exact_position_and_resume_continues_bitwise(
-    toy: Path, tmp_path: Path, signum: int, monkeypatch: pytest.MonkeyPatch
+    toy: Path, tmp_path: Path, signum: int, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     config = signalling_config(toy, 5, signum)  # 12 steps an epoch: mid-epoch 1
+    if signal.getsignal(signum) == signal.SIG_IGN:  # the suite runs under nohup: a run leaves an ignored SIGHUP be
+        previous = signal.signal(signum, signal.SIG_DFL)
+        request.addfinalizer(lambda: signal.signal(signum, previous))
     monkeypatch.setenv("RESUMED", "1")
     assert main(["train", str(config), f"logging_params.logging_dir={tmp_path / 'straight'}"]) == 0
     monkeypatch.delenv("RESUMED")
