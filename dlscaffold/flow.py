@@ -240,18 +240,13 @@ def batch_size_of(batch: dict[str, Any]) -> int:
     raise UserError("dataset items hold no tensors; CustomDataSet.__getitem__ must return named values")
 
 
-def needed_models(config: Config, inputs: dict[str, list[Route]]) -> set[str]:
-    """The models whose outputs a loss, an eval, ``log_images`` or ``tta_outputs`` reads, and every
-    model those read from (see :attr:`Flow.needed`)."""
+def needed_models(config: Config, inputs: dict[str, list[Route]], terms: list[Term | MetricTerm]) -> set[str]:
+    """The models whose outputs ``terms`` (the losses and evals), ``log_images`` or ``tta_outputs``
+    read, and every model those read from (see :attr:`Flow.needed`)."""
     models = list(config.info_flow)
-    read = [
-        source
-        for spec in config.info_flow.values()
-        for term in [*spec.losses.values(), *spec.evals.values()]
-        for source, _ in (split_source(text, models) for text in term.inputs.values())
-    ]
     shown = [*config.logging_params.log_images, *config.training_params.tta_outputs]
-    needed = {source for source in read + [split_source(s, models)[0] for s in shown] if source in config.info_flow}
+    needed = {src for t in terms for _, src, _ in t.sources} | {split_source(s, models)[0] for s in shown}
+    needed &= set(models)
     for name in reversed(models):  # a model's sources come before it
         if name in needed:
             needed.update(src for _, src, _ in inputs[name] if src in config.info_flow)
@@ -351,13 +346,7 @@ def build_flow(
             model.requires_grad_(False)  # frozen or EMA: in no optimizer, but gradients still pass through
             model.eval()
         models[name], inputs[name] = model, routes(spec.inputs, list(config.info_flow))
-    return Flow(
-        models,
-        inputs,
-        trained,
-        _terms(config, "losses", losses),
-        _terms(config, "evals", evals),
-        device,
-        metrics=_metric_terms(config, device),
-        needed=needed_models(config, inputs),
-    )
+    terms = {kind: _terms(config, kind, registry) for kind, registry in (("losses", losses), ("evals", evals))}
+    metrics = _metric_terms(config, device)
+    needed = needed_models(config, inputs, [*terms["losses"], *terms["evals"], *metrics])
+    return Flow(models, inputs, trained, terms["losses"], terms["evals"], device, metrics=metrics, needed=needed)

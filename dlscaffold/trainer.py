@@ -84,13 +84,13 @@ class Trainer:
     stepped: dict[str, int] = field(default_factory=dict)  # optimizer steps applied, per model
     # Per-model optimization (any of its keys set): the step of _model_step.
     per_model: bool = False
-    windows: bool = False  # some parameter group trains in given epochs only
+    # Parameters of groups that train in given epochs only: (parameter, first epoch, last epoch).
+    windowed: list[tuple[torch.nn.Parameter, int, int]] = field(default_factory=list)
     distributed: bool = False  # data-parallel: DDP wants every parameter's gradient, each step
     update_every: dict[str, int] = field(default_factory=dict)  # model -> its optimizer steps every N steps
     clip: dict[str, float] = field(default_factory=dict)  # model -> its own grad_clip_norm
     trains: dict[str, list[str]] = field(default_factory=dict)  # loss name -> the models it updates
     intervals: dict[str, str] = field(default_factory=dict)  # model -> its scheduler's interval
-    _paused: set[int] = field(default_factory=set)  # ids of parameters begin_epoch stopped
 
     def train_step(self, batch: dict[str, Any], share: float = 1.0) -> dict[str, torch.Tensor] | None:
         """One optimisation step; returns every loss's and eval's values, or None for a skipped step.
@@ -123,8 +123,8 @@ class Trainer:
             return self._skip_nonfinite(values, batch, optimizers)  # never applied; raises for "stop"
         if finite and self.grad_clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip_norm, norm)  # on true gradients
-        if self.windows:
-            self._outside_epochs(optimizers)
+        if self.windowed and self.distributed:
+            self._outside_epochs()
         applied = self.precision.step(optimizers, finite)  # False: the fp16 scaler skipped an overflow
         if applied:
             names = set(self.optimizers)
@@ -141,28 +141,18 @@ class Trainer:
 
     def begin_epoch(self, epoch: int) -> None:
         """In one process, a parameter group outside its ``epochs`` stops requiring gradients for
-        the epoch, so that backward skips its work; the others are as the model made them. (Under
-        data-parallel training every step drops those gradients instead, :meth:`_outside_epochs`.)"""
-        if not self.windows or self.distributed:
-            return
-        trainable = {id(p) for p in self.params if p.requires_grad or id(p) in self._paused}
-        for optimizer in self.optimizers.values():
-            for group in optimizer.param_groups:
-                first, last = group.get("epochs") or (epoch, epoch)
-                for p in group["params"]:
-                    if id(p) in trainable:
-                        p.requires_grad_(first <= epoch <= last)
-                        (self._paused.discard if first <= epoch <= last else self._paused.add)(id(p))
+        the epoch, so that backward skips its work. (Under data-parallel training, where DDP wants
+        every parameter's gradient, each step drops them instead: :meth:`_outside_epochs`.)"""
+        if not self.distributed:
+            for p, first, last in self.windowed:
+                p.requires_grad_(first <= epoch <= last)
 
-    def _outside_epochs(self, optimizers: list[torch.optim.Optimizer]) -> None:
+    def _outside_epochs(self) -> None:
         """A parameter group outside its ``epochs``: no gradient, so the optimizer leaves it as it is."""
         epoch = self.flow.clock["epoch"]
-        for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                first, last = group.get("epochs") or (epoch, epoch)
-                if not first <= epoch <= last:
-                    for p in group["params"]:
-                        p.grad = None
+        for p, first, last in self.windowed:
+            if not first <= epoch <= last:
+                p.grad = None
 
     def _evals(self, values: dict[str, torch.Tensor], batch: dict[str, Any], outputs: dict) -> dict:
         with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
@@ -197,7 +187,6 @@ class Trainer:
             return self._skip_nonfinite(values, batch, list(self.optimizers.values()))
         if finite:
             self._clip(due, params)
-        self._outside_epochs(optimizers)
         applied = self.precision.step(optimizers, finite) if optimizers else finite
         stepped = set(due) if applied else set()
         for name in stepped:
@@ -318,7 +307,14 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         params,
         buffers=buffers,
         per_model=per_model,
-        windows=any(g.epochs for spec in specs.values() for g in spec.param_groups),
+        windowed=[  # the parameters the model lets train (requires_grad) in groups with epochs
+            (p, *group["epochs"])
+            for optimizer in optimizers.values()
+            for group in optimizer.param_groups
+            if group.get("epochs")
+            for p in group["params"]
+            if p.requires_grad
+        ],
         distributed=distributed,
         update_every={n: spec.update_every for n, spec in specs.items()},
         clip={n: spec.grad_clip_norm for n, spec in specs.items() if spec.grad_clip_norm is not None},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import write_config
+from conftest import SIGNALLING_MODELS, write_config
 
 from dlscaffold.api import load_run
 from dlscaffold.cli import main
@@ -80,34 +80,6 @@ def test_write_back_makes_the_student_the_average(toy: Path) -> None:
     for epoch in range(EPOCHS + 1):
         assert same(weights(run, "Classifier", epoch), weights(run, "Teacher", epoch)), epoch
     assert not same(weights(run, "Classifier", EPOCHS), weights(plain, "Classifier", EPOCHS))
-
-
-SIGNALLING_MODELS = '''
-
-class SignalAt(nn.Module):
-    """Passes its input through; sends this process SIGTERM during global step ``at``."""
-
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
-
-    def forward(self, features, step):
-        import os
-        import signal
-
-        if int(step) == self.at and not os.environ.get("RESUMED") and not _FIRED:
-            _FIRED.append(step)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return {"features": features}
-
-
-_FIRED = []
-_plain_models = get_ref_model_dict
-
-
-def get_ref_model_dict():
-    return {**_plain_models(), "SignalAt": SignalAt}
-'''
 
 
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_average(toy: Path, tmp_path: Path, monkeypatch) -> None:
