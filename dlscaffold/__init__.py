@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
     from dlscaffold.api import LoadedRun
 
-__version__ = "0.1.0"
+from dlscaffold._version import __version__
+
+__all__ = ["__version__", "load_run", "load_runs"]
 
 
 def load_run(
@@ -41,9 +43,9 @@ def load_runs(logging_dir: str | Path) -> pandas.DataFrame:
     validation value of each metric (``val/<Model>/<name>``) and every config key
     (``config.<dotted.key>``).
 
-    See :func:`dlscaffold.experiments.load_runs` (imported here on first use, so that ``import
+    See :func:`dlscaffold.experiments.results.load_runs` (imported here on first use, so that ``import
     dlscaffold`` does not import pandas) and docs/experiments.md.
     """
-    from dlscaffold.experiments import load_runs as _load_runs
+    from dlscaffold.experiments.results import load_runs as _load_runs
 
     return _load_runs(logging_dir)

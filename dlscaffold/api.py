@@ -1,7 +1,7 @@
 """The Python API: a finished run's models, config, split and metrics, for a notebook or a script.
 
 :func:`load_run` builds a run exactly as ``dlscaffold evaluate`` does (the one run builder,
-:func:`~dlscaffold.builder.build_run`, with the run's config, split and the project code it recorded)
+:func:`~dlscaffold.run.builder.build_run`, with the run's config, split and the project code it recorded)
 and loads one epoch's weights. ``dlscaffold.load_run`` is the same function, imported lazily.
 
 Example:
@@ -21,18 +21,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlscaffold.builder import Run, build_run
-from dlscaffold.checkpoint import resolve_epoch
+from dlscaffold.build.flow import Flow
+from dlscaffold.build.seeding import forked_rng
 from dlscaffold.config import Config
 from dlscaffold.data import collate
-from dlscaffold.evaluation import evaluate_run, set_clock
-from dlscaffold.flow import Flow
-from dlscaffold.lineage import warn_changed
+from dlscaffold.evaluate import evaluate_run, set_clock
 from dlscaffold.prepare import prepare
-from dlscaffold.progress import Progress
-from dlscaffold.rundir import read_metrics
-from dlscaffold.runfiles import BEST, check_run_dir, epoch_number, parse_epoch
-from dlscaffold.seeding import forked_rng
+from dlscaffold.records.checkpoint import resolve_epoch
+from dlscaffold.records.lineage import warn_changed
+from dlscaffold.records.rundir import CONFIG_FILE, read_metrics
+from dlscaffold.records.runfiles import BEST, check_run_dir, epoch_number, parse_epoch
+from dlscaffold.run.builder import Run, build_run
+from dlscaffold.run.progress import Progress
 
 
 @dataclass
@@ -146,7 +146,7 @@ def load_run(
     epoch = parse_epoch(epoch, "epoch")
     run_dir = check_run_dir(Path(run_dir))
     project_dir = Path(project).expanduser().resolve() if project is not None else None
-    prepared = prepare(run_dir / "config.yml", [], project_dir, run_dir=run_dir, splits=(), training=False)
+    prepared = prepare(run_dir / CONFIG_FILE, [], project_dir, run_dir=run_dir, splits=(), training=False)
     warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model
     saved = resolve_epoch(run_dir, list(prepared.config.info_flow), epoch, "epoch")  # a number or "best"
     with forked_rng():  # building seeds every RNG, as training did; the caller's states are restored after

@@ -16,9 +16,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dlscaffold.arch import ArchKind
 from dlscaffold.errors import QuietExit, UserError
-from dlscaffold.stops import RunInterrupted
+from dlscaffold.run.stops import RunInterrupted
+from dlscaffold.tools.arch import ArchKind
 
 app = typer.Typer(
     help="dlscaffold: generate a deep-learning research project and train it from its config.",
@@ -33,7 +33,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from dlscaffold import __version__
+        from dlscaffold._version import __version__
 
         typer.echo(f"dlscaffold {__version__}")
         raise typer.Exit()
@@ -145,8 +145,10 @@ def train(
     """Train the models a config's info_flow names."""
 
     def action() -> None:
+        from dlscaffold.records.rundir import CONFIG_FILE
+
         project_dir = _project_default(ctx, project)
-        config, overrides = _split_args(list(args or []), resume, project_dir / "config.yml" if project_dir else None)
+        config, overrides = _split_args(list(args or []), resume, project_dir / CONFIG_FILE if project_dir else None)
         if config is not None:  # a FIFO or a device is refused at once, before torch is imported
             from dlscaffold.config import check_config_path
 
@@ -155,8 +157,8 @@ def train(
             flags = {"dev": dev, "no_save": no_save, "debug": debug, "device": device}
             _train_seeds(seeds, config, overrides, project_dir, resume, nproc, workers, vary_split, **flags)
         if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun, which runs this command N times
-            from dlscaffold.distributed import check_launch, launch, launch_args
-            from dlscaffold.summary import ARGV0_ENV
+            from dlscaffold.build.distributed import check_launch, launch, launch_args
+            from dlscaffold.run.summary import ARGV0_ENV
 
             check_launch(nproc, config, overrides, resume)  # what every process would refuse: said once, first
             before = os.environ.get(ARGV0_ENV)
@@ -185,12 +187,12 @@ def train(
 
         options = TrainOptions(dev=dev, no_save=no_save, debug=debug, device=device, progress_bar=sys.stdout.isatty())
         if group is not None:  # one run of a seed group, started by --seeds --workers N
-            from dlscaffold.groups import group_info
+            from dlscaffold.experiments.groups import group_info
 
             group_id, seed, size = group.rsplit(":", 2)
             options.run_info, options.run_notes_suffix = group_info(group_id, int(seed), int(size)), f"seed{seed}"
         if sweep_trial is not None:  # a process of a sweep's data-parallel trial (sweep --nproc K)
-            from dlscaffold.sweep import trial_options
+            from dlscaffold.experiments.sweep import trial_options
 
             folder, number, index = sweep_trial.rsplit(":", 2)
             trial = trial_options(Path(folder), int(number), int(index), typer.echo)
@@ -216,7 +218,7 @@ def _train_seeds(
     device: str | None,
 ) -> None:
     """``train --seeds``: a seed group, one run per seed."""
-    from dlscaffold.groups import parse_seeds, train_group
+    from dlscaffold.experiments.groups import parse_seeds, train_group
     from dlscaffold.train import TrainOptions
 
     chosen = parse_seeds(seeds)
@@ -292,8 +294,8 @@ def submit(
 
     def action() -> int:
         from dlscaffold.config import check_config_path
-        from dlscaffold.submit import Request
-        from dlscaffold.submit import submit as run_submit
+        from dlscaffold.experiments.submit import Request
+        from dlscaffold.experiments.submit import submit as run_submit
 
         items = list(args or [])
         config = Path(items.pop(0)) if items and "=" not in items[0] else None
@@ -354,8 +356,8 @@ def evaluate(
         from rich.table import Table
 
         from dlscaffold.evaluate import evaluate as run_evaluate
-        from dlscaffold.runfiles import parse_epoch
-        from dlscaffold.runs import to_json
+        from dlscaffold.records.runfiles import parse_epoch
+        from dlscaffold.records.summaries import to_json
 
         to_stdout = json_file is not None and str(json_file) == "-"  # the JSON alone on stdout
 
@@ -452,7 +454,7 @@ def arch_command(
     """Print the layers a module would build from the given sizes, with parameter counts."""
 
     def action() -> None:
-        from dlscaffold.arch import plan_table
+        from dlscaffold.tools.arch import plan_table
 
         _print_table(
             plan_table(
@@ -536,7 +538,7 @@ def new_command(
     """
 
     def action() -> None:
-        from dlscaffold.scaffold import new_project
+        from dlscaffold.tools.scaffold import new_project
 
         result = new_project(dest, list(data or []), template, vcs_ref)
         typer.echo(
@@ -556,7 +558,7 @@ def _report_update(result: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from dlscaffold.scaffold import CONFIG_FILE, CONFLICT_EXIT_CODE
+    from dlscaffold.tools.scaffold import CONFIG_FILE, CONFLICT_EXIT_CODE
 
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
@@ -626,7 +628,7 @@ def update_command(
     """
 
     def action() -> None:
-        from dlscaffold.scaffold import update_project
+        from dlscaffold.tools.scaffold import update_project
 
         _report_update(update_project(project_dir, list(data or []), vcs_ref))
 
@@ -694,8 +696,8 @@ def runs(
             _print_lineage(lineage, bool(as_json or group or fmt is not None or columns is not None or sort != "run"))
             return
 
-        from dlscaffold.experiments import check_format, runs_output
-        from dlscaffold.runs import (
+        from dlscaffold.experiments.results import check_format, runs_output
+        from dlscaffold.experiments.runs import (
             STALE,
             list_runs,
             parse_columns,
@@ -703,7 +705,7 @@ def runs(
             stale_note,
             to_json,
         )
-        from dlscaffold.summary import program
+        from dlscaffold.run.summary import program
 
         chosen = parse_columns(columns) if columns is not None else None
         form = check_format(fmt or ("json" if as_json else "table"))
@@ -730,7 +732,7 @@ def runs(
 
 def _print_lineage(run_dir: Path, other_options: bool) -> None:
     """``runs --lineage RUN``: the tree of runs whose weights RUN loaded."""
-    from dlscaffold.lineage import lineage_lines
+    from dlscaffold.records.lineage import lineage_lines
 
     if other_options:
         raise UserError(
@@ -745,7 +747,7 @@ def _print_run_table(rows: list[dict[str, Any]], chosen: list[str] | None) -> No
     pipe gets whole lines."""
     import shutil
 
-    from dlscaffold.runs import choose_columns, default_columns, format_table
+    from dlscaffold.experiments.runs import choose_columns, default_columns, format_table
 
     if not sys.stdout.isatty():
         _print_table(format_table(rows, chosen))
@@ -795,9 +797,9 @@ def compare(
     """
 
     def action() -> None:
-        from dlscaffold.experiments import check_plot_path, compare_json, compare_output
-        from dlscaffold.experiments import compare as run_compare
-        from dlscaffold.experiments import plot as draw
+        from dlscaffold.experiments.results import check_plot_path, compare_json, compare_output
+        from dlscaffold.experiments.results import compare as run_compare
+        from dlscaffold.experiments.results import plot as draw
 
         if plot is not None:
             check_plot_path(plot)
@@ -837,7 +839,7 @@ def sweep_command(
     """Run a hyperparameter sweep: trials drawn by Optuna, pruned from their validations, resumable."""
 
     def action() -> int:
-        from dlscaffold import sweep
+        from dlscaffold.experiments import sweep
 
         if worker is not None:  # one of --workers N processes
             sweep.work(worker, typer.echo)
@@ -880,7 +882,7 @@ def _exiting(argv: list[str] | None, code: int) -> int:
     import signal
     import threading
 
-    from dlscaffold.stops import STOP_SIGNALS
+    from dlscaffold.run.stops import STOP_SIGNALS
 
     if argv is None and threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:

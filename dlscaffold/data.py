@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dlscaffold.errors import CodeError, UserError, first_line
-from dlscaffold.rundir import write_text_atomic
+from dlscaffold.records.rundir import write_text_atomic
 
 SPLITS = ("train", "val", "dev")
 

@@ -1,4 +1,9 @@
-"""``dlscaffold evaluate``: every configured loss and eval of a run, over one split."""
+"""``dlscaffold evaluate``: every configured loss and eval of a run, over one split, in eval mode.
+
+:func:`evaluate` is the command; :func:`evaluate_run` / :func:`set_clock` / :func:`split_loader` work on a
+built run (:func:`~dlscaffold.run.builder.build_run` with saved weights loaded) and are shared with
+:meth:`dlscaffold.api.LoadedRun.evaluate`. Nothing here builds an optimizer; only ``--json`` writes.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlscaffold.builder import build_run
-from dlscaffold.checkpoint import resolve_epoch
-from dlscaffold.evaluation import evaluate_run, set_clock
-from dlscaffold.lineage import warn_changed
+from torch.utils.data import DataLoader
+
+from dlscaffold.build import device_data
+from dlscaffold.data import split_indices
 from dlscaffold.prepare import prepare
-from dlscaffold.progress import Progress
-from dlscaffold.rundir import write_text_atomic
-from dlscaffold.runfiles import LAST, check_run_dir, epoch_number, parse_epoch
-from dlscaffold.runs import to_json
+from dlscaffold.records.checkpoint import resolve_epoch
+from dlscaffold.records.lineage import warn_changed
+from dlscaffold.records.rundir import CONFIG_FILE, read_metrics, write_text_atomic
+from dlscaffold.records.runfiles import LAST, check_run_dir, epoch_number, parse_epoch
+from dlscaffold.records.summaries import to_json
+from dlscaffold.run.builder import Run, build_run
+from dlscaffold.run.epoch import run_epoch
+from dlscaffold.run.progress import Progress
 
 
 def evaluate(
@@ -55,7 +64,7 @@ def evaluate(
     requested = parse_epoch(LAST if epoch is None else epoch)
     run_dir = check_run_dir(run_dir)
     prepared = prepare(
-        run_dir / "config.yml", list(overrides), project_dir, run_dir=run_dir, splits=(split,), training=False
+        run_dir / CONFIG_FILE, list(overrides), project_dir, run_dir=run_dir, splits=(split,), training=False
     )
     echo(f"Evaluating with the code of the project in {prepared.project.root}")
     warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model
@@ -69,3 +78,41 @@ def evaluate(
     if json_path is not None:
         write_text_atomic(json_path, to_json(result))
     return result
+
+
+def set_clock(run: Run, run_dir: Path, epoch: int | str) -> None:
+    """Give ``{epoch: trainer}`` / ``{step: trainer}`` inputs what validation gave them after ``epoch``:
+    that epoch, and the global step its rows in ``metrics.jsonl`` record (0 when none do)."""
+    number = epoch_number(run_dir, epoch)
+    steps = [row.get("step") for row in read_metrics(run_dir) if row.get("epoch") == number]
+    run.flow.clock.update(
+        epoch=number if isinstance(number, int) else 0, step=next((s for s in steps if isinstance(s, int)), 0)
+    )
+
+
+def evaluate_run(run: Run, split: str, progress: Progress, tta: bool = True) -> dict[str, Any]:
+    """Every loss and eval of a built run over ``split``, in eval mode.
+
+    Args:
+        tta: with the run's test-time augmentation (``training_params.tta_outputs``), if it has one.
+
+    Returns:
+        ``{"split", "num_samples", "tta", "metrics": {"<Model>/<name>": value}}``; losses and per-sample
+        evals are sample means, ``torchmetrics`` evals are computed over the whole split; ``tta``
+        ``{"outputs": [...], "views": N}``, or None for the plain forward pass.
+    """
+    views = run.views if tta else None
+    metrics, count = run_epoch(
+        run.flow, split_loader(run, split), run.placement, run.precision, run.transform, progress, split, views=views
+    )
+    return {"split": split, "num_samples": count, "tta": views.record() if views else None, "metrics": metrics}
+
+
+def split_loader(run: Run, split: str) -> DataLoader:
+    """The run's loader for ``split`` (in order), made when the run was built without it."""
+    if split in run.loaders:
+        return run.loaders[split]
+    indices = split_indices(run.idx_dict, split, "split")
+    dl, tp = run.config.dataloading_params, run.config.training_params
+    args = (run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)
+    return device_data.split_loader(dl.device_data, *args, split=split, device=run.placement.device)

@@ -5,9 +5,9 @@ imports the project, reads earlier runs' configs once, and checks the one agains
 schema, model / loss / eval names, ``init_args`` and ``forward`` signatures, tensor sources, loss
 arity, duplicate logging names, ``model_dir`` / ``epoch``, the splits the command will use and,
 when the command trains, the optimizer and scheduler settings
-(:func:`dlscaffold.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
+(:func:`dlscaffold.build.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
 holding every problem, one line each. The last check, once models exist, is
-:func:`dlscaffold.trial.check_batch`.
+:func:`dlscaffold.run.first_batch.check_batch`.
 
 Nothing here writes a file or builds a model, a flow or a trainer; evaluating a run builds no
 optimizer.
@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlscaffold.build.signatures import arity_problem, kwargs_problem, options_problem
+from dlscaffold.build.tm_metrics import TORCHMETRICS, build_metric
 from dlscaffold.config import (
     DATASET,
     EMA_KEYS,
@@ -37,15 +39,13 @@ from dlscaffold.config import (
     split_source,
     validate_raw,
 )
+from dlscaffold.config.monitor import TOTAL
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
-from dlscaffold.monitor import TOTAL
-from dlscaffold.project import MODULE_NAMES, Project, load_project
-from dlscaffold.provenance import code_hashes
-from dlscaffold.registry import Registry, build_registries
-from dlscaffold.rundir import read_run_info
-from dlscaffold.runfiles import model_epoch
-from dlscaffold.signatures import arity_problem, kwargs_problem, options_problem
-from dlscaffold.tm_metrics import TORCHMETRICS, build_metric
+from dlscaffold.project.code import MODULE_NAMES, Project, load_project
+from dlscaffold.project.provenance import code_hashes
+from dlscaffold.project.registry import Registry, build_registries
+from dlscaffold.records.rundir import CONFIG_FILE, SPLIT_FILE, read_run_info
+from dlscaffold.records.runfiles import model_epoch
 
 
 @dataclass
@@ -75,7 +75,7 @@ class _EarlierRuns:
             self.configs[model_dir] = {}
             for folder in (model_dir, model_dir.parent):  # the run, or its checkpoints folder
                 try:
-                    self.configs[model_dir] = read_yaml(folder / "config.yml")
+                    self.configs[model_dir] = read_yaml(folder / CONFIG_FILE)
                     break
                 except UserError:
                     continue
@@ -122,11 +122,11 @@ def prepare(
     problems += split_problems
     if config is not None:
         if training:
-            from dlscaffold import optim  # imports torch
+            from dlscaffold.build import optim  # imports torch
 
             problems += optim.check_settings(config)
         problems += _check_logging_names(config)
-        from dlscaffold.images import parse_image_specs  # imports torch
+        from dlscaffold.records.images import parse_image_specs  # imports torch
 
         problems += parse_image_specs(config.logging_params.log_images, list(config.info_flow))
         used = splits or (("dev",) if config.training_params.use_dev else ("train", "val"))
@@ -233,7 +233,7 @@ def check_conflict_blocks(paths: list[Path]) -> None:
 def _check_sources(path: str, inputs: Any, allowed: list[str], later: list[str]) -> list[str]:
     """Each input's source: ``dataset``, ``trainer`` or a model in ``allowed``, alone (the tensor
     named like the argument) or with a tensor name (``Encoder.latent``, ``dataset.image``). Whether
-    a model or the dataset has that tensor is checked on a batch (:func:`dlscaffold.trial.check_batch`)."""
+    a model or the dataset has that tensor is checked on a batch (:func:`dlscaffold.run.first_batch.check_batch`)."""
     problems = []
     if not isinstance(inputs, dict):
         return problems  # the structural check reports it
@@ -524,7 +524,7 @@ def _check_training(config: Config) -> list[str]:
 
 def _unreached(config: Config, unknown: set[str]) -> list[str]:
     """What the info_flow graph alone shows no gradient can do, so that these lines come together
-    with every other problem of the config (the two-sample check, :mod:`dlscaffold.trial`, then
+    with every other problem of the config (the two-sample check, :mod:`dlscaffold.run.first_batch`, then
     back-propagates for real and finds the rest, such as a detached output): a trained model that
     no loss's inputs come from, a ``trains`` naming a frozen model or one its loss does not read
     from, a trained model every loss reading from it excludes. Same lines as that check."""
@@ -563,7 +563,7 @@ def gradient_path_problems(
     reaches, its trains)``: a ``trains`` naming a frozen model or one the loss does not reach, a
     trained model no loss trains. ``known``: only these names of ``trains`` are judged (an unknown
     one has its own line). Shared by the graph check here and the two-sample check
-    (:mod:`dlscaffold.trial`), which back-propagates."""
+    (:mod:`dlscaffold.run.first_batch`), which back-propagates."""
     problems, trained_by, reached_any = [], set(), set()
     for where, reached, trains in reaches:
         reached_any |= reached
@@ -651,7 +651,7 @@ def _load_split(raw: dict[str, Any], run_dir: Path | None) -> tuple[dict[str, An
     source = run_dir if run_dir is not None else dl.get("idx_dict_path")
     if not isinstance(source, (str, Path)) or not Path(source).exists():
         return None, []  # none, or reported by _check_paths
-    path = Path(source) / "idx_dict.json" if Path(source).is_dir() else Path(source)
+    path = Path(source) / SPLIT_FILE if Path(source).is_dir() else Path(source)
     key = "dataloading_params.idx_dict_path" if run_dir is None else str(path)
     kind = not_regular_file(path)
     if kind is not None:

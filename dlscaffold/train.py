@@ -1,7 +1,7 @@
 """``dlscaffold train``: a training run, from the config to its end.
 
 :func:`train` is :func:`setup` (check, build, open the run folder) followed by
-:func:`dlscaffold.loop.fit` (the epoch loop: train, validate every ``val_every`` epochs, keep the
+:func:`dlscaffold.run.loop.fit` (the epoch loop: train, validate every ``val_every`` epochs, keep the
 best, log, checkpoint every ``save_every``). What can end a run early is handled here: a signal (a
 checkpoint of the exact position, status ``interrupted``), a non-finite step or an error in the
 project's code (one line, status ``failed``, the last good checkpoint kept).
@@ -19,16 +19,31 @@ from typing import Any
 
 import torch
 
-from dlscaffold import distributed
-from dlscaffold.builder import Run, build_run, wrap_for_training
-from dlscaffold.checkpoint import last_trainer_state, load_trainer_state, set_rng_state
+from dlscaffold.build import distributed
+from dlscaffold.build.device import kept_cpu_memory
+from dlscaffold.build.ema import attach as attach_ema
+from dlscaffold.build.init_data import init_from_data
 from dlscaffold.config import dump_config
+from dlscaffold.config.monitor import monitored
 from dlscaffold.data import save_idx_dict
-from dlscaffold.device import kept_cpu_memory
-from dlscaffold.ema import attach as attach_ema
 from dlscaffold.errors import CodeError, QuietExit, UserError
-from dlscaffold.init_data import init_from_data
-from dlscaffold.loop import (
+from dlscaffold.prepare import Prepared, prepare
+from dlscaffold.project.code import MODULE_NAMES
+from dlscaffold.records.checkpoint import has_trainer_state, last_trainer_state, load_trainer_state, set_rng_state
+from dlscaffold.records.rundir import (
+    CONFIG_FILE,
+    SPLIT_FILE,
+    RunLock,
+    check_logging_dir,
+    create_run_dir,
+    is_run_dir,
+    remove_stale_temporaries,
+    update_run_info,
+    write_text_atomic,
+)
+from dlscaffold.records.trackers import Trackers, open_trackers
+from dlscaffold.run.builder import Run, build_run, wrap_for_training
+from dlscaffold.run.loop import (
     Echo,
     Monitor,
     Position,
@@ -40,22 +55,9 @@ from dlscaffold.loop import (
     save_state,
     utc_now,
 )
-from dlscaffold.monitor import monitored
-from dlscaffold.prepare import Prepared, prepare
-from dlscaffold.project import MODULE_NAMES
-from dlscaffold.rundir import (
-    RunLock,
-    check_logging_dir,
-    create_run_dir,
-    is_run_dir,
-    remove_stale_temporaries,
-    update_run_info,
-    write_text_atomic,
-)
-from dlscaffold.stops import RunInterrupted, StopFlag, stop_time
-from dlscaffold.summary import resume_command
-from dlscaffold.trackers import Trackers, open_trackers
-from dlscaffold.trainer import NonFiniteStep, Trainer, build_trainer
+from dlscaffold.run.stops import RunInterrupted, StopFlag, stop_time
+from dlscaffold.run.summary import resume_command
+from dlscaffold.run.trainer import NonFiniteStep, Trainer, build_trainer
 
 __all__ = ["RunResult", "TrainOptions", "setup", "train"]
 
@@ -88,7 +90,7 @@ def train(
     Raises:
         UserError: a problem found before training (nothing written), or a failure during it
             (status ``failed`` in ``run.json``, the last checkpoint kept).
-        RunInterrupted: a stop signal or the job's end time (:mod:`dlscaffold.stops`); the position
+        RunInterrupted: a stop signal or the job's end time (:mod:`dlscaffold.run.stops`); the position
             was saved (status ``interrupted``).
     """
     with _process_state_kept():
@@ -202,7 +204,7 @@ def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
     saved = ""
     if session.writes:
         path = session.run_dir / "nonfinite_batch.pt"
-        from dlscaffold.checkpoint import save_atomic
+        from dlscaffold.records.checkpoint import save_atomic
 
         save_atomic({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in exc.batch.items()}, path)
         saved = f"; the batch is saved in {path}"
@@ -215,7 +217,7 @@ def _nonfinite_error(session: Session, exc: NonFiniteStep) -> str:
 
 def _kept(session: Session, joined: str = "; ") -> str:
     """``the last checkpoint is intact``, said only when the run saved one (not with --no-save or --debug)."""
-    saves = session.saves and any((session.run_dir / "checkpoints").glob("trainer_*.pt"))
+    saves = session.saves and has_trainer_state(session.run_dir)
     return f"{joined}the last checkpoint is intact" if saves else ""
 
 
@@ -252,7 +254,7 @@ def setup(
         resume = resume.resolve()
         if not is_run_dir(resume):
             raise UserError(f"--resume: {resume} is not a run folder (no config.yml and idx_dict.json in it)")
-        config_path = resume / "config.yml"
+        config_path = resume / CONFIG_FILE
     if options.dev or options.debug:
         overrides = [*overrides, "training_params.use_dev=true"]
     prepared = prepare(config_path, overrides, project_dir, run_dir=resume)
@@ -295,7 +297,7 @@ def _build_session(
     wrap_for_training(run, world)
     trainer = build_trainer(run, len(run.loaders["train"]))
     attach_ema(run, trainer, len(run.loaders["train"]))  # EMA models follow their source's optimizer steps
-    from dlscaffold.trial import check_batch  # two samples through the built run, before anything is written
+    from dlscaffold.run.first_batch import check_batch  # two samples through the built run, before anything is written
 
     check_batch(run, run.idx_dict[splits[0]])
     torch.autograd.set_detect_anomaly(options.debug)  # global: also switch it off after an earlier --debug run
@@ -316,7 +318,7 @@ def _build_session(
         f"= global batch {world.world_size * dl.batch_size}"
     )
     if run.placement.cpu_fallback and resume is None:  # said once per run: not again on --resume
-        from dlscaffold.device import CPU_FALLBACK
+        from dlscaffold.build.device import CPU_FALLBACK
 
         logging.getLogger("dlscaffold").warning(CPU_FALLBACK)
     _show_models(run, state, options, echo)
@@ -337,8 +339,8 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
     if world.main:
         session.lock = RunLock(run_dir).acquire() if resume is None else None
         if resume is not None:  # the training time of its earlier sessions, before run.json is reopened
-            from dlscaffold.rundir import read_run_info
-            from dlscaffold.runs import run_seconds
+            from dlscaffold.records.rundir import read_run_info
+            from dlscaffold.records.summaries import run_seconds
 
             session.seconds_before = run_seconds(read_run_info(run_dir)) or 0.0
         session.log = open_run_log(run_dir, prepared, session.run, state, session.options.run_info)
@@ -354,7 +356,7 @@ def _run_notes(notes: str, options: TrainOptions) -> str:
 
 def _show_models(run: Run, state: dict[str, Any] | None, options: TrainOptions, echo: Echo) -> None:
     """The models' table: name, class, parameters, trained or frozen, where the weights came from."""
-    from dlscaffold.summary import model_summary, summary_lines
+    from dlscaffold.run.summary import model_summary, summary_lines
 
     resumed = state["epoch"] if state is not None else None
     if options.progress_bar:  # a terminal
@@ -370,7 +372,7 @@ def _restore(
     run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str], world: distributed.World
 ) -> Position:
     """Put a checkpoint's state back: trainer, monitor, mid-epoch weights and position, RNGs (last)."""
-    from dlscaffold.checkpoint import load_state_dict
+    from dlscaffold.records.checkpoint import load_state_dict
 
     trainer.load_state_dict(state)
     if any(item.partition("=")[0].strip() == "training_params.lrn_rate" for item in overrides):
@@ -394,19 +396,19 @@ def open_run_log(
     run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None, extra: dict[str, Any] | None = None
 ) -> Trackers:
     """Write the run's config, split and run.json (with ``extra`` keys: an experiment's ``sweep`` or
-    ``group``; for a new run, its models' weight lineage, :func:`dlscaffold.lineage.record`); open
+    ``group``; for a new run, its models' weight lineage, :func:`dlscaffold.records.lineage.record`); open
     ``metrics.jsonl`` (trimmed when resuming) and the config's trackers. A resumed run warns when a
-    weights file its lineage records has changed since (:func:`dlscaffold.lineage.warn_changed`)."""
-    from dlscaffold import __version__
-    from dlscaffold.lineage import KEY, record, warn_changed
-    from dlscaffold.provenance import code_hashes, collect, write_git_diff
-    from dlscaffold.rundir import read_run_info
+    weights file its lineage records has changed since (:func:`dlscaffold.records.lineage.warn_changed`)."""
+    from dlscaffold._version import __version__
+    from dlscaffold.project.provenance import code_hashes, collect, write_git_diff
+    from dlscaffold.records.lineage import KEY, record, warn_changed
+    from dlscaffold.records.rundir import read_run_info
 
-    write_text_atomic(run_dir / "config.yml", dump_config(prepared.config))
-    save_idx_dict(run.idx_dict, run_dir / "idx_dict.json")
+    write_text_atomic(run_dir / CONFIG_FILE, dump_config(prepared.config))
+    save_idx_dict(run.idx_dict, run_dir / SPLIT_FILE)
     root = prepared.project.root
     if state is None:  # a new run: where its models' weights came from (a resume keeps what it recorded)
-        extra = {KEY: record(prepared.config, run), **(extra or {})}
+        extra = {KEY: record(prepared.config, run.flow.models, run.flow.trained), **(extra or {})}
     else:
         warn_changed(run_dir)
     update_run_info(

@@ -15,7 +15,7 @@ from dlscaffold.config import Config
 from dlscaffold.data import collate
 from dlscaffold.errors import UserError
 from dlscaffold.losses import EVALS, LOSSES, per_sample
-from dlscaffold.rundir import read_metrics, read_run_info
+from dlscaffold.records.rundir import read_metrics, read_run_info
 
 MODELS = ("Encoder", "Classifier", "Decoder")
 

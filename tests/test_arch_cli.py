@@ -8,15 +8,15 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from dlscaffold.arch import plan_table
 from dlscaffold.cli import app as cli_app
 from dlscaffold.errors import UserError
 from dlscaffold.modules import CONV1DN, CONV2DN, DECONV1DN, DECONV2DN, FCN, ResNetFCN
+from dlscaffold.tools.arch import plan_table
 
 
 @pytest.fixture
 def app():
-    """The real CLI, which declares ``arch`` and calls :func:`dlscaffold.arch.plan_table`."""
+    """The real CLI, which declares ``arch`` and calls :func:`dlscaffold.tools.arch.plan_table`."""
     return cli_app
 
 
@@ -107,7 +107,7 @@ def test_bad_sizes_print_one_line_and_exit_2(app, args, message):
 
 
 def test_importing_the_command_does_not_import_torch():
-    code = "import sys, dlscaffold.arch; assert 'torch' not in sys.modules"
+    code = "import sys, dlscaffold.tools.arch; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -33,7 +33,7 @@ def _dlscaffold(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_version_and_shell_completion() -> None:
-    from dlscaffold import __version__
+    from dlscaffold._version import __version__
 
     result = _dlscaffold("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"dlscaffold {__version__}"
@@ -55,7 +55,7 @@ def test_command_modules_do_not_import_the_cli() -> None:
     """The CLI declares the commands; scaffold and arch are plain functions (no typer, no import circle)."""
     code = (
         "import sys\n"
-        "import dlscaffold.scaffold, dlscaffold.arch\n"
+        "import dlscaffold.tools.scaffold, dlscaffold.tools.arch\n"
         "loaded = [m for m in ('typer', 'dlscaffold.cli', 'copier', 'torch') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

@@ -13,7 +13,7 @@ from conftest import run_dirs, signalling_config
 from test_trustworthy import run_dirs_in
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 NOISY_TRANSFORM = """
 
@@ -76,9 +76,9 @@ def test_a_sigterm_mid_epoch_then_resume_with_device_data_is_exact(noisy: Path, 
 
 
 def test_a_split_too_big_for_the_device_is_one_line(toy: Path, monkeypatch, capsys) -> None:
-    import dlscaffold.device_data
+    import dlscaffold.build.device_data
 
-    monkeypatch.setattr(dlscaffold.device_data, "free_memory", lambda device: 1000)
+    monkeypatch.setattr(dlscaffold.build.device_data, "free_memory", lambda device: 1000)
     assert main(["train", str(toy / "config.yml"), "dataloading_params.device_data=true"]) == 2
     err = capsys.readouterr().err
     assert "dataloading_params.device_data: the 'train' split stacks to" in err

@@ -12,7 +12,7 @@ import torch
 from conftest import HANG_GUARD_S, copy_project, write_config
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 MODELS = ("Encoder", "Classifier", "Decoder")
 EPOCHS = 3

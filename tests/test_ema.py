@@ -12,7 +12,7 @@ from conftest import SIGNALLING_MODELS, write_config
 
 from dlscaffold.api import load_run
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 EPOCHS = 2
 # Reads the Teacher's outputs: an EMA model is an input source like any model.
@@ -182,7 +182,7 @@ def test_bad_ema_models_are_one_line_each(toy: Path, capsys) -> None:
 def test_buffers_are_averaged_and_counters_copied() -> None:
     import copy
 
-    from dlscaffold.ema import Average, _tensors
+    from dlscaffold.build.ema import Average, _tensors
 
     source = torch.nn.BatchNorm1d(3)
     average = copy.deepcopy(source)

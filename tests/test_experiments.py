@@ -18,7 +18,7 @@ from scipy import stats
 
 import dlscaffold
 from dlscaffold.cli import main
-from dlscaffold.groups import train_group
+from dlscaffold.experiments.groups import train_group
 
 LEARNING_RATES = (0.01, 0.05)
 SEEDS = [1, 2, 3]
@@ -212,7 +212,7 @@ def test_load_runs_includes_a_sweeps_trial_runs(
 def test_the_statistics_libraries_load_only_when_used() -> None:
     code = (
         "import sys\n"
-        "import dlscaffold, dlscaffold.experiments\n"
+        "import dlscaffold, dlscaffold.experiments.results\n"
         "from dlscaffold.cli import main\n"
         "assert main(['runs', '--help']) == 0 and main(['compare', '--help']) == 0\n"
         "heavy = [m for m in ('scipy', 'pandas', 'matplotlib', 'torch') if m in sys.modules]\n"

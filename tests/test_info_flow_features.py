@@ -15,7 +15,7 @@ import dlscaffold
 from dlscaffold.cli import main
 from dlscaffold.errors import ConfigError
 from dlscaffold.prepare import prepare
-from dlscaffold.rundir import read_metrics, read_run_info
+from dlscaffold.records.rundir import read_metrics, read_run_info
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

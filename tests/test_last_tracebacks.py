@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import copy_project, run_cli, run_dirs, write_config
 
-from dlscaffold.checkpoint import trainer_state_problem
+from dlscaffold.records.checkpoint import trainer_state_problem
 
 
 def one_error(result: subprocess.CompletedProcess) -> str:

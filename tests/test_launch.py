@@ -9,9 +9,9 @@ import pytest
 import typer
 from conftest import run_cli, run_dirs, write_config
 
-from dlscaffold import distributed
+from dlscaffold.build import distributed
+from dlscaffold.build.distributed import launch_args
 from dlscaffold.cli import app, main
-from dlscaffold.distributed import launch_args
 
 EVERY_OPTION: dict[str, Any] = {
     "project": Path("some/project"),

@@ -10,10 +10,17 @@ import pytest
 import torch
 from conftest import write_config
 
-from dlscaffold.images import collect_images, image_grid, image_grids, image_problem, image_problems, parse_image_specs
-from dlscaffold.progress import Progress
-from dlscaffold.summary import human_count, model_summary, summary_lines, summary_rows
-from dlscaffold.trackers import TensorBoard, Trackers
+from dlscaffold.records.images import (
+    collect_images,
+    image_grid,
+    image_grids,
+    image_problem,
+    image_problems,
+    parse_image_specs,
+)
+from dlscaffold.records.trackers import TensorBoard, Trackers
+from dlscaffold.run.progress import Progress
+from dlscaffold.run.summary import human_count, model_summary, summary_lines, summary_rows
 
 MODELS = ["Encoder", "Classifier", "Decoder"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -84,7 +91,7 @@ def test_leaving_the_loop_early_closes_the_bar() -> None:
 def toy_flow(toy: Path, tmp_path: Path):
     import torch
 
-    from dlscaffold.flow import build_flow
+    from dlscaffold.build.flow import build_flow
     from dlscaffold.prepare import prepare
 
     config = write_config(toy, "frozen.yml", info_flow__Decoder__train=0)

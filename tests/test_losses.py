@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dlscaffold import losses
 from dlscaffold.errors import UserError
-from dlscaffold.registry import Registry, build_registries
+from dlscaffold.project.registry import Registry, build_registries
 
 
 def test_design_names_are_registered() -> None:

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_dirs, write_config
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 WEIGHTS = {"Classifier/ce": 1.0, "Decoder/reconstruction": 0.5}  # the toy project's two losses
 

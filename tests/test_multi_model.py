@@ -13,7 +13,7 @@ import yaml
 from conftest import run_cli, run_dirs, write_config
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 GAN_FILES = {
     "models.py": """

@@ -12,7 +12,7 @@ import yaml
 from conftest import run_dirs, write_config
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 # Appended to the toy project's models.py: an encoder with BatchNorm (whose running statistics a
 # forward pass in training mode updates), and a classifier head that poisons its own weight at a step.

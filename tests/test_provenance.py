@@ -12,10 +12,11 @@ import pytest
 from conftest import copy_project, run_dirs
 
 import dlscaffold
-from dlscaffold import __version__, provenance
+from dlscaffold._version import __version__
 from dlscaffold.cli import main
 from dlscaffold.errors import UserError
-from dlscaffold.rundir import read_run_info
+from dlscaffold.project import provenance
+from dlscaffold.records.rundir import read_run_info
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

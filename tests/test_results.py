@@ -14,10 +14,10 @@ import torch
 from conftest import HANG_GUARD_S, run_cli, run_dirs, write_config
 
 import dlscaffold
-from dlscaffold.builder import build_run
 from dlscaffold.cli import main
 from dlscaffold.prepare import prepare
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
+from dlscaffold.run.builder import build_run
 
 MODELS = ("Encoder", "Classifier", "Decoder")
 

@@ -12,8 +12,7 @@ from conftest import run_cli
 from rich.console import Console
 
 from dlscaffold.errors import UserError
-from dlscaffold.rundir import RunLock
-from dlscaffold.runs import (
+from dlscaffold.experiments.runs import (
     STALE,
     choose_columns,
     default_columns,
@@ -24,6 +23,7 @@ from dlscaffold.runs import (
     sort_runs,
     to_json,
 )
+from dlscaffold.records.rundir import RunLock
 
 
 def make_run(

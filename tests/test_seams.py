@@ -1,9 +1,8 @@
-"""Seams between the phases: evaluating a run builds no optimizer, and the pre-run phase and the
-Python API depend only on what they need (read from their source, lazy imports included)."""
+"""Seams between the phases: evaluating a run builds no optimizer (what each module may import is
+tests/test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -16,44 +15,6 @@ import dlscaffold
 from dlscaffold.cli import app
 
 ROOT = Path(dlscaffold.__file__).parent
-
-
-def _imported_modules(path: Path) -> set[str]:
-    """Every ``dlscaffold`` module a file imports, anywhere in it: ``import dlscaffold.x``,
-    ``from dlscaffold.x import y`` and ``from dlscaffold import x``, at top level or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("dlscaffold"))
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "dlscaffold":
-                found.update(f"dlscaffold.{a.name}" for a in node.names)
-            elif node.module.startswith("dlscaffold."):
-                found.add(node.module)
-        elif isinstance(node, ast.ImportFrom) and node.level > 0:  # a relative import: name it plainly
-            found.update(f"dlscaffold.{node.module or a.name}" for a in node.names)
-    return found
-
-
-@pytest.mark.parametrize(
-    ("module", "forbidden"),
-    [
-        ("prepare", ("builder", "flow", "epoch", "trainer", "loop")),  # checks build nothing
-        ("api", ("evaluate", "cli")),  # the Python API imports no command module
-    ],
-)
-def test_a_module_imports_none_of_what_it_must_not(module: str, forbidden: tuple[str, ...]) -> None:
-    imported = _imported_modules(ROOT / f"{module}.py")
-    assert imported, module  # the reader finds imports at all
-    assert not imported & {f"dlscaffold.{name}" for name in forbidden}, sorted(imported)
-
-
-def test_the_import_reader_sees_lazy_and_package_imports(tmp_path: Path) -> None:
-    source = tmp_path / "m.py"
-    source.write_text(
-        "from dlscaffold import flow\n\n\ndef f():\n    from dlscaffold.loop import fit\n    import dlscaffold.epoch\n"
-    )
-    assert _imported_modules(source) == {"dlscaffold.flow", "dlscaffold.loop", "dlscaffold.epoch"}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from test_sweep import SLOW_MODEL
 from test_trustworthy import run_dirs_in
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 MODELS = ("Encoder", "Classifier", "Decoder")
 
@@ -77,7 +77,7 @@ def test_a_schedulers_signal_saves_the_exact_position_and_resume_continues_bitwi
 
 
 def test_a_schedulers_own_signal_names_the_reason_whichever_came_first() -> None:
-    from dlscaffold.stops import StopFlag
+    from dlscaffold.run.stops import StopFlag
 
     with StopFlag() as flag:  # a preemption: SIGTERM, then the job's own signal
         os.kill(os.getpid(), signal.SIGTERM)
@@ -191,7 +191,7 @@ def test_a_job_with_two_processes_trains_one_run_data_parallel(toy: Path, capsys
 def test_a_job_the_scheduler_restarted_itself_finds_its_run_by_the_job_id(
     toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlscaffold.jobs import TrainJob
+    from dlscaffold.experiments.jobs import TrainJob
 
     logs = tmp_path / "runs"
     for name, job_id in (("20260101_1_toy", "77_0"), ("20260101_2_toy", "77_1"), ("20260101_3_toy", "78")):

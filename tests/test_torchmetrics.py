@@ -14,11 +14,11 @@ from conftest import copy_project, run_cli, run_dirs
 from sklearn.metrics import f1_score
 
 import dlscaffold
+from dlscaffold.build.flow import Flow, MetricTerm
+from dlscaffold.build.tm_metrics import build_metric, torchmetrics_class
 from dlscaffold.data import collate
 from dlscaffold.errors import UserError
-from dlscaffold.flow import Flow, MetricTerm
-from dlscaffold.rundir import read_metrics
-from dlscaffold.tm_metrics import build_metric, torchmetrics_class
+from dlscaffold.records.rundir import read_metrics
 
 F1 = {
     "logging_name": "f1",

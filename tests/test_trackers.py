@@ -15,7 +15,7 @@ from conftest import copy_project, run_cli, run_dirs
 from dlscaffold.cli import main
 from dlscaffold.config import load_config
 from dlscaffold.errors import UserError
-from dlscaffold.rundir import read_metrics, read_run_info
+from dlscaffold.records.rundir import read_metrics, read_run_info
 from dlscaffold.train import RunResult, TrainOptions, train
 
 
@@ -68,7 +68,7 @@ def test_mlflow_run_holds_the_config_and_every_epoch_of_metrics_jsonl(toy: Path)
 
 
 def test_a_tracker_that_fails_mid_run_is_switched_off_with_one_warning(toy: Path, monkeypatch, caplog) -> None:
-    from dlscaffold.trackers import TensorBoard
+    from dlscaffold.records.trackers import TensorBoard
 
     original = TensorBoard.epoch_row
 

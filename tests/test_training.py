@@ -10,7 +10,7 @@ import torch
 from conftest import run_cli, run_dirs, write_config
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 MODELS = ("Encoder", "Classifier", "Decoder")
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import HANG_GUARD_S, copy_project, run_cli, run_dirs, signalling_config, write_config
 
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 # Appended to the toy project's models.py: a slow frozen model holding a large buffer, so that a run
 # spends real time in steps and in checkpoint writes (the moments signals and kills should hit).

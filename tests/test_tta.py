@@ -12,7 +12,7 @@ from conftest import run_dirs
 
 import dlscaffold
 from dlscaffold.cli import main
-from dlscaffold.rundir import read_metrics
+from dlscaffold.records.rundir import read_metrics
 
 VIEWS = """
 

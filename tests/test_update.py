@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlscaffold import scaffold
 from dlscaffold.cli import main
+from dlscaffold.tools import scaffold
 
 pytestmark = pytest.mark.template
 

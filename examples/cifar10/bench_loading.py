@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from dlscaffold.builder import build_run
 from dlscaffold.data import make_loader
 from dlscaffold.prepare import prepare
-from dlscaffold.trainer import build_trainer
+from dlscaffold.run.builder import build_run
+from dlscaffold.run.trainer import build_trainer
 
 HERE = Path(__file__).resolve().parent
 IMAGES = 10_240

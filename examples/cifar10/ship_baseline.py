@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dlscaffold.provenance import code_hashes
+from dlscaffold.project.provenance import code_hashes
 
 HERE = Path(__file__).resolve().parent
 KEPT = ("status", "completed_epoch", "train_seconds", "dlscaffold_version", "models")  # of run.json

@@ -1,0 +1,314 @@
+"""The sweep file of ``dlscaffold sweep``: reading it and finding every problem in it at once.
+
+A sweep file names a base config, fixed overrides and the parameters to search::
+
+    config: config.yml                 # the base config, relative to this file
+    name: lr_search                    # a note for the sweep folder's name
+    metric: Classifier/accuracy        # the trials' monitor; default: the config's
+    direction: maximize                # default: from monitor_mode / the metric's kind
+    sampler: tpe                       # tpe | random | grid
+    trials: 12                         # total trials; grid: every combination
+    seeds: [1, 2, 3]                   # each trial runs once per seed; its value is the mean
+    pruner: median                     # none | median | hyperband
+    overrides: [training_params.max_training_epochs=10]
+    params:
+      training_params.lrn_rate: {float: [1.0e-4, 1.0e-1], log: true}
+      dataloading_params.batch_size: {choice: [32, 64, 128]}
+      info_flow.Encoder.init_args.enc_dim: {int: [16, 128], step: 16}
+    storage: sqlite:///study.db        # an RDB URL instead of the journal file beside the trials
+
+:func:`read_sweep` checks the file's own structure; the params and the metric are checked against
+the base config by :func:`dlscaffold.experiments.sweep.check_against_config` (through the same checks as
+``dlscaffold train``). Nothing here imports optuna or torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlscaffold.config import read_yaml
+from dlscaffold.errors import UserError, did_you_mean
+
+KEYS = (
+    "config",
+    "name",
+    "metric",
+    "direction",
+    "sampler",
+    "trials",
+    "seeds",
+    "pruner",
+    "overrides",
+    "params",
+    "storage",
+)
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("none", "median", "hyperband")
+DIRECTIONS = ("maximize", "minimize")
+KINDS = ("float", "int", "choice")
+_PARAM_KEYS = {"float": ("float", "log", "step"), "int": ("int", "log", "step"), "choice": ("choice",)}
+
+
+@dataclass
+class Param:
+    """One searched config key: ``kind`` float, int or choice."""
+
+    key: str  # dotted config key
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: list[Any] = field(default_factory=list)
+
+    def grid(self) -> list[Any]:
+        """Every value the grid sampler tries (a float range needs a ``step``)."""
+        if self.kind == "choice":
+            return list(self.choices)
+        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        values = [self.low + i * self.step for i in range(count)]
+        return [int(v) for v in values] if self.kind == "int" else [float(v) for v in values]
+
+    def first(self) -> Any:
+        """A value in range, used to check that the config takes the key."""
+        return self.choices[0] if self.kind == "choice" else self.low
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.kind == "choice":
+            return {"choice": list(self.choices)}
+        out: dict[str, Any] = {self.kind: [self.low, self.high]}
+        if self.log:
+            out["log"] = True
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+@dataclass
+class SweepSpec:
+    """A checked sweep file; ``config`` is absolute."""
+
+    path: Path
+    config: Path
+    name: str = ""
+    metric: str | None = None
+    direction: str | None = None
+    sampler: str = "tpe"
+    trials: int | None = None
+    seeds: list[int] = field(default_factory=list)
+    pruner: str = "none"
+    overrides: list[str] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)
+    storage: str | None = None
+
+    def grid_space(self) -> dict[str, list[Any]]:
+        return {p.key: p.grid() for p in self.params}
+
+    def total_trials(self) -> int:
+        """The number of trials the sweep runs: ``trials``, or every grid combination."""
+        if self.sampler == "grid":
+            combos = math.prod(len(values) for values in self.grid_space().values())
+            return min(combos, self.trials) if self.trials else combos
+        return int(self.trials or 0)
+
+    def as_dict(self, config_name: str | None = None) -> dict[str, Any]:
+        """The resolved sweep file (``config`` as given, or ``config_name`` for the sweep folder's copy)."""
+        return {
+            "config": config_name or str(self.config),
+            "name": self.name,
+            "metric": self.metric,
+            "direction": self.direction,
+            "sampler": self.sampler,
+            "trials": self.total_trials(),
+            "seeds": list(self.seeds),
+            "pruner": self.pruner,
+            "overrides": list(self.overrides),
+            "params": {p.key: p.as_dict() for p in self.params},
+            "storage": self.storage,
+        }
+
+
+def _number(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _param(key: str, spec: Any, where: str) -> tuple[Param | None, list[str]]:
+    if not isinstance(spec, dict):
+        return None, [
+            f"{where}: found {spec!r}; expected a mapping such as {{float: [1.0e-4, 1.0e-1], log: true}}, "
+            "{int: [16, 128], step: 16} or {choice: [32, 64]}"
+        ]
+    kinds = [k for k in KINDS if k in spec]
+    if len(kinds) != 1:
+        found = "none of" if not kinds else "more than one of"
+        return None, [f"{where}: found {found} float, int, choice; expected exactly one of them"]
+    kind = kinds[0]
+    problems = [
+        f"{where}.{k}: unknown key; "
+        f"{did_you_mean(str(k), _PARAM_KEYS[kind])}expected one of: {', '.join(_PARAM_KEYS[kind])}"
+        for k in spec
+        if k not in _PARAM_KEYS[kind]
+    ]
+    if kind == "choice":
+        choices = spec["choice"]
+        if not isinstance(choices, list) or not choices:
+            return None, [*problems, f"{where}.choice: found {choices!r}; expected a non-empty list of values"]
+        return (None if problems else Param(key, "choice", choices=list(choices))), problems
+    bounds, integer = spec[kind], kind == "int"
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(_number(b, integer) for b in bounds)):
+        return None, [
+            *problems,
+            f"{where}.{kind}: found {bounds!r}; expected [low, high], two {'integers' if integer else 'numbers'}",
+        ]
+    low, high = bounds
+    log = spec.get("log", False)
+    step = spec.get("step")
+    if not isinstance(log, bool):
+        problems.append(f"{where}.log: found {log!r}; expected true or false")
+    if low > high or (low == high and not integer):
+        problems.append(
+            f"{where}.{kind}: found the range [{low}, {high}], which is {'inverted' if low > high else 'empty'}; "
+            "expected low < high"
+        )
+    if log is True and low <= 0:
+        problems.append(f"{where}.{kind}: a log range needs bounds > 0; found low = {low}")
+    if step is not None:
+        if not _number(step, integer) or step <= 0:
+            problems.append(f"{where}.step: found {step!r}; expected a {'whole ' if integer else ''}number > 0")
+        elif log is True:
+            problems.append(f"{where}: step and log: true cannot be combined; drop one of them")
+    if problems:
+        return None, problems
+    return Param(key, kind, low, high, bool(log), step), []
+
+
+class _Reader:
+    """Reads a sweep file's keys one by one, collecting every problem (one line each)."""
+
+    def __init__(self, path: Path, raw: dict[str, Any]):
+        self.path, self.raw, self.where, self.problems = path, raw, str(path), []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{self.where}: {key}: {text}")
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+        value = self.raw.get(key, default)
+        if value is None or value in allowed:
+            return value
+        self.problem(key, f"found {value!r}; {did_you_mean(str(value), allowed)}expected one of: {', '.join(allowed)}")
+        return default
+
+    def config(self) -> Path | None:
+        config = self.raw.get("config")
+        expected = "expected the base config's path, relative to this file"
+        if not isinstance(config, str) or not config.strip():
+            self.problem("config", f"{'missing' if config is None else f'found {config!r}'}; {expected}")
+            return None
+        path = (self.path.resolve().parent / Path(config).expanduser()).resolve()
+        if not path.is_file():
+            self.problem("config", f"'{config}' ({path}) is not a file; {expected}")
+        return path
+
+    def text(self, key: str, expected: str) -> str | None:
+        value = self.raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.problem(key, f"found {value!r}; expected {expected}")
+            return None
+        return value
+
+    def trials(self, sampler: str) -> int | None:
+        trials = self.raw.get("trials")
+        if trials is not None and (not _number(trials, True) or trials < 1):
+            self.problem("trials", f"found {trials!r}; expected a whole number >= 1")
+            return None
+        if trials is None and sampler != "grid":
+            self.problem("trials", f"missing; the {sampler} sampler needs the number of trials (grid runs them all)")
+        return trials
+
+    def seeds(self) -> list[int]:
+        seeds = self.raw.get("seeds") or []
+        whole = isinstance(seeds, list) and all(_number(s, True) and s >= 0 for s in seeds)
+        if not whole or len(set(seeds)) != len(seeds):
+            self.problem("seeds", f"found {seeds!r}; expected a list of distinct whole numbers >= 0, e.g. [1, 2, 3]")
+            return []
+        return list(seeds)
+
+    def overrides(self) -> list[str]:
+        overrides = self.raw.get("overrides") or []
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            self.problem("overrides", f"found {overrides!r}; expected a list of key.path=value strings")
+            return []
+        return list(overrides)
+
+    def storage(self) -> str | None:
+        storage = self.raw.get("storage")
+        if storage is not None and (not isinstance(storage, str) or "://" not in storage):
+            self.problem("storage", f"found {storage!r}; expected an RDB URL such as sqlite:///study.db")
+        return storage
+
+    def params(self, sampler: str) -> list[Param]:
+        raw = self.raw.get("params")
+        if not isinstance(raw, dict) or not raw:
+            self.problem(
+                "params",
+                f"{'missing' if raw is None else f'found {raw!r}'}; expected a mapping of dotted config keys "
+                "to ranges, e.g. training_params.lrn_rate: {float: [1.0e-4, 1.0e-1], log: true}",
+            )
+            return []
+        params = []
+        for key, spec in raw.items():
+            if not isinstance(key, str) or not all(key.split(".")):
+                self.problem(f"params.{key}", "expected a dotted config key such as training_params.lrn_rate")
+                continue
+            param, found = _param(key, spec, f"{self.where}: params.{key}")
+            self.problems += found
+            if param is not None:
+                params.append(param)
+            if param is not None and sampler == "grid" and param.kind == "float" and param.step is None:
+                self.problem(
+                    f"params.{key}",
+                    "the grid sampler needs a finite set of values; give this float range a step, or use choice",
+                )
+        return params
+
+
+def read_sweep(path: Path) -> SweepSpec:
+    """Read and check a sweep file's structure; every problem in one :class:`UserError`."""
+    path = Path(path)
+    read = _Reader(path, read_yaml(path))
+    for key in read.raw:
+        if key not in KEYS:
+            read.problem(str(key), f"unknown key; {did_you_mean(str(key), KEYS)}expected one of: {', '.join(KEYS)}")
+    sampler = read.choice("sampler", SAMPLERS, "tpe")
+    spec = SweepSpec(
+        path=path.resolve(),
+        config=read.config(),
+        name=read.text("name", "text") or "",
+        metric=read.text("metric", "'<Model>/<logging_name>' of a loss or eval, or total"),
+        direction=read.choice("direction", DIRECTIONS, None),
+        sampler=sampler,
+        trials=read.trials(sampler),
+        seeds=read.seeds(),
+        pruner=read.choice("pruner", PRUNERS, "none"),
+        overrides=read.overrides(),
+        params=read.params(sampler),
+        storage=read.storage(),
+    )
+    if read.problems:
+        raise UserError(*read.problems)
+    return spec
+
+
+def trial_overrides(params: dict[str, Any]) -> list[str]:
+    """``key=value`` overrides for a trial's params (values as YAML flow text)."""
+    import yaml
+
+    def text(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip().removesuffix("...").strip()
+
+    return [f"{key}={text(value)}" for key, value in params.items()]

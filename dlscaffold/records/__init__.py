@@ -1,0 +1,9 @@
+"""The records stage: what a run leaves on disk and how it is read back.
+
+Owns the run folder and the names of its files (``rundir``), reading a finished run folder and its
+epochs (``runfiles``), checkpoints and their names (``checkpoint``), trackers (TensorBoard, MLflow,
+``metrics.jsonl``: ``trackers``), logged images (``images``) and the weight lineage between runs
+(``lineage``).
+
+May import: ``errors``, ``config``, ``project``. Nothing above it (data, building, the loop).
+"""

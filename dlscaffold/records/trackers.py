@@ -1,0 +1,253 @@
+"""Where a run's numbers go: ``metrics.jsonl`` always, then the trackers the config names.
+
+Every tracker takes the same five calls (:class:`Tracker`): per-step scalars, per-epoch rows,
+hyper-parameters with the final metrics, images, and ``close`` with the run's status. The loop
+writes to one :class:`Trackers`, which hands each call to all of them: ``metrics.jsonl`` (the run's
+own record, read by ``dlscaffold runs``, ``load_run`` and the tests), then TensorBoard and MLflow as
+``logging_params.trackers`` asks. A tracker that fails during a run (a server down, a database
+locked) is switched off with one warning and the run goes on; ``metrics.jsonl`` failing is the
+run's failure. A ``--debug`` run gets an empty :class:`Trackers` and writes nothing.
+
+A new tracker is a class here with the five methods, a name in :data:`TRACKERS` and a branch in
+:func:`_open`.
+
+The names: ``metrics.jsonl`` rows hold ``<Model>/<logging_name>`` keys with their ``split``;
+TensorBoard and MLflow get the same keys under ``<split>/`` (``val/Classifier/accuracy``), and the
+per-step scalars under ``train_step/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from dlscaffold.config import TRACKERS, flatten
+from dlscaffold.errors import first_line
+from dlscaffold.records.rundir import METRICS_FILE, read_metrics, read_run_info, update_run_info, write_text_atomic
+
+__all__ = ["TRACKERS", "MLflow", "MetricsFile", "TensorBoard", "Tracker", "Trackers", "open_trackers"]
+
+_logger = logging.getLogger("dlscaffold")
+
+
+class Tracker(Protocol):
+    """What the loop writes to. ``resume``-aware trackers are opened by :func:`open_trackers`."""
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None: ...
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None: ...
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None: ...
+
+    def images(self, step: int, grids: dict[str, Any]) -> None: ...
+
+    def close(self, status: str | None) -> None: ...
+
+
+class MetricsFile:
+    """``metrics.jsonl``: one strict-JSON row per epoch and split (a NaN or inf value is ``null``).
+
+    Args:
+        run_dir: the run folder.
+        resume: the epoch of the checkpoint a resumed run starts from: rows after it (written before
+            the interruption, past the checkpoint) are dropped.
+    """
+
+    def __init__(self, run_dir: Path, resume: int | None = None):
+        self.path = run_dir / METRICS_FILE
+        if resume is not None:
+            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume]
+            write_text_atomic(self.path, "".join(_row_json(r) for r in kept))
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        pass  # per-step values go to the trackers only
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(_row_json({"epoch": epoch, "split": split, "step": step, **values}))
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def images(self, step: int, grids: dict[str, Any]) -> None:
+        pass
+
+    def close(self, status: str | None) -> None:
+        pass
+
+
+class TensorBoard:
+    """TensorBoard event files in the run folder: scalars tagged ``<split>/<Model>/<name>``, the
+    HPARAMS tab, images. A resumed run purges the events after the checkpoint's step."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow, so only here
+
+        self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(f"train_step/{name}", value, step)
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(f"{split}/{name}", value, step)
+        self.writer.flush()
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+        for summary in hparams(clean, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def images(self, step: int, grids: dict[str, Any]) -> None:
+        """``{tag: grid}``, each grid a ``(C, H, W)`` tensor of floats in [0, 1], ``C`` 1 or 3."""
+        for tag, grid in grids.items():
+            self.writer.add_image(tag, grid, step, dataformats="CHW")
+        self.writer.flush()
+
+    def close(self, status: str | None) -> None:
+        self.writer.close()
+
+
+_MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+
+
+class MLflow:
+    """One MLflow run per dlscaffold run, in the experiment ``dlscaffold``: the flattened config as
+    params, epoch rows as ``<split>/<name>`` metrics at step = epoch, per-step scalars as
+    ``train_step/<name>`` at the global step; tags ``dlscaffold.status`` and ``dlscaffold.run_dir``.
+    A resumed run continues the same MLflow run (its id is kept in ``run.json``)."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], uri: str):
+        from mlflow.tracking import MlflowClient  # an optional extra: imported only when named
+
+        self.client = MlflowClient(tracking_uri=uri)
+        known = read_run_info(run_dir).get("mlflow") or {}
+        if known.get("run_id") and known.get("tracking_uri") == uri:
+            self.run_id = known["run_id"]
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            experiment = self.client.get_experiment_by_name("dlscaffold")
+            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("dlscaffold")
+            self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
+            update_run_info(run_dir, mlflow={"run_id": self.run_id, "tracking_uri": uri})
+            self._log_params(flatten(config))
+        self.client.set_tag(self.run_id, "dlscaffold.run_dir", str(run_dir))
+        self.client.set_tag(self.run_id, "dlscaffold.status", "running")
+
+    def _log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key[:250], str(value)[:6000]) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a call
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def _log_metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(value), now, step) for name, value in values.items() if math.isfinite(value)]
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a call
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + 1000])
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        self._log_metrics({f"train_step/{name}": value for name, value in values.items()}, step)
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        self._log_metrics({f"{split}/{name}": value for name, value in values.items()}, epoch)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass  # the whole config is the run's params already
+
+    def images(self, step: int, grids: dict[str, Any]) -> None:
+        pass
+
+    def close(self, status: str | None) -> None:
+        status = status or "interrupted"
+        self.client.set_tag(self.run_id, "dlscaffold.status", status)
+        self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS.get(status, "FAILED"))
+
+
+class Trackers:
+    """All of a run's trackers, written to at once. A tracker other than ``metrics.jsonl`` that
+    raises is switched off with one warning; the run goes on."""
+
+    def __init__(self, trackers: list[tuple[str, Tracker]] = ()):
+        self.trackers = list(trackers)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for name, tracker in list(self.trackers):
+            if isinstance(tracker, MetricsFile):  # the run's own record: its failure is the run's
+                getattr(tracker, method)(*args)
+                continue
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as exc:
+                self.trackers.remove((name, tracker))
+                _logger.warning(
+                    "warning: the %s tracker failed (%s) and is switched off; the run, metrics.jsonl "
+                    "and checkpoints go on",
+                    name,
+                    first_line(exc),
+                )
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        self._each("step_scalars", step, values)
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        self._each("epoch_row", epoch, split, step, values)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        self._each("hparams", params, metrics)
+
+    def images(self, step: int, grids: dict[str, Any]) -> None:
+        if grids:
+            self._each("images", step, grids)
+
+    def close(self, status: str | None = None) -> None:
+        self._each("close", status)
+        self.trackers = []
+
+
+def open_trackers(run_dir: Path, config: Any, resume: tuple[int, int] | None = None) -> Trackers:
+    """``metrics.jsonl`` and the trackers ``config.logging_params.trackers`` names, for a run folder;
+    ``resume``: the ``(epoch, step)`` of the checkpoint a resumed run starts from."""
+    opened: list[tuple[str, Tracker]] = [(METRICS_FILE, MetricsFile(run_dir, resume[0] if resume else None))]
+    for name in config.logging_params.trackers:
+        try:
+            opened.append((name, _open(name, run_dir, config, resume)))
+        except Exception as exc:  # a server that cannot be reached: the run goes on without it
+            _logger.warning(
+                "warning: the %s tracker could not start (%s); the run goes on without it", name, first_line(exc)
+            )
+    return Trackers(opened)
+
+
+def _open(name: str, run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:
+    if name == "tensorboard":
+        return TensorBoard(run_dir, resume[1] if resume else None)
+    if name == "mlflow":
+        lp = config.logging_params
+        return MLflow(run_dir, config.to_dict(), lp.mlflow_uri or default_mlflow_uri(lp.logging_dir))
+    raise ValueError(f"unknown tracker {name!r}")  # the config's check makes this unreachable
+
+
+def default_mlflow_uri(logging_dir: Path) -> str:
+    """``sqlite:///<logging_dir>/mlflow.db``: ``mlflow ui --backend-store-uri <this>`` shows it."""
+    return f"sqlite:///{Path(logging_dir).resolve() / 'mlflow.db'}"
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    """One ``metrics.jsonl`` line: strict JSON, a NaN or inf value written as ``null``."""
+    return json.dumps({k: _finite(v) for k, v in row.items()}, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value

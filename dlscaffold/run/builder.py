@@ -1,0 +1,193 @@
+"""The run builder: from a prepared config to data, models and loaders, for every command.
+
+:func:`build_run` is what ``train``, ``evaluate`` and :func:`dlscaffold.load_run` share: seed every
+RNG, build the project's dataset, make (or reuse) the ``idx_dict`` split, choose the device and
+precision, build the models of ``info_flow`` (loading weights where asked) and one loader per
+requested split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from dlscaffold.build.device import Placement, select_placement
+from dlscaffold.build.device_data import split_loader
+from dlscaffold.build.distributed import World
+from dlscaffold.build.flow import Flow, build_flow
+from dlscaffold.build.precision import Precision
+from dlscaffold.build.seeding import seed_everything
+from dlscaffold.build.tta import Views, views_of
+from dlscaffold.config import Config
+from dlscaffold.data import (
+    batch_transform,
+    dataset_size,
+    make_idx_dict,
+    project_test_indices,
+    split_indices,
+    split_problem,
+)
+from dlscaffold.errors import UserError
+from dlscaffold.prepare import Prepared
+
+
+@dataclass
+class Run:
+    """Everything a command computes with."""
+
+    config: Config
+    dataset: Any  # the project's CustomDataSet, with its idx_dict attribute set
+    idx_dict: dict[str, Any]
+    placement: Placement
+    precision: Precision
+    flow: Flow
+    loaders: dict[str, DataLoader]  # by role, e.g. {"train": ..., "val": ...}
+    transform: Callable[[dict[str, Any], bool], dict[str, Any]]  # the dataset's transform_batch
+    views: Views | None = None  # test-time augmentation (training_params.tta_outputs)
+
+
+def build_run(
+    prepared: Prepared,
+    loaders: dict[str, tuple[str, bool]],
+    device: str | None = None,
+    weights: tuple[Path, int | str] | None = None,
+    world: World | None = None,
+) -> Run:
+    """Build a run's data, models and loaders.
+
+    Args:
+        prepared: the checked config and project (:func:`~dlscaffold.prepare.prepare`).
+        loaders: role -> (split name, shuffle), e.g. ``{"train": ("train", True), "val": ("val", False)}``.
+        device: force a device (``--device``); default from ``use_GPU``.
+        weights: ``(run_dir, epoch)`` to load every model from (evaluation, resume); by default only
+            models with a ``model_dir`` load weights.
+        world: this process's rank among data-parallel processes: its loaders take its share.
+    """
+    config, tp, dl = prepared.config, prepared.config.training_params, prepared.config.dataloading_params
+    world = world or World()
+    dataset, idx_dict = dataset_and_split(prepared)
+    placement = select_placement(tp.use_GPU, device, tp.channels_last)
+    made = {
+        role: split_loader(
+            dl.device_data,
+            dataset,
+            split_indices(idx_dict, split),
+            dl.batch_size,
+            shuffle,
+            tp.seed,
+            dl.num_workers,
+            placement.pin_memory,
+            world.rank,
+            world.world_size,
+            split=split,
+            device=placement.device,
+        )
+        for role, (split, shuffle) in loaders.items()
+    }
+    flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device, weights)
+    if tp.channels_last:
+        for model in flow.models.values():
+            model.to(memory_format=torch.channels_last)
+    return Run(
+        config,
+        dataset,
+        idx_dict,
+        placement,
+        Precision(tp.precision, placement.device),
+        flow,
+        made,
+        batch_transform(dataset),
+        views_of(dataset, config),
+    )
+
+
+def dataset_and_split(prepared: Prepared) -> tuple[Any, dict[str, Any]]:
+    """The project's dataset, built after seeding every RNG with ``training_params.seed``, and its
+    ``idx_dict`` split (:func:`make_split`): what a run trains on."""
+    seed_everything(prepared.config.training_params.seed)
+    dataset = build_dataset(prepared)
+    return dataset, make_split(prepared.config, dataset, prepared.saved_split)
+
+
+def build_dataset(prepared: Prepared) -> Any:
+    """``CustomDataSet(cfg)`` with the validated config as a plain dict (paths absolute)."""
+    dataset = prepared.project.dataset_class(prepared.config.to_dict())
+    if dataset_size(dataset) == 0:
+        raise UserError("CustomDataSet: the dataset is empty; check dataloading_params.dataset_path")
+    return dataset
+
+
+def make_split(config: Config, dataset: Any, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``idx_dict``: a saved one (checked against the dataset), or made from the seed.
+
+    Points the project marks as test points (``test_indices()``) are left out of train / val / dev
+    and kept under ``test``. The dataset gets the split as its ``idx_dict`` attribute.
+    """
+    dl = config.dataloading_params
+    test = project_test_indices(dataset)
+    if saved is not None:
+        idx_dict = dict(saved)
+        problem = split_problem(idx_dict, len(dataset))
+        if idx_dict.get("num_points", len(dataset)) != len(dataset):
+            problem = f"it splits {idx_dict['num_points']} points but the dataset has {len(dataset)}"
+        if problem:
+            raise UserError(
+                f"dataloading_params.idx_dict_path: the saved split does not fit the dataset: {problem}; "
+                "use a split made for this dataset or leave idx_dict_path empty"
+            )
+    elif test is None:
+        idx_dict = make_idx_dict(len(dataset), dl.val_ratio, dl.dev_num, config.training_params.seed)
+    else:
+        test_set = set(test)
+        pool = [i for i in range(len(dataset)) if i not in test_set]
+        split = make_idx_dict(len(pool), dl.val_ratio, dl.dev_num, config.training_params.seed)
+        idx_dict = {s: [pool[i] for i in split[s]] for s in ("train", "val", "dev")}
+        idx_dict.update(num_points=len(dataset), seed=split["seed"])
+    if test is not None:
+        idx_dict["test"] = sorted(test)
+    dataset.idx_dict = idx_dict
+    return idx_dict
+
+
+def wrap_for_training(run: Run, world: World) -> None:
+    """What training calls instead of each trained model: SyncBatchNorm and DistributedDataParallel
+    under data-parallel training, then ``torch.compile`` (``training_params.compile``). Frozen
+    models stay as they are; checkpoints keep holding the plain modules' state_dicts."""
+    tp, flow = run.config.training_params, run.flow
+    if tp.compile:
+        _check_compile(run.placement.device)
+    for name in flow.trained:
+        if world.distributed and tp.sync_batchnorm:
+            flow.models[name] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(flow.models[name])
+        wrapped = flow.models[name]
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [run.placement.device.index] if run.placement.is_cuda else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids, find_unused_parameters=tp.find_unused_parameters)
+        flow.wrapped[name] = torch.compile(wrapped) if tp.compile else wrapped
+    if world.distributed:  # the same initial weights everywhere (DDP broadcast them), different dropout per rank
+        torch.manual_seed((tp.seed + world.rank) % 2**63)
+
+
+def _check_compile(device: torch.device) -> None:
+    """``torch.compile`` needs dynamo on this Python and, on the CPU, a C++ compiler."""
+    import shutil
+
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise UserError(
+            "training_params.compile: torch.compile is not supported on this platform (Python "
+            "version or OS); set compile: false"
+        )
+    if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        raise UserError(
+            "training_params.compile: torch.compile on the CPU needs a C++ compiler (g++ or clang++), "
+            "and none is on PATH; install one or set compile: false"
+        )

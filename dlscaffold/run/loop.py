@@ -1,0 +1,422 @@
+"""The epoch loop of a training run, top to bottom: :func:`fit` trains, validates, keeps the best,
+logs and checkpoints, epoch after epoch; :func:`train_epoch` is one pass over the training data.
+
+What the loop works on is a :class:`Session`, set up by :func:`dlscaffold.train.setup`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlscaffold.build import distributed
+from dlscaffold.build.flow import batch_size_of
+from dlscaffold.config.monitor import TOTAL_LOSS, logs_total
+from dlscaffold.errors import blame
+from dlscaffold.records.checkpoint import rng_state, save_best, save_checkpoint, set_rng_state
+from dlscaffold.records.images import collect_images, image_grids
+from dlscaffold.records.rundir import RunLock, read_run_info, update_run_info
+from dlscaffold.records.trackers import Trackers
+from dlscaffold.run.builder import Run
+from dlscaffold.run.epoch import Sums, run_epoch
+from dlscaffold.run.progress import Progress
+from dlscaffold.run.stops import Pruned, StopFlag
+from dlscaffold.run.summary import duration, epoch_lines, pack, program, values_text
+from dlscaffold.run.trainer import Trainer
+
+Echo = Callable[[str], None]
+
+
+def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
+    """The epoch loop: train, validate, keep the best, log, checkpoint; then the summary."""
+    run, tp = session.run, session.run.config.training_params
+    every = run.config.logging_params.progress_every  # plain progress lines without a terminal
+    progress, last_val = Progress(session.options.progress_bar, every=every, echo=echo), {}
+    session.started, last_epoch, status = time.perf_counter(), session.start_epoch - 1, "completed"
+    for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
+        session.epoch, epoch_start = epoch, time.perf_counter()
+        values = _train_and_validate(session, epoch, stop, progress)
+        if values is None:  # a signal: save the exact position inside this epoch, then stop
+            if session.saves:
+                save_state(session, epoch - 1, session.position)
+            stop.raise_if_requested()
+        train_values, val_values = values
+        last_val, last_epoch = val_values or last_val, epoch
+        (improved, stopping), signalled = _judge(session, epoch, val_values), agreed_stop(session, stop)
+        pruned = _pruned(session, epoch, val_values)  # a sweep's pruner ends its trial after this validation
+        saved = None  # True / False: the epoch's checkpoint was written / refused (non-finite weights)
+        if session.saves and (
+            epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled or pruned
+        ):
+            saved = save_state(session, epoch)
+        if improved and saved is not False:  # refused: one warning said why; no best of these weights either
+            _keep_best(session, epoch)  # after the epoch's checkpoint: its weights are linked, not written twice
+        if session.writes:  # the run's training time so far, over all its sessions
+            update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3))
+        seconds = time.perf_counter() - epoch_start
+        for line in epoch_lines(epoch, tp.max_training_epochs, train_values, val_values, seconds):
+            echo(line)
+        session.position = Position()
+        if signalled:  # a signal during validation: the epoch's checkpoint is saved above
+            stop.raise_if_requested()
+        if stopping:
+            echo(
+                f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
+                f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch})."
+            )
+            break
+        if pruned:
+            echo(f"Pruned after epoch {epoch}: the sweep's pruner ends this trial; its checkpoints are kept.")
+            status = "pruned"
+            break
+    session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
+    record_end(session, status, epoch=last_epoch if status == "completed" else None)
+    _summary(echo, session, last_epoch, last_val)
+    monitor = session.monitor
+    return RunResult(
+        session.run_dir, status, last_epoch, monitor.name, monitor.best_epoch or None, monitor.best, dict(last_val)
+    )
+
+
+def _pruned(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
+    """Report a validation to ``options.on_validation`` (rank 0); whether it pruned the run."""
+    report, pruned = session.options.on_validation, False
+    if report is None or not val_values:
+        return False
+    if session.world.main:
+        try:
+            report(epoch, val_values.get(session.monitor.name, math.nan))
+        except Pruned:
+            pruned = True
+    return distributed.broadcast(pruned)  # every process of a data-parallel trial ends with rank 0
+
+
+def _train_and_validate(
+    session: Session, epoch: int, stop: StopFlag, progress: Progress
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
+    run, trainer, tp = session.run, session.trainer, session.run.config.training_params
+    batch_size = run.config.dataloading_params.batch_size
+    run.loaders["train"].sampler.set_epoch(epoch, start=session.position.batches * batch_size)  # order: (seed, epoch)
+    run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
+    set_epoch = getattr(run.dataset, "set_epoch", None)
+    if callable(set_epoch):  # e.g. an augmentation schedule; before the loader's iterator (and workers) start
+        with blame("CustomDataSet.set_epoch"):
+            set_epoch(epoch)
+    skipped_before = trainer.skipped_nonfinite
+    train_values = train_epoch(session, stop, progress)
+    if train_values is None:
+        return None
+    train_values = _with_total(session, train_values)
+    rates = trainer.learning_rates()  # after the epoch's scheduler step: the rate the next epoch starts with
+    if tp.on_nonfinite == "skip":
+        rates["skipped_nonfinite_steps"] = float(trainer.skipped_nonfinite - skipped_before)
+    if trainer.precision.scaler.is_enabled():
+        rates["fp16_skipped_steps"] = float(trainer.precision.skipped_steps)
+    session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
+    val_values: dict[str, float] = {}
+    if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
+        specs, images = run.config.logging_params.log_images, {}
+        keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
+        run.flow.clock["step"] = trainer.step  # the steps done, as evaluate gives these weights (the row's step)
+        val_values, _ = run_epoch(
+            run.flow,
+            run.loaders["val"],
+            run.placement,
+            run.precision,
+            run.transform,
+            progress,
+            "val",
+            first_batch=keep,
+            views=run.views,
+        )
+        val_values = _with_total(session, val_values)
+        session.log.epoch_row(epoch, "val", trainer.step, val_values)
+        session.log.images(trainer.step, image_grids(images))
+    return train_values, val_values
+
+
+def _with_total(session: Session, values: dict[str, float]) -> dict[str, float]:
+    """``total_loss``, the weighted sum of the losses' epoch means (the objective the steps minimise),
+    after the losses and evals, for a run with two or more losses or ``monitor: total``."""
+    if not logs_total(session.run.config):
+        return values
+    return {**values, TOTAL_LOSS: sum(t.weight * values[t.name] for t in session.trainer.flow.losses)}
+
+
+def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
+    """One pass over the training loader; returns the epoch's sample means (over every rank's
+    samples), or None when a signal stopped it (the caller saves the exact position)."""
+    run, trainer, log, position = session.run, session.trainer, session.log, session.position
+    names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
+    epoch_sums, window = _running_sums(session)
+    trainer.flow.set_mode(training=True)
+    trainer.begin_epoch(session.epoch)  # parameter groups outside their epochs: no gradient work
+    sampler, batches = run.loaders["train"].sampler, iter(run.loaders["train"])
+    if position.rng is not None:  # resumed mid-epoch: the iterator has drawn its seed, as it had then
+        set_rng_state(position.rng)
+        position.rng = None
+    done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
+    last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
+    for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step, done=done):
+        # --- the step
+        batch = run.transform(run.placement.move(batch), True)
+        mine, total = sampler.share(position.batches)  # this rank's points of the global batch
+        values = trainer.train_step(batch, share=mine * session.world.world_size / total)
+        position.batches += 1
+        # --- the epoch's sums and the log window
+        if values is not None and mine > 0:  # None: a skipped non-finite step; mine 0: a padding batch
+            epoch_sums.add(values, batch_size_of(batch))
+            window.add(values, batch_size_of(batch))
+        if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
+            means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
+            log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
+            running = epoch_sums.means(across_ranks=False)  # the epoch so far (the GPU is in sync already)
+            parts = {t.name.partition("/")[2]: running[t.name] for t in trainer.flow.losses}
+            total = sum(t.weight * running[t.name] for t in trainer.flow.losses)
+            progress.show(loss=total, parts=parts if len(parts) == len(trainer.flow.losses) else None)
+            window = Sums(names, device)
+        # --- a signal: a single process stops after any step; data-parallel ranks agree at log points
+        at_log_point = trainer.step % log_every == 0
+        stopping = agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed
+        if stopping and position.batches < last_batch:
+            position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
+            position.metrics = trainer.flow.metrics_state_dict()
+            return None
+    trainer.end_epoch()
+    return {**epoch_sums.means(), **trainer.flow.compute_metrics()}
+
+
+def _running_sums(session: Session) -> tuple[Sums, Sums]:
+    """The epoch's and the log window's sums: fresh, or as a mid-epoch checkpoint left them."""
+    names, device, position = session.trainer.flow.term_names, session.run.placement.device, session.position
+    epoch_sums, window = Sums(names, device), Sums(names, device)
+    session.trainer.flow.reset_metrics()
+    if position.sums is not None:
+        epoch_sums.load_state_dict(position.sums)
+        window.load_state_dict(position.window)
+        session.trainer.flow.load_metrics_state_dict(position.metrics or {})
+    return epoch_sums, window
+
+
+def agreed_stop(session: Session, stop: StopFlag) -> bool:
+    """Whether to stop now. Data-parallel ranks decide together: a signal (or the job's end time)
+    seen by any rank stops every rank at the same point, for the same reason (one small collective,
+    at log points and epoch ends only)."""
+    if not session.world.distributed:
+        return stop.requested
+    votes = distributed.all_reduce_sum(torch.tensor(stop.votes(), device=session.run.placement.device))
+    return stop.agree(votes.tolist())
+
+
+def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[bool, bool]:
+    """Record a validation with the monitor: whether it is the best so far, whether patience ran out."""
+    monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
+    if monitor.name not in val_values:
+        return False, False
+    improved = monitor.update(val_values[monitor.name], epoch)
+    return improved, patience is not None and monitor.bad >= patience
+
+
+def _keep_best(session: Session, epoch: int) -> None:
+    """The best epoch's weights as ``<Model>_best.pt`` and its record in ``run.json``."""
+    if session.saves and session.writes and save_best(session.run_dir, epoch, session.run.flow.models):
+        monitor = session.monitor
+        update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
+
+
+def save_state(session: Session, epoch: int, position: Position | None = None) -> bool:
+    """A checkpoint after ``epoch`` (or inside the next one, at ``position``). Every rank takes part
+    (their RNG states are gathered); rank 0 writes. False: refused, a model holds NaN or inf (one
+    warning line; the checkpoints saved before are kept)."""
+    state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+    if session.world.distributed:
+        state["rng_ranks"] = distributed.gather(rng_state())
+    if not session.writes:
+        return True
+    saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
+    return save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
+
+
+def record_end(session: Session, status: str, error: str | None = None, epoch: int | None = None) -> None:
+    """Write how the run ended into ``run.json`` (rank 0 of a run that keeps a record).
+
+    ``completed`` also records ``completed_epoch`` (``epoch``, the last one trained). A run that
+    completed once keeps status ``completed``: a continuation of it (``--resume`` with more epochs)
+    that fails or is interrupted is recorded as ``continuation: {"status", "error", "ended"}``.
+    """
+    session.status = status
+    if not session.writes:
+        return
+    update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3))  # over all its sessions
+    info, now = read_run_info(session.run_dir), utc_now()
+    if status == "completed":
+        cleared = {"continuation": None} if "continuation" in info else {}
+        update_run_info(session.run_dir, status=status, error=error, ended=now, completed_epoch=epoch, **cleared)
+    elif isinstance(info.get("completed_epoch"), int):  # it completed before: never downgraded
+        continuation = {"status": status, "error": error, "ended": now}
+        update_run_info(session.run_dir, status="completed", error=None, ended=now, continuation=continuation)
+    else:
+        update_run_info(session.run_dir, status=status, error=error, ended=now)
+
+
+def utc_now() -> str:
+    """The time, as run.json records it (ISO 8601, UTC)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _hparams(config: Any) -> dict[str, Any]:
+    tp, dl = config.training_params, config.dataloading_params
+    return {
+        "lrn_rate": tp.lrn_rate,
+        "batch_size": dl.batch_size,
+        "regularization_weight": tp.regularization_weight,
+        "seed": tp.seed,
+        "optimizer": tp.optimizer.name if tp.optimizer else "Adam",
+        "max_training_epochs": tp.max_training_epochs,
+        "run_notes": config.logging_params.run_notes,
+    }
+
+
+def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, float]) -> None:
+    """The end of a completed run: every epoch of the run, and its training time over all its sessions."""
+    run_dir, monitor, first = session.run_dir, session.monitor, session.start_epoch
+    done = f"Done: {epochs} epochs in {duration(session.train_seconds)}"
+    if first > 1:  # resumed: this session trained epochs first..epochs
+        this = f"epochs {first}-{epochs}" if epochs > first else f"epoch {first}" if epochs == first else "no epoch"
+        done += f" (resumed at epoch {first}; this session: {this}, {duration(session.session_seconds)})"
+    echo(done + ".")
+    if session.trainer.skipped_nonfinite:
+        echo(f"Skipped {session.trainer.skipped_nonfinite} non-finite step(s) (training_params.on_nonfinite: skip).")
+    if last_val:
+        for line in pack("Final val: ", values_text(last_val)):
+            echo(line)
+    if monitor.best is not None:
+        echo(
+            f"Best val {monitor.name}: {monitor.best:.6g} at epoch {monitor.best_epoch} "
+            f"(last: {last_val.get(monitor.name, float('nan')):.6g} at epoch {epochs})"
+        )
+    if run_dir is not None:
+        echo(f"Run folder: {run_dir}")
+        echo("  metrics:     metrics.jsonl (one row per epoch and split)")
+        if session.saves:
+            echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt, best: checkpoints/<Model>_best.pt")
+        echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
+        echo(f"  evaluate:    {program('evaluate')} {shlex.quote(str(run_dir))}")
+
+
+# ------------------------------------------------------------------- what the loop works on
+
+
+@dataclass
+class TrainOptions:
+    """How to run, beside the config: the ``dlscaffold train`` flags."""
+
+    dev: bool = False  # train and validate on the dev set
+    no_save: bool = False  # log, but keep no checkpoints
+    debug: bool = False  # dev set, anomaly detection, nothing written
+    device: str | None = None  # force a device (cpu, cuda, cuda:1)
+    progress_bar: bool = False  # show a progress bar (on a terminal)
+    # For experiments (a sweep's trials, seed groups):
+    run_info: dict[str, Any] = field(default_factory=dict)  # more keys for run.json ("sweep", "group")
+    run_notes_suffix: str = ""  # appended to the run folder's name: <YYYYMMDD>_<N>_<run_notes>_<suffix>
+    # Called on rank 0 after each validation with (epoch, the monitored value); raising
+    # dlscaffold.run.stops.Pruned ends the run there with status "pruned", its checkpoints kept.
+    on_validation: Callable[[int, float], None] | None = None
+
+
+@dataclass
+class Monitor:
+    """The best validation value so far of ``training_params.monitor``, and early stopping."""
+
+    name: str
+    mode: str  # "min" or "max"
+    best: float | None = None
+    best_epoch: int = 0
+    bad: int = 0  # validations since the last improvement
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record a validation; returns whether it improved on the best. A NaN or inf never does."""
+        better = math.isfinite(value) and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        )
+        if better:
+            self.best, self.best_epoch, self.bad = value, epoch, 0
+        else:
+            self.bad += 1
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad}
+
+
+@dataclass
+class Position:
+    """Where the loop is inside an epoch: a stop mid-epoch saves it, a resume continues from it."""
+
+    batches: int = 0
+    sums: dict[str, Any] | None = None  # the epoch's running sums (Sums.state_dict)
+    window: dict[str, Any] | None = None  # the running log_every window's sums
+    metrics: dict[str, Any] | None = None  # the torchmetrics evals' state (Flow.metrics_state_dict)
+    rng: dict[str, Any] | None = None  # resuming mid-epoch: RNG states to restore once the loader iterates
+
+
+@dataclass
+class Session:
+    """A training run, set up: what :func:`fit` loops over."""
+
+    run: Run
+    trainer: Trainer
+    monitor: Monitor
+    log: Trackers  # metrics.jsonl and the trackers; none for a --debug run
+    run_dir: Path | None  # None: a --debug run writes nothing
+    start_epoch: int
+    options: TrainOptions
+    position: Position = field(default_factory=Position)  # where a resumed run continues inside start_epoch
+    lock: RunLock | None = None
+    epoch: int = 0  # the epoch in progress (for messages)
+    world: distributed.World = field(default_factory=distributed.World)
+    status: str | None = None  # how the run ended: completed, failed, interrupted
+    seconds_before: float = 0.0  # the training time of the run's earlier sessions (a resumed run)
+    started: float | None = None  # time.perf_counter() when this session's epoch loop began
+
+    @property
+    def session_seconds(self) -> float:
+        """How long this session's epoch loop has run."""
+        return 0.0 if self.started is None else time.perf_counter() - self.started
+
+    @property
+    def train_seconds(self) -> float:
+        """The run's training time so far: its earlier sessions' and this one's."""
+        return self.seconds_before + self.session_seconds
+
+    @property
+    def saves(self) -> bool:
+        """Whether checkpoints are taken (every rank takes part; rank 0 alone writes)."""
+        return self.run_dir is not None and not self.options.no_save
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder: rank 0 of a run that keeps a record."""
+        return self.run_dir is not None and self.world.main
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`dlscaffold.train.train` returns for a run that ended ``completed``."""
+
+    run_dir: Path | None  # None: a --debug run wrote nothing
+    status: str
+    epochs: int  # the last epoch trained
+    monitor: str  # training_params.monitor: the value "best" is judged by
+    best_epoch: int | None  # None: never validated
+    best_value: float | None
+    last_val: dict[str, float]  # the last validation's values, ``<Model>/<logging_name>`` keys

@@ -1,0 +1,323 @@
+"""One training step, and what it steps: models, optimizers, schedulers, precision.
+
+:meth:`Trainer.train_step` reads like a hand-written loop: forward under the precision's context ->
+weighted sum of the losses -> backward -> unscale -> the finiteness check and clipping (here) ->
+step (the precision object reports an fp16 scaler skip) -> scheduler -> evals on the same outputs.
+A step whose loss or gradients are not finite is never applied (``training_params.on_nonfinite``:
+``stop`` raises :class:`NonFiniteStep`, ``skip`` drops and counts it): neither the weights nor the
+buffers its forward pass changed (BatchNorm's running statistics) keep anything of it.
+
+A model's own ``optimizer``, ``lr_scheduler`` and ``param_groups`` only change what is stepped.
+When a model of ``info_flow`` sets its own ``grad_clip_norm`` or ``update_every``, or a loss sets
+``trains``, the step is per model
+(:meth:`Trainer._model_step`): only the models due this step (``step % update_every == 0``) update,
+each from the losses that train it, and gradients go only into those models' parameters. Otherwise
+it is the joint step above, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dlscaffold.build.flow import Flow
+from dlscaffold.build.optim import build_optimizer, build_scheduler, model_params, param_groups
+from dlscaffold.build.precision import Precision
+from dlscaffold.config import metric_name
+from dlscaffold.errors import UserError
+
+
+class NonFiniteStep(Exception):
+    """A step's loss or gradients were NaN/inf; it was not applied. ``batch`` is the offending batch."""
+
+    def __init__(self, where: str, batch: dict[str, Any]):
+        super().__init__(where)
+        self.where, self.batch = where, batch
+
+
+class BufferSnapshot:
+    """A copy of modules' buffers (BatchNorm's running statistics, any registered buffer), taken
+    before each step's forward pass and put back when the step is dropped. The copies are made
+    once and refreshed in place (one fused device copy a step, no allocation)."""
+
+    def __init__(self, modules: list[torch.nn.Module]):
+        self.slots = [(m, n) for module in modules for m in module.modules() for n, _ in m.named_buffers(recurse=False)]
+        self.sources: list[torch.Tensor] = []  # the buffers the copies were taken from
+        self.copies: list[torch.Tensor] = []
+
+    def take(self) -> None:
+        current = [getattr(module, name) for module, name in self.slots]
+        if len(current) != len(self.sources) or any(a is not b for a, b in zip(current, self.sources, strict=True)):
+            self.sources, self.copies = current, [b.detach().clone() for b in current]  # first step, or replaced
+        elif current:
+            torch._foreach_copy_(self.copies, current)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for (module, name), source, copy in zip(self.slots, self.sources, self.copies, strict=True):
+            if getattr(module, name) is source:
+                source.copy_(copy)
+            else:  # the forward pass assigned a new tensor: put the old values back under the name
+                setattr(module, name, copy.clone())
+
+
+@dataclass
+class Trainer:
+    """What the loop steps: the models and their optimizers and schedulers."""
+
+    flow: Flow
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any]
+    scheduler_interval: str  # "epoch" or "step"
+    grad_clip_norm: float | None
+    precision: Precision
+    on_nonfinite: str = "stop"  # or "skip"
+    params: list[torch.nn.Parameter] = field(default_factory=list)  # every trained parameter
+    step: int = 0  # global step: batches trained on, skipped ones included
+    skipped_nonfinite: int = 0  # steps dropped for NaN/inf with on_nonfinite: skip
+    buffers: BufferSnapshot = field(default_factory=lambda: BufferSnapshot([]))  # the trained models' buffers
+    # Called after each applied step with the names of the models whose optimizer stepped (EMA models).
+    on_stepped: Callable[[set[str]], None] | None = None
+    stepped: dict[str, int] = field(default_factory=dict)  # optimizer steps applied, per model
+    # Per-model optimization (any of its keys set): the step of _model_step.
+    per_model: bool = False
+    # Parameters of groups that train in given epochs only: (parameter, first epoch, last epoch).
+    windowed: list[tuple[torch.nn.Parameter, int, int]] = field(default_factory=list)
+    distributed: bool = False  # data-parallel: DDP wants every parameter's gradient, each step
+    update_every: dict[str, int] = field(default_factory=dict)  # model -> its optimizer steps every N steps
+    clip: dict[str, float] = field(default_factory=dict)  # model -> its own grad_clip_norm
+    trains: dict[str, list[str]] = field(default_factory=dict)  # loss name -> the models it updates
+    intervals: dict[str, str] = field(default_factory=dict)  # model -> its scheduler's interval
+
+    def train_step(self, batch: dict[str, Any], share: float = 1.0) -> dict[str, torch.Tensor] | None:
+        """One optimisation step; returns every loss's and eval's values, or None for a skipped step.
+
+        Args:
+            batch: the batch, on the device.
+            share: under data-parallel training, (this rank's points x ranks / the global batch's
+                points): DDP averages the ranks' gradients, so scaling each rank's mean loss by it
+                gives exactly the gradient of the mean over the global batch, even for a short last
+                batch (0 for a padding batch). 1 in a single process.
+        """
+        self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
+        self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
+        if self.per_model:
+            return self._model_step(batch, share)
+        with self.precision.forward_context():
+            outputs = self.flow.forward(batch, needed_only=True)
+            values = self.flow.values(self.flow.losses, batch, outputs)
+            objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
+            if share != 1.0:
+                objective = objective * share
+        self.precision.backward(objective)
+        optimizers = list(self.optimizers.values())
+        self.precision.unscale(optimizers)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=objective.device)
+        loss_finite = torch.isfinite(objective.detach())
+        finite = bool(loss_finite & torch.isfinite(norm))  # one host read per step, as GradScaler makes
+        if not finite and not (self.precision.scaled and bool(loss_finite)):
+            return self._skip_nonfinite(values, batch, optimizers)  # never applied; raises for "stop"
+        if finite and self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip_norm, norm)  # on true gradients
+        if self.windowed and self.distributed:
+            self._outside_epochs()
+        applied = self.precision.step(optimizers, finite)  # False: the fp16 scaler skipped an overflow
+        if applied:
+            names = set(self.optimizers)
+            for name in names:
+                self.stepped[name] = self.stepped.get(name, 0) + 1
+            if self.on_stepped is not None:
+                self.on_stepped(names)
+        self.step += 1
+        if applied:  # after the optimizer step, as torch expects
+            for name, scheduler in self.schedulers.items():
+                if self.intervals.get(name, self.scheduler_interval) == "step":
+                    scheduler.step()
+        return self._evals(values, batch, outputs)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """In one process, a parameter group outside its ``epochs`` stops requiring gradients for
+        the epoch, so that backward skips its work. (Under data-parallel training, where DDP wants
+        every parameter's gradient, each step drops them instead: :meth:`_outside_epochs`.)"""
+        if not self.distributed:
+            for p, first, last in self.windowed:
+                p.requires_grad_(first <= epoch <= last)
+
+    def _outside_epochs(self) -> None:
+        """A parameter group outside its ``epochs``: no gradient, so the optimizer leaves it as it is."""
+        epoch = self.flow.clock["epoch"]
+        for p, first, last in self.windowed:
+            if not first <= epoch <= last:
+                p.grad = None
+
+    def _evals(self, values: dict[str, torch.Tensor], batch: dict[str, Any], outputs: dict) -> dict:
+        with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
+            values.update(self.flow.values(self.flow.evals, batch, outputs))
+        self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
+        return values
+
+    def _model_step(self, batch: dict[str, Any], share: float) -> dict[str, torch.Tensor] | None:
+        """The per-model step: the models due this step, each from the losses that train it."""
+        due = [n for n in self.optimizers if self.step % self.update_every.get(n, 1) == 0]
+        params = {n: list(self.flow.models[n].parameters()) for n in due}
+        with self.precision.forward_context():
+            outputs = self.flow.forward(batch, needed_only=True)
+            values = self.flow.values(self.flow.losses, batch, outputs)  # every loss, for the logs
+            groups: dict[tuple[str, ...], list[torch.Tensor]] = {}  # the models a loss trains now -> its terms
+            for t in self.flow.losses:
+                models = tuple(n for n in due if n in self.trains.get(t.name, self.flow.trained))
+                if models:
+                    groups.setdefault(models, []).append(t.weight * values[t.name].float().mean() * share)
+        objective = sum((sum(terms) for terms in groups.values()), torch.zeros((), device=self.flow.device))
+        for i, (models, terms) in enumerate(groups.items()):  # gradients only into the models a loss trains
+            inputs = [p for n in models for p in params[n]]
+            self.precision.backward(sum(terms), inputs=inputs, retain_graph=i < len(groups) - 1)
+        due = [n for n in due if any(p.grad is not None for p in params[n])]
+        optimizers = [self.optimizers[n] for n in due]
+        self.precision.unscale(optimizers)
+        grads = [p.grad for n in due for p in params[n] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=objective.device)
+        loss_finite = torch.isfinite(objective.detach())
+        finite = bool(loss_finite & torch.isfinite(norm))
+        if not finite and not (self.precision.scaled and bool(loss_finite)):
+            return self._skip_nonfinite(values, batch, list(self.optimizers.values()))
+        if finite:
+            self._clip(due, params)
+        applied = self.precision.step(optimizers, finite) if optimizers else finite
+        stepped = set(due) if applied else set()
+        for name in stepped:
+            self.stepped[name] = self.stepped.get(name, 0) + 1
+        if stepped and self.on_stepped is not None:
+            self.on_stepped(stepped)
+        self.step += 1
+        for name in stepped:  # a scheduler counts its own model's updates
+            if name in self.schedulers and self.intervals.get(name, self.scheduler_interval) == "step":
+                self.schedulers[name].step()
+        return self._evals(values, batch, outputs)
+
+    def _clip(self, due: list[str], params: dict[str, list[torch.nn.Parameter]]) -> None:
+        """A model with its own grad_clip_norm on its own norm; the others jointly, as training_params says."""
+        joint = [p for n in due if n not in self.clip for p in params[n]]
+        for limit, group in [*((self.clip[n], params[n]) for n in due if n in self.clip), (self.grad_clip_norm, joint)]:
+            grads = [p.grad for p in group if p.grad is not None]
+            if limit is not None and grads:
+                torch.nn.utils.clip_grads_with_norm_(group, limit, torch.nn.utils.get_total_norm(grads))
+
+    def _skip_nonfinite(
+        self, values: dict[str, torch.Tensor], batch: dict[str, Any], optimizers: list[torch.optim.Optimizer]
+    ) -> None:
+        """A NaN/inf loss or gradient: drop the step; ``on_nonfinite: stop`` raises :class:`NonFiniteStep`."""
+        where = self._nonfinite_where(values)
+        self.precision.skip(optimizers)
+        self.buffers.restore()
+        if self.on_nonfinite == "stop":
+            raise NonFiniteStep(where, batch)  # self.step still numbers this step, as {step: trainer} did
+        self.step += 1
+        self.skipped_nonfinite += 1
+        return None
+
+    def _nonfinite_where(self, values: dict[str, torch.Tensor]) -> str:
+        """Which loss, or which model's gradients, went NaN/inf (only read after a failed check)."""
+        for term in self.flow.losses:
+            if not bool(torch.isfinite(values[term.name].detach()).all()):
+                return f"loss {term.path}"
+        for name in self.flow.trained:
+            grads = [p.grad for p in self.flow.models[name].parameters() if p.grad is not None]
+            if any(not bool(torch.isfinite(g).all()) for g in grads):
+                return f"the gradients of info_flow.{name}"
+        return "the weighted sum of the losses"
+
+    def end_epoch(self) -> None:
+        for name, scheduler in self.schedulers.items():
+            if self.intervals.get(name, self.scheduler_interval) == "epoch":
+                scheduler.step()
+
+    def learning_rates(self) -> dict[str, float]:
+        """``lr/<Model>``: each trained model's current learning rate (its first parameter group)."""
+        return {f"lr/{name}": float(o.param_groups[0]["lr"]) for name, o in self.optimizers.items()}
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Set every optimizer's base rate (``--resume ... training_params.lrn_rate=X``)."""
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+                if "initial_lr" in group:
+                    group["initial_lr"] = group["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "stepped": dict(self.stepped),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "precision": self.precision.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.precision.load_state_dict(state.get("precision", {}))
+        self.step = state["step"]
+        self.skipped_nonfinite = state.get("skipped_nonfinite", 0)
+        self.stepped = dict(state.get("stepped") or {})
+
+
+def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
+    """One optimizer (and scheduler) per trained model of a built run (:class:`dlscaffold.run.builder.Run`)."""
+    tp, flow = run.config.training_params, run.flow
+    specs = {n: run.config.info_flow[n] for n in flow.trained}
+    own = {n: model_params(tp, spec) for n, spec in specs.items()}  # a model's own settings, else training_params'
+    optimizers = {n: build_optimizer(param_groups(flow.models[n], specs[n], n), own[n]) for n in flow.trained}
+    schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, own[n], steps_per_epoch)) is not None}
+    interval = tp.lr_scheduler.interval if tp.lr_scheduler else "epoch"
+    trains = {
+        metric_name(m, key, loss): loss.trains
+        for m, spec in run.config.info_flow.items()
+        for key, loss in spec.losses.items()
+        if loss.trains is not None
+    }
+    per_model = bool(trains) or any(s.update_every != 1 or s.grad_clip_norm is not None for s in specs.values())
+    distributed = (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+    if per_model and distributed:
+        raise UserError(
+            "info_flow: update_every, a model's own grad_clip_norm and a loss's trains need one process "
+            "(each model steps on its own); train without torchrun, or remove them"
+        )
+    params = [p for n in flow.trained for p in flow.models[n].parameters()]
+    buffers = BufferSnapshot([flow.models[n] for n in flow.trained])  # frozen models run in eval mode
+    return Trainer(
+        flow,
+        optimizers,
+        schedulers,
+        interval,
+        tp.grad_clip_norm,
+        run.precision,
+        tp.on_nonfinite,
+        params,
+        buffers=buffers,
+        per_model=per_model,
+        windowed=[  # the parameters the model lets train (requires_grad) in groups with epochs
+            (p, *group["epochs"])
+            for optimizer in optimizers.values()
+            for group in optimizer.param_groups
+            if group.get("epochs")
+            for p in group["params"]
+            if p.requires_grad
+        ],
+        distributed=distributed,
+        update_every={n: spec.update_every for n, spec in specs.items()},
+        clip={n: spec.grad_clip_norm for n, spec in specs.items() if spec.grad_clip_norm is not None},
+        trains=trains,
+        intervals={n: o.lr_scheduler.interval for n, o in own.items() if o.lr_scheduler is not None},
+    )
