@@ -206,7 +206,7 @@ def test_unreadable_files_are_one_line_naming_the_file(toy: Path, monkeypatch: p
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("dlscaffold.config.open", refuse, raising=False)
+    monkeypatch.setattr("dlscaffold.config.yaml_reader.open", refuse, raising=False)
     assert load_problems(toy / "config.yml") == [
         f"{toy / 'config.yml'}: cannot read the file (Permission denied); expected a readable config file"
     ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dlscaffold.config import Config, metric_name
+from dlscaffold.config.names import metric_name
+from dlscaffold.config.schema import Config
 
 TOTAL = "total"  # training_params.monitor: the weighted sum of the losses
 TOTAL_LOSS = "total_loss"  # ... as metrics.jsonl rows and the trackers log it

@@ -1,0 +1,123 @@
+"""The structure check of a raw config: unknown keys with a did-you-mean (or the section a key
+belongs in), and pydantic's errors as one line each naming the key path, what was found and what is
+expected; every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Any, Union
+
+from pydantic import BaseModel, ValidationError
+
+from dlscaffold.config.schema import Config, DataloadingParams, LoggingParams, TrainingParams
+from dlscaffold.errors import closest, did_you_mean
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "dataloading_params": DataloadingParams,
+    "training_params": TrainingParams,
+    "logging_params": LoggingParams,
+}
+
+
+def _submodel(annotation: Any) -> tuple[str, type[BaseModel]] | None:
+    """("model", cls) for a (maybe Optional) section, ("map", cls) for dict[str, section]."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _submodel(args[0]) if len(args) == 1 else None
+    if origin is dict:
+        inner = typing.get_args(annotation)[1]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return "map", inner
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "model", annotation
+    return None
+
+
+def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[tuple[str, str | None]]:
+    """Each unknown key as (problem line, the key path it was probably meant to be, or None)."""
+    problems: list[tuple[str, str | None]] = []
+    fields = model.model_fields
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            home = [name for name, section in _SECTIONS.items() if key in section.model_fields and section is not model]
+            close = closest(key, fields)
+            hint = (
+                f"it belongs in {home[0]}"
+                if home
+                else f"{did_you_mean(key, fields)}expected one of: {', '.join(fields)}"
+            )
+            problems.append((f"{path}: unknown key; {hint}", f"{prefix}{close}" if close and not home else None))
+            continue
+        sub = _submodel(fields[key].annotation)
+        if sub is None or not isinstance(value, dict):
+            continue
+        kind, cls = sub
+        if kind == "model":
+            problems += _unknown_keys(value, cls, f"{path}.")
+        else:
+            for name, entry in value.items():
+                if isinstance(entry, dict):
+                    problems += _unknown_keys(entry, cls, f"{path}.{name}.")
+    return problems
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+# pydantic errors whose own words name Python classes: what a config is expected to hold instead
+_EXPECTED = {
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "path_type": "a path (text)",
+    "too_short": "at least one entry",
+}
+
+
+def _pydantic_problems(exc: ValidationError, meant: set[str]) -> list[str]:
+    """One line per pydantic error; a missing key that an unknown key was meant to be is left out
+    (a misspelled required key is one mistake: its did-you-mean line says it all)."""
+    problems = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        path = ".".join(str(part) for part in (loc[:-1] if loc[-1:] == ["[key]"] else loc))
+        if err["type"] == "missing":
+            if path not in meant:
+                problems.append(f"{path}: missing; this key is required")
+            continue
+        if loc[-1:] == ["[key]"]:  # e.g. init_args: {1: 2}
+            problems.append(
+                f"{path}: found the key {_show(err['input'])}; expected text keys (quote it: '{err['input']}')"
+            )
+            continue
+        msg = re.sub(r"^(Value error, |Input should be |Input should have )", "", err["msg"])
+        expected = (
+            f"expected {_EXPECTED[err['type']]}"
+            if err["type"] in _EXPECTED
+            else msg
+            if msg.startswith("expected")
+            else f"expected {msg}"
+        )
+        problems.append(f"{path}: found {_show(err['input'])}; {expected}")
+    return problems
+
+
+def validate_raw(raw: dict[str, Any]) -> tuple[Config | None, list[str]]:
+    """Check a raw config dict's structure; return the typed config (or None) and the problems."""
+    unknown = _unknown_keys(raw, Config, "")
+    problems = [line for line, _ in unknown]
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        return None, problems + _pydantic_problems(exc, {meant for _, meant in unknown if meant})
+    return config, problems  # unknown keys are ignored by the schema: the other checks still run
