@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlscaffold.build.flow import Flow
-from dlscaffold.build.seeding import forked_rng
 from dlscaffold.config import Config
 from dlscaffold.data import collate
 from dlscaffold.evaluate import evaluate_run, set_clock
+from dlscaffold.parts.flow import Flow
+from dlscaffold.parts.seeding import forked_rng
 from dlscaffold.prepare import prepare
 from dlscaffold.records.checkpoint import resolve_epoch
 from dlscaffold.records.lineage import warn_changed

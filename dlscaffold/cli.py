@@ -1,4 +1,6 @@
-"""The ``dlscaffold`` command line.
+"""The ``dlscaffold`` command line: the commands and their options. Each command's body calls a plain
+function of the module that owns the work, which also checks the options against each other and
+prints the results (``echo(line)``, ``echo(line, err=True)``: :func:`typer.echo`).
 
 Commands import torch lazily, inside their bodies, so ``dlscaffold --help`` answers at once.
 A :class:`~dlscaffold.errors.UserError` becomes one line per problem on stderr and exit code 2;
@@ -12,9 +14,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
+from typer import Argument, Option
 
 from dlscaffold.errors import QuietExit, UserError
 from dlscaffold.run.stops import RunInterrupted
@@ -42,10 +45,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _app_options(
     version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the dlscaffold version and exit."
-        ),
+        bool, Option("--version", callback=_print_version, is_eager=True, help="Print the dlscaffold version and exit.")
     ] = False,
 ) -> None:
     """dlscaffold: generate a deep-learning research project and train it from its config."""
@@ -74,15 +74,22 @@ def _run(action: Callable[[], T], debug: bool = False) -> T:
         raise typer.Exit(130) from None
 
 
-def _split_args(args: list[str], resume: Path | None, default_config: Path | None) -> tuple[Path | None, list[str]]:
-    """(config, overrides) from ``train``'s arguments; a project's ``train.py`` defaults to its config.yml."""
+def _split_args(args: list[str], resume: Path | None, project_dir: Path | None) -> tuple[Path | None, list[str]]:
+    """(config, overrides) from ``train``'s arguments; a project's ``train.py`` defaults to its
+    config.yml. A config that is a FIFO or a device is refused at once, before torch is imported."""
+    from dlscaffold.config import check_config_path
+    from dlscaffold.records.rundir import CONFIG_FILE
+
     if resume is not None:
         return None, args
     if args and "=" not in args[0]:
-        return Path(args[0]), args[1:]
-    if default_config is not None:
-        return default_config, args
-    raise UserError("train: expected a config file first, e.g. dlscaffold train config.yml [key.path=value ...]")
+        config, overrides = Path(args[0]), args[1:]
+    elif project_dir is not None:
+        config, overrides = project_dir / CONFIG_FILE, args
+    else:
+        raise UserError("train: expected a config file first, e.g. dlscaffold train config.yml [key.path=value ...]")
+    check_config_path(config)
+    return config, overrides
 
 
 def _project_default(ctx: typer.Context, project: Path | None) -> Path | None:
@@ -90,9 +97,10 @@ def _project_default(ctx: typer.Context, project: Path | None) -> Path | None:
     return project if project is not None else (ctx.obj or {}).get("project")
 
 
+# options that several commands share
 ConfigAndOverrides = Annotated[
     list[str] | None,
-    typer.Argument(
+    Argument(
         metavar="CONFIG_AND_OVERRIDES",
         show_default=False,
         help="CONFIG file, then dotted overrides such as training_params.lrn_rate=3e-4.",
@@ -100,9 +108,29 @@ ConfigAndOverrides = Annotated[
 ]
 ProjectOption = Annotated[
     Path | None,
-    typer.Option(
-        metavar="DIR",
-        help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder].",
+    Option(
+        metavar="DIR", help="Folder with models.py, dataloader.py, training_utils.py [default: the config's folder]."
+    ),
+]
+DebugOption = Annotated[bool, Option("--debug", help="Show full tracebacks.")]
+DeviceOption = Annotated[str | None, Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")]
+DataOption = Annotated[
+    list[str] | None,
+    Option(
+        "--data",
+        "-d",
+        metavar="KEY=VALUE",
+        show_default=False,
+        help="Answer a template question, e.g. -d project_name='Digit study' (repeatable).",
+    ),
+]
+VcsRefOption = Annotated[
+    str,
+    Option(
+        "--vcs-ref",
+        metavar="REF",
+        show_default=False,
+        help="Template version: a tag, branch or commit of the template's git repository (default: HEAD).",
     ),
 ]
 
@@ -120,7 +148,7 @@ def train(
     debug: Annotated[
         bool, typer.Option("--debug", help="Dev set, anomaly detection, nothing written; full tracebacks.")
     ] = False,
-    device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
+    device: DeviceOption = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -139,109 +167,32 @@ def train(
     vary_split: Annotated[
         bool, typer.Option("--vary-split", help="With --seeds: let the seed change the split too.")
     ] = False,
-    group: Annotated[str | None, typer.Option(hidden=True, metavar="ID:SEED:SIZE")] = None,
-    sweep_trial: Annotated[str | None, typer.Option(hidden=True, metavar="SWEEP_DIR:TRIAL:SEED_INDEX")] = None,
 ) -> None:
     """Train the models a config's info_flow names."""
 
-    def action() -> None:
-        from dlscaffold.records.rundir import CONFIG_FILE
-
+    def action() -> int:
         project_dir = _project_default(ctx, project)
-        config, overrides = _split_args(list(args or []), resume, project_dir / CONFIG_FILE if project_dir else None)
-        if config is not None:  # a FIFO or a device is refused at once, before torch is imported
-            from dlscaffold.config import check_config_path
+        config, overrides = _split_args(list(args or []), resume, project_dir)
+        flags = {"dev": dev, "no_save": no_save, "debug": debug, "device": device}
+        if nproc > 1 and seeds is None and "LOCAL_RANK" not in os.environ:  # torchrun runs this command N times
+            from dlscaffold.run.launch import launch_train
 
-            check_config_path(config)
-        if seeds is not None:
-            flags = {"dev": dev, "no_save": no_save, "debug": debug, "device": device}
-            _train_seeds(seeds, config, overrides, project_dir, resume, nproc, workers, vary_split, **flags)
-        if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start torchrun, which runs this command N times
-            from dlscaffold.build.distributed import check_launch, launch, launch_args
-            from dlscaffold.run.summary import ARGV0_ENV
-
-            check_launch(nproc, config, overrides, resume)  # what every process would refuse: said once, first
-            before = os.environ.get(ARGV0_ENV)
-            os.environ[ARGV0_ENV] = before or sys.argv[0]  # the processes print a --resume command like this one
-            try:
-                code = launch(
-                    nproc,
-                    launch_args(
-                        config,
-                        overrides,
-                        project=project_dir,
-                        resume=resume,
-                        dev=dev,
-                        no_save=no_save,
-                        debug=debug,
-                        device=device,
-                        sweep_trial=sweep_trial,
-                    ),
-                )
-            finally:
-                if before is None:
-                    os.environ.pop(ARGV0_ENV, None)
-            raise typer.Exit(code)
+            return launch_train(nproc, config, overrides, project=project_dir, resume=resume, **flags)
         from dlscaffold.train import TrainOptions
         from dlscaffold.train import train as run_train
 
-        options = TrainOptions(dev=dev, no_save=no_save, debug=debug, device=device, progress_bar=sys.stdout.isatty())
-        if group is not None:  # one run of a seed group, started by --seeds --workers N
-            from dlscaffold.experiments.groups import group_info
+        options = TrainOptions(**flags, progress_bar=sys.stdout.isatty())
+        if seeds is not None:  # a seed group: groups.py checks what --seeds can be combined with
+            from dlscaffold.experiments.groups import train_seeds
 
-            group_id, seed, size = group.rsplit(":", 2)
-            options.run_info, options.run_notes_suffix = group_info(group_id, int(seed), int(size)), f"seed{seed}"
-        if sweep_trial is not None:  # a process of a sweep's data-parallel trial (sweep --nproc K)
-            from dlscaffold.experiments.sweep import trial_options
-
-            folder, number, index = sweep_trial.rsplit(":", 2)
-            trial = trial_options(Path(folder), int(number), int(index), typer.echo)
-            options.run_info, options.run_notes_suffix = trial.run_info, trial.run_notes_suffix
-            options.on_validation = trial.on_validation
+            group = {"resume": resume, "nproc": nproc, "workers": workers, "vary_split": vary_split}
+            return train_seeds(seeds, config, overrides, project_dir=project_dir, options=options, **group)
         run_train(config, overrides, project_dir=project_dir, resume=resume, options=options, echo=typer.echo)
+        return 0
 
-    _run(action, debug)
-
-
-def _train_seeds(
-    seeds: str,
-    config: Path | None,
-    overrides: list[str],
-    project_dir: Path | None,
-    resume: Path | None,
-    nproc: int,
-    workers: int,
-    vary_split: bool,
-    dev: bool,
-    no_save: bool,
-    debug: bool,
-    device: str | None,
-) -> None:
-    """``train --seeds``: a seed group, one run per seed."""
-    from dlscaffold.experiments.groups import parse_seeds, train_group
-    from dlscaffold.train import TrainOptions
-
-    chosen = parse_seeds(seeds)
-    if resume is not None or nproc > 1 or debug:
-        flag = "--resume" if resume is not None else "--nproc" if nproc > 1 else "--debug"
-        raise UserError(f"--seeds cannot be combined with {flag}; run each seed's run with it separately")
-    if config is None:
-        raise UserError("train --seeds: expected a config file first, e.g. dlscaffold train config.yml --seeds 1,2,3")
-    from dlscaffold.prepare import prepare
-
-    prepare(config, overrides, project_dir)  # every config problem once, before any run starts
-    options = TrainOptions(dev=dev, no_save=no_save, device=device, progress_bar=sys.stdout.isatty() and workers == 1)
-    code = train_group(
-        config,
-        overrides,
-        chosen,
-        workers=workers,
-        vary_split=vary_split,
-        project_dir=project_dir,
-        options=options,
-        echo=typer.echo,
-    )
-    raise typer.Exit(code)
+    code = _run(action, debug)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(short_help="Train as cluster jobs (SLURM, or here): requeued at the time limit, resumed exactly.")
@@ -250,41 +201,31 @@ def submit(
     args: ConfigAndOverrides = None,
     project: ProjectOption = None,
     seeds: Annotated[
-        str | None,
-        typer.Option(metavar="S1,S2,...", help="One array job per seed: a seed group with one split."),
+        str | None, Option(metavar="S1,S2,...", help="One array job per seed: a seed group with one split.")
     ] = None,
-    sweep: Annotated[
-        Path | None, typer.Option(metavar="SWEEP.yml", help="Run this sweep; its workers are the jobs.")
-    ] = None,
-    workers: Annotated[int, typer.Option(metavar="N", help="With --sweep: this many worker jobs (an array).")] = 1,
-    cluster: Annotated[
-        str, typer.Option(metavar="NAME", help="slurm, or local: the same jobs on this machine.")
-    ] = "slurm",
-    partition: Annotated[str | None, typer.Option(metavar="NAME", help="The SLURM partition.")] = None,
-    time_limit: Annotated[
-        float, typer.Option("--time", metavar="MINUTES", help="Each job's time limit (0.5: thirty seconds).")
+    sweep: Annotated[Path | None, Option(metavar="SWEEP.yml", help="Run this sweep; its workers are the jobs.")] = None,
+    workers: Annotated[int, Option(metavar="N", help="With --sweep: this many worker jobs (an array).")] = 1,
+    cluster: Annotated[str, Option(metavar="NAME", help="slurm, or local: the same jobs on this machine.")] = "slurm",
+    partition: Annotated[str | None, Option(metavar="NAME", help="The SLURM partition.")] = None,
+    time: Annotated[
+        float, Option("--time", metavar="MINUTES", help="Each job's time limit (0.5: thirty seconds).")
     ] = 60.0,
-    nodes: Annotated[int, typer.Option(metavar="N", help="Nodes per job (SLURM).")] = 1,
-    gpus_per_node: Annotated[
-        int, typer.Option(metavar="N", help="GPUs per node; one data-parallel process per GPU.")
-    ] = 0,
-    cpus_per_task: Annotated[int | None, typer.Option(metavar="N", help="CPUs per process (SLURM).")] = None,
-    mem_gb: Annotated[float | None, typer.Option(metavar="GB", help="Memory per node (SLURM).")] = None,
+    nodes: Annotated[int, Option(metavar="N", help="Nodes per job (SLURM).")] = 1,
+    gpus_per_node: Annotated[int, Option(metavar="N", help="GPUs per node; one data-parallel process per GPU.")] = 0,
+    cpus_per_task: Annotated[int | None, Option(metavar="N", help="CPUs per process (SLURM).")] = None,
+    mem_gb: Annotated[float | None, Option(metavar="GB", help="Memory per node (SLURM).")] = None,
     max_requeues: Annotated[
-        int, typer.Option(metavar="R", help="Requeues after the time limit, at most (preemptions do not count).")
+        int, Option(metavar="R", help="Requeues after the time limit, at most (preemptions do not count).")
     ] = 3,
-    signal_name: Annotated[
-        str,
-        typer.Option("--signal", metavar="SIG", help="Sent before the time limit: USR2, USR1, HUP or TERM."),
+    signal: Annotated[
+        str, Option("--signal", metavar="SIG", help="Sent before the time limit: USR2, USR1, HUP or TERM.")
     ] = "USR2",
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs; exit with their status.")] = False,
+    wait: Annotated[bool, Option("--wait", help="Wait for the jobs; exit with their status.")] = False,
     slurm: Annotated[
         list[str] | None,
-        typer.Option(
-            metavar="KEY=VALUE", show_default=False, help="Any other sbatch option, through submitit (repeatable)."
-        ),
+        Option(metavar="KEY=VALUE", show_default=False, help="Any other sbatch option, through submitit (repeatable)."),
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Submit a run (dlscaffold train CONFIG), a seed group (--seeds) or a sweep's workers (--sweep) as
     cluster jobs through submitit. Before the time limit the scheduler signals the job; the run saves
@@ -293,133 +234,69 @@ def submit(
     """
 
     def action() -> int:
-        from dlscaffold.config import check_config_path
         from dlscaffold.experiments.submit import Request
         from dlscaffold.experiments.submit import submit as run_submit
 
-        items = list(args or [])
-        config = Path(items.pop(0)) if items and "=" not in items[0] else None
-        if config is not None:  # a FIFO or a device is refused at once, before torch is imported
-            check_config_path(config)
-        request = Request(
-            config, items, _project_default(ctx, project), seeds, sweep, workers, cluster, partition, time_limit,
-            nodes, gpus_per_node, cpus_per_task, mem_gb, max_requeues, signal_name, wait, list(slurm or []),
-        )  # fmt: skip
-        return run_submit(request, typer.echo)
+        # the options by name are the Request's fields
+        options = {**ctx.params, "project": _project_default(ctx, project), "slurm": list(slurm or [])}
+        del options["args"], options["debug"]
+        return run_submit(Request.from_args(list(args or []), **options), typer.echo)
 
-    code = _run(action, debug)
-    if code:
-        raise typer.Exit(code)
+    raise typer.Exit(_run(action, debug))  # 0, or with --wait the jobs' status
 
 
 @app.command()
 def evaluate(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder printed by `dlscaffold train`.")],
+    run_dir: Annotated[Path, Argument(metavar="RUN_DIR", help="A run folder printed by `dlscaffold train`.")],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(
+        Argument(
             metavar="KEY=VALUE",
             help="Dotted changes to the run's config, e.g. dataloading_params.dataset_path=/new/place.",
             show_default=False,
         ),
     ] = None,
-    epoch: Annotated[
-        str, typer.Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")
-    ] = "last",
+    epoch: Annotated[str, Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")] = "last",
     split: Annotated[
-        str, typer.Option(metavar="SPLIT", help="train, val, dev, or test where the project provides one.")
+        str, Option(metavar="SPLIT", help="train, val, dev, or test where the project provides one.")
     ] = "val",
     json_file: Annotated[
         Path | None,
-        typer.Option(
+        Option(
             "--json",
             metavar="FILE",
             help="Also write the results to this JSON file; '-': to standard output, the rest to standard error.",
         ),
     ] = None,
     project: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
+        Path | None, Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
     ] = None,
-    device: Annotated[str | None, typer.Option(metavar="DEVICE", help="Force a device: cpu, cuda, cuda:1.")] = None,
+    device: DeviceOption = None,
     no_tta: Annotated[
-        bool, typer.Option("--no-tta", help="Without the run's test-time augmentation (training_params.tta_outputs).")
+        bool, Option("--no-tta", help="Without the run's test-time augmentation (training_params.tta_outputs).")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Compute every configured loss and eval of a run over one split."""
 
     def action() -> None:
-        import contextlib
+        from dlscaffold.evaluate import evaluate_and_print
 
-        from rich.console import Console
-        from rich.table import Table
-
-        from dlscaffold.evaluate import evaluate as run_evaluate
-        from dlscaffold.records.runfiles import parse_epoch
-        from dlscaffold.records.summaries import to_json
-
-        to_stdout = json_file is not None and str(json_file) == "-"  # the JSON alone on stdout
-
-        def say(line: str) -> None:
-            typer.echo(line, err=to_stdout)
-
-        console = Console(stderr=to_stdout)
-        # with --json -, whatever the project's code prints goes to stderr too
-        with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
-            result = run_evaluate(
-                run_dir,
-                parse_epoch(epoch),
-                split,
-                None if to_stdout else json_file,
-                _project_default(ctx, project),
-                device,
-                console.is_terminal,
-                list(overrides or []),
-                echo=say,
-                console=console,
-                tta=not no_tta,
-            )
-        asked = result["requested_epoch"]
-        which = f"epoch {result['epoch']}" + (f" ({asked})" if isinstance(asked, str) else "")
-        tta = result["tta"]
-        views = f", test-time augmentation: {tta['views']} views" if tta else ""
-        say(f"{run_dir}: {which}, split '{split}', {result['num_samples']} samples{views}")
-        table = Table()
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for name, value in result["metrics"].items():
-            table.add_row(name, f"{value:.6g}")
-        console.print(table)
-        if to_stdout:
-            typer.echo(to_json(result))
-        elif json_file is not None:
-            say(f"Wrote {json_file}")
+        project_dir = _project_default(ctx, project)
+        evaluate_and_print(
+            run_dir, overrides or [], epoch, split, json_file, project_dir, device, not no_tta, echo=typer.echo
+        )
 
     _run(action, debug)
 
 
-# ------------------------------------------------------- arch, new, update (plain functions elsewhere)
-
-
-def _print_table(table: Any) -> None:
-    """Print a rich table at its natural width at least: a narrow terminal then wraps lines instead
-    of rich cutting digits off numbers."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    console = Console()
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    console.width = max(console.width, natural)
-    console.print(table)
-
-
 @app.command("arch", short_help="Print a module's layer plan with parameter counts.")
 def arch_command(
-    kind: Annotated[ArchKind, typer.Argument(help="Which module to plan.", show_default=False)],
+    kind: Annotated[ArchKind, Argument(help="Which module to plan.", show_default=False)],
     input_size: Annotated[
         str,
-        typer.Option(
+        Option(
             "--input",
             metavar="SIZE",
             show_default=False,
@@ -428,85 +305,46 @@ def arch_command(
         ),
     ],
     output_size: Annotated[
-        str,
-        typer.Option(
-            "--output", metavar="SIZE", show_default=False, help="Output size, in the same layout as --input."
-        ),
+        str, Option("--output", metavar="SIZE", show_default=False, help="Output size, in the same layout as --input.")
     ],
     num_layers: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Linear layers, fcn and resnetfcn only (default 2).")
+        int | None, Option(min=1, metavar="N", help="Linear layers, fcn and resnetfcn only (default 2).")
     ] = None,
     hidden_size: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Hidden width, fcn only (default max(input, output)).")
+        int | None, Option(min=1, metavar="N", help="Hidden width, fcn only (default max(input, output)).")
     ] = None,
     batchnorm: Annotated[
         bool | None,
-        typer.Option("--batchnorm/--no-batchnorm", help="BatchNorm in hidden layers (default on, off for resnetfcn)."),
+        Option("--batchnorm/--no-batchnorm", help="BatchNorm in hidden layers (default on, off for resnetfcn)."),
     ] = None,
-    nonlinear: Annotated[
-        bool, typer.Option("--nonlinear", help="Norm/activation/dropout after the last layer too.")
-    ] = False,
-    dropout: Annotated[bool, typer.Option("--dropout", help="Dropout after each activation.")] = False,
+    nonlinear: Annotated[bool, Option("--nonlinear", help="Norm/activation/dropout after the last layer too.")] = False,
+    dropout: Annotated[bool, Option("--dropout", help="Dropout after each activation.")] = False,
     adaptive_pool: Annotated[
-        bool, typer.Option("--adaptive-pool", help="Reach sizes the strides cannot by adaptive pooling (conv kinds).")
+        bool, Option("--adaptive-pool", help="Reach sizes the strides cannot by adaptive pooling (conv kinds).")
     ] = False,
 ) -> None:
     """Print the layers a module would build from the given sizes, with parameter counts."""
 
     def action() -> None:
+        from dlscaffold.experiments.runs import print_table
         from dlscaffold.tools.arch import plan_table
 
-        _print_table(
-            plan_table(
-                kind,
-                input_size,
-                output_size,
-                num_layers=num_layers,
-                hidden_size=hidden_size,
-                batchnorm=batchnorm,
-                nonlinear=nonlinear,
-                dropout=dropout,
-                adaptive_pool=adaptive_pool,
-            )
-        )
+        options = (num_layers, hidden_size, batchnorm, nonlinear, dropout, adaptive_pool)
+        print_table(plan_table(kind, input_size, output_size, *options))
 
     _run(action)
-
-
-DataOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--data",
-        "-d",
-        metavar="KEY=VALUE",
-        show_default=False,
-        help="Answer a template question, e.g. -d project_name='Digit study' (repeatable).",
-    ),
-]
-VcsRefOption = Annotated[
-    str,
-    typer.Option(
-        "--vcs-ref",
-        metavar="REF",
-        show_default=False,
-        help="Template version: a tag, branch or commit of the template's git repository (default: HEAD).",
-    ),
-]
-ScaffoldDebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 
 
 @app.command("new", short_help="Generate a new project from the dlscaffold template.")
 def new_command(
     dest: Annotated[
         Path,
-        typer.Argument(
-            metavar="DEST", show_default=False, help="Folder to create; its name is the default project name."
-        ),
+        Argument(metavar="DEST", show_default=False, help="Folder to create; its name is the default project name."),
     ],
     data: DataOption = None,
     defaults: Annotated[
         bool,
-        typer.Option(
+        Option(
             "--defaults",
             help="Take the default of every question not answered with --data. "
             "dlscaffold new never prompts, so this is always the case; accepted as in copier.",
@@ -514,7 +352,7 @@ def new_command(
     ] = False,
     template: Annotated[
         str | None,
-        typer.Option(
+        Option(
             "--template",
             metavar="PATH_OR_URL",
             show_default=False,
@@ -523,7 +361,7 @@ def new_command(
         ),
     ] = None,
     vcs_ref: VcsRefOption = "HEAD",
-    debug: ScaffoldDebugOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Generate a new project from the dlscaffold template (offline, without questions).
 
@@ -538,80 +376,21 @@ def new_command(
     """
 
     def action() -> None:
-        from dlscaffold.tools.scaffold import new_project
+        from dlscaffold.tools.scaffold import new_project, report_new
 
-        result = new_project(dest, list(data or []), template, vcs_ref)
-        typer.echo(
-            f"Created {result.target} from the template at {result.source} ({result.commit or 'no git version'})."
-        )
-        if result.repository:
-            typer.echo(result.repository)
-        for note in result.notes:
-            typer.echo(f"note: {note}", err=True)
-        typer.echo(f"Next: cd {result.target} && python train.py")
+        report_new(new_project(dest, list(data or []), template, vcs_ref), typer.echo)
 
     _run(action, debug)
-
-
-def _report_update(result: Any) -> None:
-    """What ``update`` did: the files and config values it changed, then its conflicts (exit 3)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from dlscaffold.tools.scaffold import CONFIG_FILE, CONFLICT_EXIT_CODE
-
-    for note in result.notes:
-        typer.echo(f"note: {note}", err=True)
-    if result.up_to_date:
-        typer.echo(f"{result.project}: up to date with template version {result.after}; nothing to update")
-        return
-    versions = (
-        f"at template version {result.after}"
-        if result.before == result.after
-        else f"from template version {result.before} to {result.after}"
-    )
-    typer.echo(f"Updated {result.project} {versions}; review with `git diff`, then commit")
-    if result.changed:
-        typer.echo("Files changed:")
-        for what, name in result.changed:
-            typer.echo(f"  {what:<9} {name}")
-    if result.config_changes:
-        table = Table(title=f"{CONFIG_FILE} values changed")
-        table.add_column("key.path: old -> new", no_wrap=True)
-        for key, old, new in result.config_changes:
-            table.add_row(Text(f"{key}: {old} -> {new}"))
-        _print_table(table)
-    if result.conflicts or result.kept:
-        typer.echo(
-            f"error: template changes conflict with your edits in {len(result.conflicts) + len(result.kept)} "
-            "file(s); resolve the <<<<<<< / >>>>>>> blocks (or .rej files), then git add and commit:",
-            err=True,
-        )
-        in_conflict = "; ".join(
-            f"{key}: yours {mine}, the template's {theirs}" for key, mine, theirs in result.config_conflicts
-        )
-        for name in result.conflicts:
-            typer.echo(
-                f"  {name}" + (f" (keys in conflict: {in_conflict})" if name == CONFIG_FILE and in_conflict else ""),
-                err=True,
-            )
-        for name in result.kept:
-            typer.echo(
-                f"  {name} (the template no longer has this file; kept because you edited it: keep or delete it)",
-                err=True,
-            )
-        raise typer.Exit(CONFLICT_EXIT_CODE)
 
 
 @app.command("update", short_help="Bring template changes into a project, keeping your edits.")
 def update_command(
     project_dir: Annotated[
-        Path,
-        typer.Argument(metavar="PROJECT", show_default=False, help="The project folder (default: the current folder)."),
+        Path, Argument(metavar="PROJECT", show_default=False, help="The project folder (default: the current folder).")
     ] = Path("."),
     data: DataOption = None,
     vcs_ref: VcsRefOption = "HEAD",
-    debug: ScaffoldDebugOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Bring template changes into a project, keeping your edits (a 3-way merge through git).
 
@@ -627,27 +406,25 @@ def update_command(
     Exit code 3: updated, but the files listed hold conflicts to resolve.
     """
 
-    def action() -> None:
-        from dlscaffold.tools.scaffold import update_project
+    def action() -> int:
+        from dlscaffold.experiments.runs import print_table
+        from dlscaffold.tools.scaffold import report_update, update_project
 
-        _report_update(update_project(project_dir, list(data or []), vcs_ref))
+        return report_update(update_project(project_dir, list(data or []), vcs_ref), typer.echo, print_table)
 
-    _run(action, debug)
+    raise typer.Exit(_run(action, debug))  # 0, or 3: conflicts to resolve
 
 
 @app.command()
 def runs(
-    logging_dir: Annotated[Path, typer.Argument(help="A logging folder holding run folders.")] = Path("runs"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON instead of a table.")] = False,
+    logging_dir: Annotated[Path, Argument(help="A logging folder holding run folders.")] = Path("runs"),
+    as_json: Annotated[bool, Option("--json", help="Print the runs as JSON instead of a table.")] = False,
     sort: Annotated[
-        str,
-        typer.Option(
-            help="run, status, epochs, best, seconds, run_notes or val:<Model>/<name>; a leading '-' reverses."
-        ),
+        str, Option(help="run, status, epochs, best, seconds, run_notes or val:<Model>/<name>; a leading '-' reverses.")
     ] = "run",
     columns: Annotated[
         str | None,
-        typer.Option(
+        Option(
             metavar="NAMES",
             help="The table's columns, comma-separated, from run, status, epochs, best, last, seconds, notes "
             "(and trial, params for a sweep folder) (e.g. run,status,best,last) "
@@ -656,7 +433,7 @@ def runs(
     ] = None,
     group: Annotated[
         bool,
-        typer.Option(
+        Option(
             "--group",
             help="One row per seed group (runs sharing run.json's group id): n, and mean, std and 95% CI "
             "of the best value and of each final val metric.",
@@ -664,7 +441,7 @@ def runs(
     ] = False,
     fmt: Annotated[
         str | None,
-        typer.Option(
+        Option(
             "--format",
             metavar="FORMAT",
             help="table, json, csv, markdown or latex (markdown, latex: a paper table) [default: table].",
@@ -672,7 +449,7 @@ def runs(
     ] = None,
     lineage: Annotated[
         Path | None,
-        typer.Option(
+        Option(
             "--lineage",
             metavar="RUN",
             help="Instead of the table, the tree of runs whose weights RUN loaded (info_flow.<Model>.model_dir), "
@@ -691,89 +468,24 @@ def runs(
     """
 
     def action() -> None:
+        from dlscaffold.experiments.results import show_runs
 
-        if lineage is not None:
-            _print_lineage(lineage, bool(as_json or group or fmt is not None or columns is not None or sort != "run"))
-            return
-
-        from dlscaffold.experiments.results import check_format, runs_output
-        from dlscaffold.experiments.runs import (
-            STALE,
-            list_runs,
-            parse_columns,
-            sort_runs,
-            stale_note,
-            to_json,
-        )
-        from dlscaffold.run.summary import program
-
-        chosen = parse_columns(columns) if columns is not None else None
-        form = check_format(fmt or ("json" if as_json else "table"))
-        if as_json and form != "json":
-            raise UserError(f"runs: --json and --format {form} ask for two formats; give one of them")
-        if chosen is not None and (group or form != "table"):
-            raise UserError("runs: --columns chooses the run table's columns; leave it out with --group or --format")
-        rows = sort_runs(list_runs(logging_dir, lambda line: typer.echo(f"warning: {line}", err=True)), sort)
-        if group or form in ("csv", "markdown", "latex"):
-            output = runs_output(rows, form, group, logging_dir)
-            typer.echo(output) if isinstance(output, str) else _print_table(output)
-        elif form == "json":
-            typer.echo(to_json(rows))
-        elif not rows:
-            typer.echo(f"No runs in {logging_dir}.")
-        else:
-            _print_run_table(rows, chosen)
-        for row in rows:
-            if row["status"] == STALE:
-                typer.echo(f"note: {stale_note(logging_dir, row, program('train'))}", err=True)
+        show_runs(logging_dir, as_json, sort, columns, group, fmt, lineage, typer.echo)
 
     _run(action)
-
-
-def _print_lineage(run_dir: Path, other_options: bool) -> None:
-    """``runs --lineage RUN``: the tree of runs whose weights RUN loaded."""
-    from dlscaffold.records.lineage import lineage_lines
-
-    if other_options:
-        raise UserError(
-            "runs: --lineage prints one run's tree; leave out --json, --format, --group, --columns and --sort"
-        )
-    for line in lineage_lines(run_dir, lambda line: typer.echo(f"warning: {line}", err=True)):
-        typer.echo(line)
-
-
-def _print_run_table(rows: list[dict[str, Any]], chosen: list[str] | None) -> None:
-    """The runs table: on a terminal it fits the width (columns left out, with a note); a file or a
-    pipe gets whole lines."""
-    import shutil
-
-    from dlscaffold.experiments.runs import choose_columns, default_columns, format_table
-
-    if not sys.stdout.isatty():
-        _print_table(format_table(rows, chosen))
-        return
-    short, width = False, shutil.get_terminal_size().columns
-    if chosen is None:
-        chosen, short = choose_columns(rows, width)
-        if len(chosen) < len(default_columns(rows)):
-            left_out = ", ".join(c for c in default_columns(rows) if c not in chosen)
-            typer.echo(f"note: {left_out} left out to fit the terminal; --columns chooses", err=True)
-    from rich.console import Console
-
-    Console(width=width).print(format_table(rows, chosen, short))
 
 
 @app.command(short_help="Compare groups of runs: differing config keys, mean ± std, Welch p-values, curves.")
 def compare(
     paths: Annotated[
         list[Path],
-        typer.Argument(
+        Argument(
             metavar="RUN...", show_default=False, help="Run folders, or logging / sweep folders whose runs to take."
         ),
     ],
     metric: Annotated[
         list[str] | None,
-        typer.Option(
+        Option(
             "--metric",
             metavar="M",
             show_default=False,
@@ -783,11 +495,9 @@ def compare(
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(
-            metavar="FILE.png", help="Also draw each metric's val curve per epoch: a line per group, a ± std band."
-        ),
+        Option(metavar="FILE.png", help="Also draw each metric's val curve per epoch: a line per group, a ± std band."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    as_json: Annotated[bool, Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Compare groups of runs (runs sharing a seed group id; a run without one is its own group).
 
@@ -797,21 +507,9 @@ def compare(
     """
 
     def action() -> None:
-        from dlscaffold.experiments.results import check_plot_path, compare_json, compare_output
-        from dlscaffold.experiments.results import compare as run_compare
-        from dlscaffold.experiments.results import plot as draw
+        from dlscaffold.experiments.results import show_comparison
 
-        if plot is not None:
-            check_plot_path(plot)
-        result = run_compare(list(paths), metric, lambda line: typer.echo(f"warning: {line}", err=True))
-        if as_json:
-            typer.echo(compare_json(result))
-        else:
-            for part in compare_output(result):
-                typer.echo(part) if isinstance(part, str) else _print_table(part)
-        if plot is not None:
-            draw(result, plot)
-            typer.echo(f"Wrote {plot}", err=as_json)
+        show_comparison(paths, metric, plot, as_json, typer.echo)
 
     _run(action)
 
@@ -834,16 +532,12 @@ def sweep_command(
         Path | None,
         typer.Option(metavar="SWEEP_DIR", help="Continue this sweep folder after a stop or a crash."),
     ] = None,
-    worker: Annotated[Path | None, typer.Option(hidden=True, metavar="SWEEP_DIR")] = None,
 ) -> None:
     """Run a hyperparameter sweep: trials drawn by Optuna, pruned from their validations, resumable."""
 
     def action() -> int:
         from dlscaffold.experiments import sweep
 
-        if worker is not None:  # one of --workers N processes
-            sweep.work(worker, typer.echo)
-            return 0
         if (sweep_file is None) == (resume is None):
             raise UserError(
                 "sweep: expected a sweep file (dlscaffold sweep sweep.yml) or --resume SWEEP_DIR, not both"

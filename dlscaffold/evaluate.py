@@ -1,8 +1,9 @@
 """``dlscaffold evaluate``: every configured loss and eval of a run, over one split, in eval mode.
 
-:func:`evaluate` is the command; :func:`evaluate_run` / :func:`set_clock` / :func:`split_loader` work on a
-built run (:func:`~dlscaffold.run.builder.build_run` with saved weights loaded) and are shared with
-:meth:`dlscaffold.api.LoadedRun.evaluate`. Nothing here builds an optimizer; only ``--json`` writes.
+:func:`evaluate` is the command and :func:`evaluate_and_print` what it prints; :func:`evaluate_run` /
+:func:`set_clock` / :func:`split_loader` work on a built run (:func:`~dlscaffold.run.builder.build_run`
+with saved weights loaded) and are shared with :meth:`dlscaffold.api.LoadedRun.evaluate`. Nothing
+here builds an optimizer; only ``--json`` writes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from dlscaffold.build import device_data
 from dlscaffold.data import split_indices
+from dlscaffold.parts import device_data
 from dlscaffold.prepare import prepare
 from dlscaffold.records.checkpoint import resolve_epoch
 from dlscaffold.records.lineage import warn_changed
@@ -78,6 +79,65 @@ def evaluate(
     if json_path is not None:
         write_text_atomic(json_path, to_json(result))
     return result
+
+
+def evaluate_and_print(
+    run_dir: Path,
+    overrides: list[str] = (),
+    epoch: str = LAST,
+    split: str = "val",
+    json_file: Path | None = None,
+    project_dir: Path | None = None,
+    device: str | None = None,
+    tta: bool = True,
+    *,
+    echo: Callable[..., None],
+) -> None:
+    """``dlscaffold evaluate``: :func:`evaluate`, then a line saying what was evaluated and a table
+    of the metrics. ``echo`` is called as ``echo(line)`` or ``echo(line, err=True)``. With
+    ``json_file`` ``-`` the JSON alone goes to standard output and everything else (the project's
+    own prints included) to standard error; another ``json_file`` is written."""
+    import contextlib
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    to_stdout = json_file is not None and str(json_file) == "-"  # the JSON alone on stdout
+
+    def say(line: str) -> None:
+        echo(line, err=to_stdout)
+
+    console = Console(stderr=to_stdout)
+    # with --json -, whatever the project's code prints goes to stderr too
+    with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+        result = evaluate(
+            run_dir,
+            parse_epoch(epoch),
+            split,
+            None if to_stdout else json_file,
+            project_dir,
+            device,
+            console.is_terminal,
+            list(overrides),
+            echo=say,
+            console=console,
+            tta=tta,
+        )
+    asked = result["requested_epoch"]
+    which = f"epoch {result['epoch']}" + (f" ({asked})" if isinstance(asked, str) else "")
+    views = f", test-time augmentation: {result['tta']['views']} views" if result["tta"] else ""
+    say(f"{run_dir}: {which}, split '{split}', {result['num_samples']} samples{views}")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.6g}")
+    console.print(table)
+    if to_stdout:
+        echo(to_json(result))
+    elif json_file is not None:
+        say(f"Wrote {json_file}")
 
 
 def set_clock(run: Run, run_dir: Path, epoch: int | str) -> None:

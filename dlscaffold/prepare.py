@@ -5,7 +5,7 @@ imports the project, reads earlier runs' configs once, and checks the one agains
 schema, model / loss / eval names, ``init_args`` and ``forward`` signatures, tensor sources, loss
 arity, duplicate logging names, ``model_dir`` / ``epoch``, the splits the command will use and,
 when the command trains, the optimizer and scheduler settings
-(:func:`dlscaffold.build.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
+(:func:`dlscaffold.parts.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
 holding every problem, one line each. The last check, once models exist, is
 :func:`dlscaffold.run.first_batch.check_batch`.
 
@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlscaffold.build.signatures import arity_problem, kwargs_problem, options_problem
-from dlscaffold.build.tm_metrics import TORCHMETRICS, build_metric
 from dlscaffold.config import (
     DATASET,
     EMA_KEYS,
@@ -41,6 +39,8 @@ from dlscaffold.config import (
 )
 from dlscaffold.config.monitor import TOTAL
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
+from dlscaffold.parts.signatures import arity_problem, kwargs_problem, options_problem
+from dlscaffold.parts.tm_metrics import TORCHMETRICS, build_metric
 from dlscaffold.project.code import MODULE_NAMES, Project, load_project
 from dlscaffold.project.provenance import code_hashes
 from dlscaffold.project.registry import Registry, build_registries
@@ -122,7 +122,7 @@ def prepare(
     problems += split_problems
     if config is not None:
         if training:
-            from dlscaffold.build import optim  # imports torch
+            from dlscaffold.parts import optim  # imports torch
 
             problems += optim.check_settings(config)
         problems += _check_logging_names(config)
@@ -138,14 +138,21 @@ def prepare(
             problems += _check_resume_overrides(config_path, raw, overrides, config) if run_dir is not None else []
     if problems:
         raise ConfigError(*problems)
-    for name, spec in config.info_flow.items():  # a loaded model's init_args default to its run's
+    _complete_specs(config, earlier)
+    return Prepared(config, project, losses, evals, config_path, saved_split, run_dir)
+
+
+def _complete_specs(config: Config, earlier: _EarlierRuns) -> None:
+    """What a checked config leaves implicit, filled in for config.yml: a loaded model's ``init_args``
+    default to its run's and its ``epoch`` becomes the number loaded; an EMA copy takes its
+    source's ``init_args`` and ``inputs``."""
+    for name, spec in config.info_flow.items():
         if spec.model_dir is not None:
             spec.init_args = {**earlier.init_args(spec.model_dir, name), **spec.init_args}
             spec.epoch = earlier.epochs.get(name, spec.epoch)  # best / last as a number, for config.yml
         if spec.ema_of is not None:  # a copy of its source: config.yml records what it is
             source = config.info_flow[spec.ema_of]
             spec.init_args, spec.inputs = dict(source.init_args), dict(spec.inputs or source.inputs)
-    return Prepared(config, project, losses, evals, config_path, saved_split, run_dir)
 
 
 def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | None) -> Path:

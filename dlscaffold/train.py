@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from dlscaffold.build import distributed
-from dlscaffold.build.device import kept_cpu_memory
-from dlscaffold.build.ema import attach as attach_ema
-from dlscaffold.build.init_data import init_from_data
 from dlscaffold.config import dump_config
 from dlscaffold.config.monitor import monitored
 from dlscaffold.data import save_idx_dict
 from dlscaffold.errors import CodeError, QuietExit, UserError
+from dlscaffold.parts import distributed
+from dlscaffold.parts.device import kept_cpu_memory
+from dlscaffold.parts.ema import attach as attach_ema
+from dlscaffold.parts.init_data import init_from_data
 from dlscaffold.prepare import Prepared, prepare
 from dlscaffold.project.code import MODULE_NAMES
 from dlscaffold.records.checkpoint import has_trainer_state, last_trainer_state, load_trainer_state, set_rng_state
@@ -318,7 +318,7 @@ def _build_session(
         f"= global batch {world.world_size * dl.batch_size}"
     )
     if run.placement.cpu_fallback and resume is None:  # said once per run: not again on --resume
-        from dlscaffold.build.device import CPU_FALLBACK
+        from dlscaffold.parts.device import CPU_FALLBACK
 
         logging.getLogger("dlscaffold").warning(CPU_FALLBACK)
     _show_models(run, state, options, echo)

@@ -61,3 +61,17 @@ def test_command_modules_do_not_import_the_cli() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_submit_passes_its_options_to_the_request_by_name() -> None:
+    """``submit`` hands its parsed options to :class:`Request` by name: each is one of its fields."""
+    import dataclasses
+    import inspect
+
+    from dlscaffold.cli import submit
+    from dlscaffold.experiments.submit import Request
+
+    options = set(inspect.signature(submit).parameters) - {"ctx", "args", "debug"}
+    assert options == {field.name for field in dataclasses.fields(Request)} - {"config", "overrides"}
+    request = Request.from_args(["a.b=1"], workers=2)
+    assert request.config is None and request.overrides == ["a.b=1"] and request.workers == 2

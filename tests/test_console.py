@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import copy_project, run_cli, run_dirs
 
-from dlscaffold.build.device import CPU_FALLBACK
+from dlscaffold.parts.device import CPU_FALLBACK
 from dlscaffold.records.rundir import read_run_info
 from dlscaffold.run.progress import Progress
 from dlscaffold.run.summary import ARGV0_ENV, WIDTH, epoch_lines, pack, program, resume_command

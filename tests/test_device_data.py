@@ -76,9 +76,9 @@ def test_a_sigterm_mid_epoch_then_resume_with_device_data_is_exact(noisy: Path, 
 
 
 def test_a_split_too_big_for_the_device_is_one_line(toy: Path, monkeypatch, capsys) -> None:
-    import dlscaffold.build.device_data
+    import dlscaffold.parts.device_data
 
-    monkeypatch.setattr(dlscaffold.build.device_data, "free_memory", lambda device: 1000)
+    monkeypatch.setattr(dlscaffold.parts.device_data, "free_memory", lambda device: 1000)
     assert main(["train", str(toy / "config.yml"), "dataloading_params.device_data=true"]) == 2
     err = capsys.readouterr().err
     assert "dataloading_params.device_data: the 'train' split stacks to" in err

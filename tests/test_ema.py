@@ -182,7 +182,7 @@ def test_bad_ema_models_are_one_line_each(toy: Path, capsys) -> None:
 def test_buffers_are_averaged_and_counters_copied() -> None:
     import copy
 
-    from dlscaffold.build.ema import Average, _tensors
+    from dlscaffold.parts.ema import Average, _tensors
 
     source = torch.nn.BatchNorm1d(3)
     average = copy.deepcopy(source)

@@ -16,8 +16,8 @@ import yaml
 from conftest import HANG_GUARD_S, signalling_config, write_config
 from test_trustworthy import run_dirs_in
 
-from dlscaffold.build.device import kept_cpu_memory
 from dlscaffold.cli import main
+from dlscaffold.parts.device import kept_cpu_memory
 from dlscaffold.records.rundir import read_metrics
 
 EPOCH_DATASET = '''

@@ -37,7 +37,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def groups_of(project: Path) -> list[list[Path]]:
     """The run folders of each group, in training order."""
-    runs = sorted((p for p in (project / "runs").iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
+    found = (p for p in (project / "runs").iterdir() if (p / "run.json").is_file())  # not groups/: the splits
+    runs = sorted(found, key=lambda p: int(p.name.split("_")[1]))
     assert len(runs) == 2 * len(SEEDS)
     return [runs[: len(SEEDS)], runs[len(SEEDS) :]]
 

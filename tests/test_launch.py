@@ -1,7 +1,10 @@
-"""``dlscaffold train --nproc N``: the processes torchrun starts get every ``train`` option."""
+"""``dlscaffold train --nproc N`` (:mod:`dlscaffold.run.launch`): the processes torchrun starts get every
+``train`` option."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +12,10 @@ import pytest
 import typer
 from conftest import run_cli, run_dirs, write_config
 
-from dlscaffold.build import distributed
-from dlscaffold.build.distributed import launch_args
 from dlscaffold.cli import app, main
+from dlscaffold.run import launch as launcher
+from dlscaffold.run.launch import launch_args
+from dlscaffold.run.summary import ARGV0_ENV
 
 EVERY_OPTION: dict[str, Any] = {
     "project": Path("some/project"),
@@ -20,12 +24,11 @@ EVERY_OPTION: dict[str, Any] = {
     "no_save": True,
     "debug": True,
     "device": "cuda:1",
-    "sweep_trial": "runs/sweeps/20260101_1_lr:3:0",  # a process of a sweep's data-parallel trial
 }
 
 
 # --seeds (a seed group) is refused with --nproc: its options are never forwarded, and stay at their defaults
-SEED_GROUP_OPTIONS: dict[str, Any] = {"seeds": None, "workers": 1, "vary_split": False, "group": None}
+SEED_GROUP_OPTIONS: dict[str, Any] = {"seeds": None, "workers": 1, "vary_split": False}
 
 
 def parse_train(args: list[str]) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def parse_train(args: list[str]) -> dict[str, Any]:
 def test_every_option_round_trips_through_the_train_command(config: Path | None) -> None:
     overrides = ["training_params.lrn_rate=3e-4", "logging_params.run_notes=two words"]
     args = launch_args(config, overrides, **EVERY_OPTION)
-    for flag in ("--dev", "--no-save", "--debug", "--device", "--project", "--resume", "--sweep-trial"):
+    for flag in ("--dev", "--no-save", "--debug", "--device", "--project", "--resume"):
         assert flag in args
     assert "--nproc" not in args  # a started process trains; it does not launch again
     params = parse_train(args)
@@ -61,7 +64,6 @@ def test_no_options_forward_no_flags() -> None:
         "debug": False,
         "device": None,
         "nproc": 1,
-        "sweep_trial": None,
         **SEED_GROUP_OPTIONS,
     }
 
@@ -77,7 +79,15 @@ def test_each_flag_alone_is_forwarded_alone(flag: str) -> None:
 def test_the_cli_launches_with_the_built_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     launched: list[tuple[int, list[str]]] = []
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.setattr(distributed, "launch", lambda nproc, args: launched.append((nproc, args)) or 0)
+    monkeypatch.delenv(ARGV0_ENV, raising=False)
+    argv0: list[str | None] = []  # what the processes would see: the program this command was started as
+
+    def launch(nproc: int, args: list[str]) -> int:
+        launched.append((nproc, args))
+        argv0.append(os.environ.get(ARGV0_ENV))
+        return 0
+
+    monkeypatch.setattr(launcher, "launch", launch)
     config = str(tmp_path / "config.yml")
     (tmp_path / "config.yml").write_text("")  # a missing config is refused before anything launches
     argv = [
@@ -98,6 +108,7 @@ def test_the_cli_launches_with_the_built_arguments(monkeypatch: pytest.MonkeyPat
     assert launched == [
         (3, launch_args(Path(config), ["x.y=1"], project=tmp_path, dev=True, no_save=True, debug=True, device="cpu"))
     ]
+    assert argv0 == [sys.argv[0]] and ARGV0_ENV not in os.environ  # set for the launch only
 
 
 def test_nproc_2_debug_writes_no_run_folder(toy: Path, tmp_path: Path) -> None:

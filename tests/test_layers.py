@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("records",),
     ("project",),
     ("data",),
-    ("build",),
+    ("parts",),
     ("prepare",),
     ("run",),
     ("train", "evaluate", "api"),
@@ -110,7 +110,7 @@ def test_the_stage_folders_say_what_they_own() -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from dlscaffold.build import flow\n", "dlscaffold.build.flow"),
+        ("from dlscaffold.parts import flow\n", "dlscaffold.parts.flow"),
         ("def f():\n    from dlscaffold.run.loop import fit\n", "dlscaffold.run.loop"),
         ("import dlscaffold.run.epoch\n", "dlscaffold.run.epoch"),
         ("from dlscaffold import __version__\n", "dlscaffold"),

@@ -91,7 +91,7 @@ def test_leaving_the_loop_early_closes_the_bar() -> None:
 def toy_flow(toy: Path, tmp_path: Path):
     import torch
 
-    from dlscaffold.build.flow import build_flow
+    from dlscaffold.parts.flow import build_flow
     from dlscaffold.prepare import prepare
 
     config = write_config(toy, "frozen.yml", info_flow__Decoder__train=0)

@@ -73,7 +73,7 @@ def test_a_function_without_options_and_a_torchmetrics_eval_refuse_them(toy: Pat
 
 
 def test_a_project_function_takes_its_keyword_defaults_as_options() -> None:
-    from dlscaffold.build.signatures import options_problem
+    from dlscaffold.parts.signatures import options_problem
 
     def margin_loss(prediction, target, margin=1.0, *, power=2):
         return ((prediction - target).abs() - margin).clamp(min=0) ** power

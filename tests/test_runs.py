@@ -12,18 +12,17 @@ from conftest import run_cli
 from rich.console import Console
 
 from dlscaffold.errors import UserError
+from dlscaffold.experiments.results import show_runs
 from dlscaffold.experiments.runs import (
     STALE,
     choose_columns,
     default_columns,
     format_table,
-    list_runs,
     parse_columns,
-    run_seconds,
     sort_runs,
-    to_json,
 )
 from dlscaffold.records.rundir import RunLock
+from dlscaffold.records.summaries import list_runs, run_seconds, to_json
 
 
 def make_run(
@@ -318,3 +317,39 @@ def test_columns_option() -> None:
     with pytest.raises(UserError) as err:
         parse_columns("run,stauts")
     assert len(err.value.problems) == 1 and "did you mean 'status'" in err.value.problems[0]
+
+
+class Echo:
+    """Collects what a command prints: ``out`` and ``err`` lines (``echo(line, err=True)``)."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+
+    def __call__(self, line: str, err: bool = False) -> None:
+        (self.err if err else self.out).append(line)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"as_json": True, "fmt": "csv"}, "--json and --format csv ask for two formats"),
+        ({"columns": "run", "group": True}, "--columns chooses the run table's columns"),
+        ({"columns": "run", "fmt": "json"}, "--columns chooses the run table's columns"),
+        ({"lineage": Path("some_run"), "sort": "-best"}, "--lineage prints one run's tree"),
+    ],
+)
+def test_runs_options_that_ask_for_two_things_are_refused(logs: Path, options: dict, message: str) -> None:
+    chosen = {"as_json": False, "sort": "run", "columns": None, "group": False, "fmt": None, "lineage": None}
+    echo = Echo()
+    with pytest.raises(UserError, match=message):
+        show_runs(logs, **{**chosen, **options}, echo=echo)
+    assert not echo.out and not echo.err  # refused before anything is read or printed
+
+
+def test_runs_json_goes_to_stdout_and_warnings_to_stderr(logs: Path) -> None:
+    echo = Echo()
+    show_runs(logs, True, "run", None, False, None, None, echo)
+    (text,) = echo.out
+    assert [row["run"] for row in json.loads(text)][0] == "20261127_1_baseline"
+    assert echo.err and all(line.startswith("warning: ") for line in echo.err)  # the broken run.json

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sys
 import time
@@ -19,6 +20,8 @@ from test_sweep import SLOW_MODEL
 from test_trustworthy import run_dirs_in
 
 from dlscaffold.cli import main
+from dlscaffold.experiments.engine import TrainTask
+from dlscaffold.experiments.sweep import SweepWorkerTask
 from dlscaffold.records.rundir import read_metrics
 
 MODELS = ("Encoder", "Classifier", "Decoder")
@@ -135,7 +138,9 @@ def test_a_local_job_requeued_at_its_time_limit_ends_as_an_uninterrupted_train(
     assert_same_run(run, reference)
 
 
-def test_seeds_make_one_local_job_each_a_seed_group_with_one_split(toy: Path, capsys: pytest.CaptureFixture) -> None:
+def test_seeds_make_one_local_job_each_a_seed_group_with_one_split_as_train_seeds_makes_it(
+    toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     args = ["submit", str(toy / "config.yml"), "training_params.max_training_epochs=1", "--seeds", "1,2"]
     assert main([*args, "--cluster", "local", "--time", "2", "--wait"]) == 0
     runs = sorted(p for p in (toy / "runs").iterdir() if (p / "run.json").is_file())
@@ -146,12 +151,23 @@ def test_seeds_make_one_local_job_each_a_seed_group_with_one_split(toy: Path, ca
         "seed1",
         "seed2",
     ]
-    assert (runs[0] / "idx_dict.json").read_text() == (runs[1] / "idx_dict.json").read_text()  # one split
+    split = toy / "runs" / "groups" / groups[0]["id"] / "idx_dict.json"  # made once, when submitting
+    for run in runs:  # every run reads it, the first seed's included
+        config = yaml.safe_load((run / "config.yml").read_text())
+        assert config["dataloading_params"]["idx_dict_path"] == str(split)
+        assert (run / "idx_dict.json").read_text() == split.read_text()
     assert {run_json(run)["status"] for run in runs} == {"completed"}
     capsys.readouterr()
     assert main(["runs", str(toy / "runs"), "--group", "--format", "json"]) == 0
     (group,) = json.loads(capsys.readouterr().out)
     assert group["n"] == 2 and sorted(group["seeds"]) == [1, 2]
+    # the same group trained in this process: the same split, the same runs, bitwise
+    here = tmp_path / "here"
+    assert main(["train", *args[1:3], f"logging_params.logging_dir={here}", "--seeds", "1,2"]) == 0
+    for run, other in zip(runs, sorted(p for p in here.iterdir() if (p / "run.json").is_file()), strict=True):
+        assert run.name.rpartition("_")[2] == other.name.rpartition("_")[2]
+        assert (run / "idx_dict.json").read_text() == (other / "idx_dict.json").read_text()
+        assert_same_run(run, other)
 
 
 def test_sweep_workers_are_jobs_on_one_sweep_folder(toy: Path, capsys: pytest.CaptureFixture) -> None:
@@ -197,11 +213,42 @@ def test_a_job_the_scheduler_restarted_itself_finds_its_run_by_the_job_id(
     for name, job_id in (("20260101_1_toy", "77_0"), ("20260101_2_toy", "77_1"), ("20260101_3_toy", "78")):
         (logs / name).mkdir(parents=True)
         (logs / name / "run.json").write_text(json.dumps({"job": {"id": job_id, "requeues": 0}}))
-    job = TrainJob(toy / "config.yml", [], logs)
+    job = TrainJob(TrainTask(config=toy / "config.yml"), logs)
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     assert job.earlier_run("77_1") is None  # a first start never looks: it makes a new run
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert job.earlier_run("77_1") == logs / "20260101_2_toy" and job.earlier_run("79") is None
+
+
+def test_jobs_pickled_by_the_earlier_version_still_load_as_tasks(tmp_path: Path) -> None:
+    """A job still queued across an upgrade: pickled with its run's fields as its own attributes."""
+    from dlscaffold.experiments.jobs import SweepWorkerJob, TrainJob
+
+    earlier = {
+        "config": tmp_path / "config.yml",
+        "overrides": ["training_params.seed=3"],
+        "logging_dir": tmp_path / "runs",
+        "project_dir": tmp_path,
+        "run_info": {"group": {"id": "g", "seed": 3, "size": 2}},
+        "run_notes_suffix": "seed3",
+        "run_dir": tmp_path / "runs" / "20260101_1_toy_seed3",
+        "requeues": 2,
+        "outcome": None,
+    }
+    job = TrainJob.__new__(TrainJob)
+    job.__setstate__(dict(earlier))  # what unpickling does
+    job = pickle.loads(pickle.dumps(job))
+    assert job.task == TrainTask(
+        config=earlier["config"],
+        overrides=earlier["overrides"],
+        project=tmp_path,
+        run_info=earlier["run_info"],
+        run_notes_suffix="seed3",
+    )
+    assert (job.logging_dir, job.run_dir, job.requeues) == (earlier["logging_dir"], earlier["run_dir"], 2)
+    worker = SweepWorkerJob.__new__(SweepWorkerJob)
+    worker.__setstate__({"folder": tmp_path / "sweep", "requeues": 0, "outcome": None})
+    assert pickle.loads(pickle.dumps(worker)).task == SweepWorkerTask(folder=tmp_path / "sweep")
 
 
 # ------------------------------------------------------------------------------ bad input

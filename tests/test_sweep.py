@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 import yaml
 from conftest import HANG_GUARD_S, copy_project, run_cli, write_config
+from test_groups import assert_bitwise_equal
+
+from dlscaffold.cli import app, main
 
 SLOW_MODEL = """
 
@@ -99,7 +103,7 @@ def test_a_random_sweep_with_two_workers_and_the_median_pruner(toy: Path) -> Non
     assert (folder / "config.yml").is_file() and (folder / "study.journal").is_file()
 
 
-def test_a_grid_sweep_with_seeds_runs_every_combination_once_per_seed(toy: Path) -> None:
+def test_a_grid_sweep_with_seeds_runs_every_combination_once_per_seed_the_same_with_two_workers(toy: Path) -> None:
     path = sweep_file(
         toy,
         sampler="grid",
@@ -109,14 +113,27 @@ def test_a_grid_sweep_with_seeds_runs_every_combination_once_per_seed(toy: Path)
         overrides=["training_params.max_training_epochs=1"],
     )
     assert run_cli("sweep", str(path), cwd=toy).returncode == 0
-    done = state(only_sweep(toy))
+    folder = only_sweep(toy)
+    done = state(folder)
     assert sorted(t["params"]["dataloading_params.batch_size"] for t in done["trials"]) == [16, 32]
     for trial in done["trials"]:
-        infos = [json.loads((only_sweep(toy) / run / "run.json").read_text()) for run in trial["runs"]]
+        infos = [json.loads((folder / run / "run.json").read_text()) for run in trial["runs"]]
         assert sorted(i["group"]["seed"] for i in infos) == [1, 2] and {i["group"]["size"] for i in infos} == {2}
         assert trial["value"] == pytest.approx(sum(i["best"]["value"] for i in infos) / 2)
-        splits = [(only_sweep(toy) / run / "idx_dict.json").read_text() for run in trial["runs"]]
+        splits = [(folder / run / "idx_dict.json").read_text() for run in trial["runs"]]
         assert splits[0] == splits[1]  # the seeds of a trial share the first seed's split
+    folder.rename(toy / "in_process")
+    result = run_cli("sweep", str(path), "--workers", "2", cwd=toy)
+    assert result.returncode == 0, result.stderr
+    runs = {}
+    for where in (toy / "in_process", only_sweep(toy)):  # each trial's runs: the same in both, bitwise
+        for run in trial_runs(where):
+            info = json.loads((run / "run.json").read_text())["sweep"]
+            runs.setdefault((json.dumps(info["params"]), info["seed"]), []).append(run)
+    assert len(runs) == 4 and all(len(pair) == 2 for pair in runs.values())
+    for here, there in runs.values():
+        assert (here / "idx_dict.json").read_text() == (there / "idx_dict.json").read_text()
+        assert_bitwise_equal(here, there)
 
 
 @pytest.fixture
@@ -257,3 +274,20 @@ def test_data_parallel_trials_report_from_rank_0(toy: Path) -> None:
         info = json.loads((only_sweep(toy) / run / "run.json").read_text())
         assert info["sweep"]["trial"] == trial["number"] and info["best"]["value"] == trial["value"]
     assert "2 process(es)" in result.stdout and result.stdout.count("Trial 0, epoch ") == 2  # rank 0 reports once
+
+
+def test_sweep_has_no_hidden_worker_option(toy: Path, capsys: pytest.CaptureFixture) -> None:
+    command = typer.main.get_command(app).commands["sweep"]  # type: ignore[attr-defined]
+    assert [param.name for param in command.params] == ["sweep_file", "workers", "nproc", "project", "resume"]
+    assert main(["sweep", "--help"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  --")]
+    assert listed == ["--workers", "--nproc", "--project", "--resume", "--help"]
+    assert main(["sweep", "--worker", str(toy)]) == 2  # workers start through their own entry
+    assert "No such option: --worker" in capsys.readouterr().err
+
+
+def test_every_sampler_and_pruner_the_sweep_file_accepts_is_made() -> None:
+    from dlscaffold.experiments.sweep_file import PRUNERS, SAMPLERS, make_pruner, make_sampler
+
+    assert all(make_sampler(name, 0) is not None for name in SAMPLERS)
+    assert all(make_pruner(name) is not None for name in PRUNERS)

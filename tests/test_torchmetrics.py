@@ -14,10 +14,10 @@ from conftest import copy_project, run_cli, run_dirs
 from sklearn.metrics import f1_score
 
 import dlscaffold
-from dlscaffold.build.flow import Flow, MetricTerm
-from dlscaffold.build.tm_metrics import build_metric, torchmetrics_class
 from dlscaffold.data import collate
 from dlscaffold.errors import UserError
+from dlscaffold.parts.flow import Flow, MetricTerm
+from dlscaffold.parts.tm_metrics import build_metric, torchmetrics_class
 from dlscaffold.records.rundir import read_metrics
 
 F1 = {

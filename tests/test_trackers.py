@@ -149,3 +149,10 @@ def test_two_runs_in_one_process_equal_two_processes(tmp_path: Path) -> None:
     for a, b in zip(inproc, processes, strict=True):
         _same(a, b)
     assert json.loads((inproc[1] / "run.json").read_text())["status"] == "completed"
+
+
+def test_every_tracker_name_the_config_accepts_has_an_opener() -> None:
+    from dlscaffold.config import TRACKERS
+    from dlscaffold.records.trackers import OPENERS
+
+    assert set(OPENERS) == set(TRACKERS)

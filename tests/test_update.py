@@ -376,3 +376,39 @@ def test_a_conflict_in_the_config_still_lists_the_values_changed_elsewhere(tmp_p
     )
     config = (project / "config.yml").read_text()
     assert re.search(r"^<{7} ", config, re.MULTILINE) and "batch_size: 48" in config
+
+
+def test_the_update_report_says_what_changed_then_the_conflicts_on_stderr():
+    result = scaffold.UpdateResult(
+        project=Path("P"),
+        before="v1",
+        after="v2",
+        changed=[("modified", "models.py"), ("conflict", "config.yml")],
+        config_changes=[("dataloading_params.batch_size", "64", "48")],
+        config_conflicts=[("training_params.lrn_rate", "0.01", "0.001")],
+        conflicts=["config.yml"],
+        kept=["old.py"],
+        notes=["a note"],
+    )
+    lines, tables = [], []
+
+    def echo(line, err=False):
+        lines.append(("err" if err else "out", line))
+
+    assert scaffold.report_update(result, echo, tables.append) == scaffold.CONFLICT_EXIT_CODE == 3
+    assert len(tables) == 1  # the config values changed
+    assert [line for where, line in lines if where == "out"] == [
+        "Updated P from template version v1 to v2; review with `git diff`, then commit",
+        "Files changed:",
+        "  modified  models.py",
+        "  conflict  config.yml",
+    ]
+    err = [line for where, line in lines if where == "err"]
+    assert err[0] == "note: a note" and "conflict with your edits in 2 file(s)" in err[1]
+    assert err[2:] == [
+        "  config.yml (keys in conflict: training_params.lrn_rate: yours 0.01, the template's 0.001)",
+        "  old.py (the template no longer has this file; kept because you edited it: keep or delete it)",
+    ]
+    lines.clear()
+    assert scaffold.report_update(scaffold.UpdateResult(Path("P"), "v2", "v2"), echo, tables.append) == 0
+    assert lines == [("out", "P: up to date with template version v2; nothing to update")]

@@ -112,7 +112,7 @@ class TrainingParams(_Section):
     compile: bool = False
     channels_last: bool = False
     # Speed on the CPU: glibc's malloc keeps freed memory for the next step instead of mapping large
-    # tensors afresh each step (dlscaffold.build.device.kept_cpu_memory).
+    # tensors afresh each step (dlscaffold.parts.device.kept_cpu_memory).
     keep_cpu_memory: bool = False
     # Data-parallel training (torchrun): the process-group backend (default: nccl when every process
     # has a CUDA device, else gloo), DDP's find_unused_parameters, and BatchNorm synchronised across processes.
@@ -232,7 +232,7 @@ class ModelSpec(_Section):
     grad_clip_norm: Float | None = Field(None, gt=0.0)
     update_every: Int = Field(1, ge=1, le=INT64_MAX)
     param_groups: list[ParamGroupSpec] = Field(default_factory=list)
-    # An EMA model (dlscaffold.build.ema): a copy of the model ``ema_of`` names holding its moving average.
+    # An EMA model (dlscaffold.parts.ema): a copy of the model ``ema_of`` names holding its moving average.
     ema_of: str | None = None
     decay: Float = Field(0.999, ge=0.0, le=1.0)
     every: Int = Field(1, ge=1, le=INT64_MAX)

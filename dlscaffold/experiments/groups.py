@@ -1,9 +1,13 @@
 """Seed groups: ``dlscaffold train config.yml --seeds 1,2,3 [--workers N]`` runs a config once per seed.
 
-Every run of a group uses the split of the first seed's run (``dataloading_params.idx_dict_path``
-set to its ``idx_dict.json``), so the seed changes the initialisation and the data order only;
-``--vary-split`` lets it change the split too. Each run records ``"group": {"id", "seed", "size"}``
-in its ``run.json`` and is named ``<YYYYMMDD>_<N>_<run_notes>_seed<S>``. ``dlscaffold runs DIR
+A group's split is made once, before any of its runs starts, from the first seed (as that seed's
+run would make it), and written to ``<logging_dir>/groups/<group id>/idx_dict.json``; every run of
+the group, the first seed's included, reads it through ``dataloading_params.idx_dict_path``. So
+the seed changes the initialisation and the data order only, the same way in one process, in
+worker processes (``--workers N``) and as cluster jobs (``dlscaffold submit --seeds``). A config
+that names an ``idx_dict_path`` already gives every run that split; ``--vary-split`` lets each
+run make its own from its seed. Each run records ``"group": {"id", "seed", "size"}`` in its
+``run.json`` and is named ``<YYYYMMDD>_<N>_<run_notes>_seed<S>``. ``dlscaffold runs DIR
 --group`` gives the group's statistics.
 """
 
@@ -11,13 +15,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlscaffold.errors import UserError
 from dlscaffold.records.rundir import SPLIT_FILE
 
+if TYPE_CHECKING:
+    from dlscaffold.experiments.engine import TrainTask
+    from dlscaffold.prepare import Prepared
+    from dlscaffold.train import TrainOptions
+
 Echo = Callable[[str], None]
+GROUPS_DIR = "groups"  # <logging_dir>/groups/<group id>/: a group's shared split (not a run folder)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -38,12 +49,41 @@ def group_info(group_id: str, seed: int, size: int) -> dict[str, Any]:
     return {"group": {"id": group_id, "seed": seed, "size": size}}
 
 
-def seed_overrides(seed: int, first_run: Path | None) -> list[str]:
-    """A group run's own overrides: its seed and, after the first, the first run's split."""
+def seed_overrides(seed: int, split: Path | None) -> list[str]:
+    """A group run's own overrides: its seed and, unless each run makes its own, the group's split file."""
     extra = [f"training_params.seed={seed}"]
-    if first_run is not None:
-        extra.append(f"dataloading_params.idx_dict_path={first_run / SPLIT_FILE}")
+    if split is not None:
+        extra.append(f"dataloading_params.idx_dict_path={split}")
     return extra
+
+
+def train_seeds(
+    seeds: str,
+    config: Path | None,
+    overrides: list[str],
+    *,
+    project_dir: Path | None = None,
+    options: TrainOptions | None = None,
+    resume: Path | None = None,
+    nproc: int = 1,
+    workers: int = 1,
+    vary_split: bool = False,
+    echo: Echo = print,
+) -> int:
+    """``dlscaffold train --seeds``: the option checks, then :func:`train_group`; the exit code.
+
+    Raises:
+        UserError: bad seeds, an option a group cannot take, no config, any config problem.
+    """
+    chosen = parse_seeds(seeds)
+    debug = bool(options is not None and options.debug)
+    if resume is not None or nproc > 1 or debug:
+        flag = "--resume" if resume is not None else "--nproc" if nproc > 1 else "--debug"
+        raise UserError(f"--seeds cannot be combined with {flag}; run each seed's run with it separately")
+    if config is None:
+        raise UserError("train --seeds: expected a config file first, e.g. dlscaffold train config.yml --seeds 1,2,3")
+    group = {"workers": workers, "vary_split": vary_split, "project_dir": project_dir, "options": options}
+    return train_group(config, overrides, chosen, **group, echo=echo)
 
 
 def train_group(
@@ -54,104 +94,91 @@ def train_group(
     workers: int = 1,
     vary_split: bool = False,
     project_dir: Path | None = None,
-    options: Any = None,
+    options: TrainOptions | None = None,
     echo: Echo = print,
 ) -> int:
-    """Train the config once per seed; returns the exit code (0 when every run completed)."""
-    from dlscaffold.train import TrainOptions
+    """Train the config once per seed, in this process or in ``workers`` processes; returns the
+    exit code (0 when every run completed)."""
+    from dlscaffold.experiments import engine
 
-    options = options or TrainOptions()
-    group_id = uuid.uuid4().hex[:12]
-    echo(f"Seed group {group_id}: {len(seeds)} runs, seeds {', '.join(map(str, seeds))}")
+    group = plan(config, overrides, seeds, project_dir=project_dir, vary_split=vary_split, options=options, echo=echo)
     if workers > 1:
-        return _in_processes(config, overrides, seeds, group_id, workers, vary_split, project_dir, options, echo)
-    import dataclasses
-
-    from dlscaffold.train import train
-
-    first: Path | None = None
-    for seed in seeds:
-        run_options = dataclasses.replace(
-            options, run_info=group_info(group_id, seed, len(seeds)), run_notes_suffix=f"seed{seed}"
-        )
-        extra = seed_overrides(seed, None if vary_split else first)
-        result = train(config, [*overrides, *extra], project_dir=project_dir, options=run_options, echo=echo)
-        first = first or result.run_dir
-    _done(group_id, len(seeds), first, echo)
-    return 0
-
-
-def _done(group_id: str, size: int, first: Path | None, echo: Echo) -> None:
-    if first is not None:
+        for task in group.tasks:
+            task.progress_bar = False
+    code = engine.run(group.tasks, workers, echo).exit_code(len(group.tasks))
+    if code == 0:
         from dlscaffold.run.summary import program
 
-        echo(f"Seed group {group_id}: {size} runs; their statistics: {program('runs')} {first.parent} --group")
+        statistics = f"{program('runs')} {group.logging_dir} --group"
+        echo(f"Seed group {group.id}: {len(seeds)} runs; their statistics: {statistics}")
+    return code
 
 
-def _in_processes(
+@dataclass
+class Group:
+    """A seed group ready to run: its id, its runs as tasks, where they go, and its split file."""
+
+    id: str
+    tasks: list[TrainTask]  # one per seed
+    logging_dir: Path
+    split: Path | None  # the group's idx_dict.json; None: the config's own, or each run's (--vary-split)
+
+
+def plan(
     config: Path,
     overrides: list[str],
     seeds: list[int],
-    group_id: str,
-    workers: int,
-    vary_split: bool,
-    project_dir: Path | None,
-    options: Any,
-    echo: Echo,
-) -> int:
-    """The runs as worker processes, at most ``workers`` at once; the first seed's run starts first
-    and the others once its split is written."""
-    import subprocess
-    import threading
-    import time
+    *,
+    project_dir: Path | None = None,
+    vary_split: bool = False,
+    options: TrainOptions | None = None,
+    echo: Echo = print,
+) -> Group:
+    """Check the config (every problem at once, before anything is written), make the group's split
+    once (:func:`write_split`), and give its runs as tasks, labelled ``seed S``.
 
-    from dlscaffold.experiments import workers as pool
+    Raises:
+        UserError: any config problem ``train`` would report, or a logging folder that cannot be made.
+    """
+    from dlscaffold.experiments.engine import TrainTask
+    from dlscaffold.prepare import prepare
+    from dlscaffold.records.rundir import check_logging_dir
+    from dlscaffold.train import _process_state_kept  # the project's modules and sys.path left as a run leaves them
 
-    flags = [flag for flag, on in (("--dev", options.dev), ("--no-save", options.no_save)) if on]
-    flags += ["--device", options.device] if options.device else []
-    flags += ["--project", str(project_dir)] if project_dir is not None else []
-    gpus, procs, codes = pool.gpu_count(), [], []
-    first: list[Path] = []
+    dev = bool(options is not None and options.dev)
+    first = [*overrides, f"training_params.seed={seeds[0]}", *(["training_params.use_dev=true"] if dev else [])]
+    group_id, split = uuid.uuid4().hex[:12], None
+    with _process_state_kept():
+        prepared = prepare(config, first, project_dir)  # as the first seed's run prepares it
+        logging_dir = Path(prepared.config.logging_params.logging_dir)
+        check_logging_dir(logging_dir)
+        if not vary_split and prepared.config.dataloading_params.idx_dict_path is None:
+            split = write_split(prepared, logging_dir / GROUPS_DIR / group_id)
+    echo(f"Seed group {group_id}: {len(seeds)} runs, seeds {', '.join(map(str, seeds))}")
+    flags = {"dev": dev, "no_save": options.no_save, "device": options.device} if options is not None else {}
+    tasks = [
+        TrainTask(
+            config=config,
+            overrides=[*overrides, *seed_overrides(seed, split)],
+            project=project_dir,
+            run_info=group_info(group_id, seed, len(seeds)),
+            run_notes_suffix=f"seed{seed}",
+            progress_bar=bool(options is not None and options.progress_bar),
+            label=f"seed {seed}",
+            **flags,
+        )
+        for seed in seeds
+    ]
+    return Group(group_id, tasks, logging_dir, split)
 
-    def relay(proc: subprocess.Popen, seed: int) -> None:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith("Logging and Model Saving Directory: ") and not first:
-                first.append(Path(line.partition(": ")[2]))
-            echo(f"[seed {seed}] {line}")
 
-    threads = []
-    with pool.Forwarding(procs, echo) as forwarding:
-        for index, seed in enumerate(seeds):
-            while sum(p.poll() is None for p in procs) >= workers and forwarding.signum is None:
-                time.sleep(0.2)
-            if forwarding.signum is not None:
-                break
-            extra = seed_overrides(seed, None if vary_split or not first else first[0])
-            args = ["train", str(config), *overrides, *extra, *flags, "--group", f"{group_id}:{seed}:{len(seeds)}"]
-            proc = pool.start(
-                args,
-                pool.worker_env(index, workers, gpus),
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            procs.append(proc)
-            thread = threading.Thread(target=relay, args=(proc, seed), daemon=True)
-            thread.start()
-            threads.append(thread)
-            if index == 0 and not vary_split:  # the others take its split: wait until it is written
-                while not first and proc.poll() is None:
-                    time.sleep(0.1)
-                if not first:
-                    break  # it failed before making its run folder; its error is printed
-        codes = [proc.wait() for proc in procs]
-        for thread in threads:
-            thread.join()
-    if forwarding.signum is not None:
-        from dlscaffold.run.stops import EXIT_CODES
+def write_split(prepared: Prepared, folder: Path) -> Path:
+    """Make the split the prepared config's run would make (its dataset built after seeding every
+    RNG, as a run does) and write it to ``folder/idx_dict.json``; returns that file."""
+    from dlscaffold.data import save_idx_dict
+    from dlscaffold.run.builder import dataset_and_split
 
-        return EXIT_CODES.get(forwarding.signum, 130)
-    failed = [code for code in codes if code != 0]
-    if not failed and len(codes) == len(seeds):
-        _done(group_id, len(seeds), first[0] if first else None, echo)
-    return failed[0] if failed else (0 if len(codes) == len(seeds) else 2)
+    _, split = dataset_and_split(prepared)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_idx_dict(split, folder / SPLIT_FILE)
+    return folder / SPLIT_FILE

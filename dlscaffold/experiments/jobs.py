@@ -1,9 +1,11 @@
 """What runs inside a cluster job made by ``dlscaffold submit``: submitit loads a job and calls it.
 
-A :class:`TrainJob` trains one run, or resumes it; a :class:`SweepWorkerJob` is one worker of a
-sweep (:func:`dlscaffold.experiments.sweep.work`), which resumes a trial a stopped worker left. Both train in the
-job's own process, and the run's stops are the runtime's (:mod:`dlscaffold.run.stops`): the scheduler's
-signal, SIGTERM or SIGINT end the run at a step boundary with its exact position saved.
+Each job runs one task of :mod:`dlscaffold.experiments.engine`, the tasks that also run in one
+process or in worker processes: a :class:`TrainJob` trains one run, or resumes it; a
+:class:`SweepWorkerJob` is one worker of a sweep (:func:`dlscaffold.experiments.sweep.work`),
+which resumes a trial a stopped worker left. Both train in the job's own process, and the run's
+stops are the runtime's (:mod:`dlscaffold.run.stops`): the scheduler's signal, SIGTERM or SIGINT
+end the run at a step boundary with its exact position saved.
 
 When the job's time is up (the signal chosen with ``submit --signal``, or ``SLURM_JOB_END_TIME``
 drawing near), the job then sends itself that signal once more, now outside the run, where
@@ -12,13 +14,14 @@ with one requeue more), requeues the job (a timeout counts against ``--max-reque
 does not), and the requeued job continues the run in its folder, as ``train --resume`` does. A run
 stopped by SIGTERM or SIGINT alone (``scancel``, a local job's cancel) is not requeued.
 
-With several tasks (nodes x GPUs per node) each task is one process of a data-parallel run: rank,
+With several scheduler tasks (nodes x GPUs per node) each is one process of a data-parallel run: rank,
 world size, local rank and the first node as the master come from the scheduler's environment
 (submitit's ``TorchDistributedEnvironment``), as ``torchrun`` would set them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -31,6 +34,8 @@ from submitit.core.utils import UncompletedJobError
 from submitit.helpers import Checkpointable, TorchDistributedEnvironment
 
 from dlscaffold.errors import QuietExit, UserError
+from dlscaffold.experiments.engine import TrainTask
+from dlscaffold.experiments.sweep import SweepWorkerTask
 from dlscaffold.run.stops import END_TIME, RunInterrupted, StopFlag
 
 RESTART_COUNT_ENV = "SLURM_RESTART_COUNT"  # how often SLURM restarted the job (requeues of any kind)
@@ -128,45 +133,38 @@ class _Job(Checkpointable):
 
 
 class TrainJob(_Job):
-    """``dlscaffold train CONFIG [overrides]`` as a job; a requeued one resumes the run in place.
+    """A :class:`~dlscaffold.experiments.engine.TrainTask` (``dlscaffold train CONFIG [overrides]``,
+    or one run of a seed group) as a job; a requeued one resumes the run in place.
 
     A job the scheduler requeued by itself (a preemption without the job's signal, a node failure:
     ``SLURM_RESTART_COUNT`` > 0), which submitit never told its run folder, finds its run in
     ``logging_dir`` by the job id its run.json records, and resumes it from the newest checkpoint.
 
     Args:
-        config: the config file (absolute).
-        overrides: dotted ``key=value`` overrides.
+        task: the run to train; its ``project`` is ``--project`` (the resumed run uses the project
+            its run.json records, refused in one line where its code has changed since).
         logging_dir: where the run folder is made (the config's ``logging_dir``, overrides applied).
-        project_dir: ``--project``; the resumed run uses the project its run.json records (refused,
-            in one line, where its code has changed since).
-        run_info: more keys for run.json (a seed group's ``group``).
-        run_notes_suffix: appended to the run folder's name (``seed3``).
     """
 
-    def __init__(
-        self,
-        config: Path,
-        overrides: list[str],
-        logging_dir: Path,
-        project_dir: Path | None = None,
-        run_info: dict[str, Any] | None = None,
-        run_notes_suffix: str = "",
-    ) -> None:
+    def __init__(self, task: TrainTask, logging_dir: Path) -> None:
         super().__init__()
-        self.config, self.overrides, self.logging_dir = config, list(overrides), logging_dir
-        self.project_dir, self.run_info, self.run_notes_suffix = project_dir, dict(run_info or {}), run_notes_suffix
+        self.task, self.logging_dir = task, logging_dir
         self.run_dir: Path | None = None  # known once the run stopped: the requeued job resumes it
 
-    def work(self, env: JobEnvironment) -> dict[str, Any]:
-        from dlscaffold.train import TrainOptions, train
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A job pickled by an earlier version held the task's fields as its own attributes."""
+        if "task" not in state:
+            fields = {"config": "config", "overrides": "overrides", "project_dir": "project"}
+            fields.update(run_info="run_info", run_notes_suffix="run_notes_suffix")
+            state["task"] = TrainTask(**{name: state.pop(old) for old, name in fields.items() if old in state})
+        self.__dict__.update(state)
 
-        options = TrainOptions(run_info={**self.run_info, **self.record(env)}, run_notes_suffix=self.run_notes_suffix)
+    def work(self, env: JobEnvironment) -> dict[str, Any]:
+        task = dataclasses.replace(self.task, run_info={**self.task.run_info, **self.record(env)})
         self.run_dir = self.run_dir or self.earlier_run(env.job_id)
-        if self.run_dir is None:
-            result = train(self.config, self.overrides, project_dir=self.project_dir, options=options)
-        else:
-            result = train(None, resume=self.run_dir, options=options)
+        if self.run_dir is not None:  # the run's own config and project
+            task = dataclasses.replace(task, config=None, overrides=[], project=None, resume=self.run_dir)
+        result = task.run(print)
         return {"status": result.status, "run_dir": str(result.run_dir)}
 
     def stopped(self, exc: RunInterrupted) -> None:
@@ -183,16 +181,23 @@ class TrainJob(_Job):
 
 
 class SweepWorkerJob(_Job):
-    """One worker of the sweep in ``folder``: it claims and runs trials until the sweep has them
-    all; a trial a stopped worker left is claimed again and its runs resume exactly."""
+    """A :class:`~dlscaffold.experiments.engine.SweepWorkerTask` as a job: one worker of the sweep
+    in its folder, claiming and running trials until the sweep has them all; a trial a stopped
+    worker left is claimed again and its runs resume exactly."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, task: SweepWorkerTask) -> None:
         super().__init__()
-        self.folder = folder
+        self.task = task
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A job pickled by an earlier version held the sweep folder as ``folder``."""
+        if "task" not in state:
+            state["task"] = SweepWorkerTask(folder=state.pop("folder"))
+        self.__dict__.update(state)
 
     def work(self, env: JobEnvironment) -> dict[str, Any]:
         from dlscaffold.experiments import sweep
 
-        sweep.work(self.folder, print, self.record(env))
-        state = sweep.report(sweep.Sweep.open(self.folder), print)
-        return {"sweep": str(self.folder), "sweep_status": state["status"]}
+        dataclasses.replace(self.task, run_info=self.record(env)).run(print)  # sweep.work
+        state = sweep.report(sweep.Sweep.open(self.task.folder), print)
+        return {"sweep": str(self.task.folder), "sweep_status": state["status"]}

@@ -9,7 +9,10 @@ like ``dlscaffold runs``, without torch. scipy (Student t, Welch's t-test), pand
   For the monitor's best value and each final validation metric (the last val row): mean, std
   (ddof 1) and a 95% confidence interval ``mean ± t(0.975, n-1) * std / sqrt(n)``.
 - :func:`format_runs` / :func:`format_groups`: the run list or the groups as csv, markdown, latex.
-- :func:`compare` / :func:`compare_output` / :func:`plot`: ``dlscaffold compare RUN...``.
+- :func:`show_runs`: ``dlscaffold runs``, its options checked against each other, then the
+  table (:func:`dlscaffold.experiments.runs.print_run_table`) or what ``--group`` / ``--format`` ask for.
+- :func:`compare` / :func:`compare_output` / :func:`plot`: ``dlscaffold compare RUN...``
+  (:func:`show_comparison` prints it).
 - :func:`load_runs`: one DataFrame row per run under a folder (its sweeps' trial runs included).
 """
 
@@ -26,9 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 from dlscaffold.config import flatten, read_yaml
 from dlscaffold.errors import UserError, available, did_you_mean
-from dlscaffold.experiments.runs import default_columns
+from dlscaffold.experiments.runs import (
+    default_columns,
+    parse_columns,
+    print_run_table,
+    print_table,
+    show_lineage,
+    sort_runs,
+    stale_note,
+)
 from dlscaffold.records.rundir import CONFIG_FILE, is_run_dir, read_metrics
-from dlscaffold.records.summaries import natural, summarize_run
+from dlscaffold.records.summaries import STALE, list_runs, natural, summarize_run, to_json
 
 if TYPE_CHECKING:
     import pandas
@@ -270,10 +281,51 @@ def runs_output(rows: list[dict[str, Any]], fmt: str, group: bool, where: Path) 
         return format_runs(rows, fmt)
     stats = group_stats(rows)
     if fmt == "json":
-        from dlscaffold.records.summaries import to_json
-
         return to_json(stats)
     return groups_table(stats) if fmt == "table" else format_groups(stats, fmt)
+
+
+def show_runs(
+    logging_dir: Path,
+    as_json: bool,
+    sort: str,
+    columns: str | None,
+    group: bool,
+    fmt: str | None,
+    lineage: Path | None,
+    echo: Callable[..., None],
+) -> None:
+    """``dlscaffold runs``: the runs of ``logging_dir`` as ``--format`` / ``--json`` / ``--group`` /
+    ``--columns`` ask (``--lineage``: one run's tree instead), then a note per stale run; ``echo``
+    is called as ``echo(line)`` or ``echo(line, err=True)``.
+
+    Raises:
+        UserError: options that ask for two things at once, or an unknown format, column or sort key.
+    """
+    from dlscaffold.run.summary import program
+
+    if lineage is not None:
+        show_lineage(lineage, bool(as_json or group or fmt is not None or columns is not None or sort != "run"), echo)
+        return
+    chosen = parse_columns(columns) if columns is not None else None
+    form = check_format(fmt or ("json" if as_json else "table"))
+    if as_json and form != "json":
+        raise UserError(f"runs: --json and --format {form} ask for two formats; give one of them")
+    if chosen is not None and (group or form != "table"):
+        raise UserError("runs: --columns chooses the run table's columns; leave it out with --group or --format")
+    rows = sort_runs(list_runs(logging_dir, lambda line: echo(f"warning: {line}", err=True)), sort)
+    if group or form in ("csv", "markdown", "latex"):
+        output = runs_output(rows, form, group, logging_dir)
+        echo(output) if isinstance(output, str) else print_table(output)
+    elif form == "json":
+        echo(to_json(rows))
+    elif not rows:
+        echo(f"No runs in {logging_dir}.")
+    else:
+        print_run_table(rows, chosen, echo)
+    for row in rows:
+        if row["status"] == STALE:
+            echo(f"note: {stale_note(logging_dir, row, program('train'))}", err=True)
 
 
 # ------------------------------------------------------------------------------------------ compare
@@ -454,8 +506,6 @@ def compare(paths: list[Path], metrics: list[str] | None, warn: Warn) -> Compari
 
 
 def compare_json(result: Comparison) -> str:
-    from dlscaffold.records.summaries import to_json
-
     return to_json(result.as_dict())
 
 
@@ -516,6 +566,25 @@ def check_plot_path(path: Path) -> None:
         raise UserError(f"--plot: '{path}' is not a .png file name; give one such as curves.png")
     if not path.parent.is_dir():
         raise UserError(f"--plot: the folder '{path.parent}' does not exist; create it or choose another path")
+
+
+def show_comparison(
+    paths: list[Path], metrics: list[str] | None, plot_path: Path | None, as_json: bool, echo: Callable[..., None]
+) -> None:
+    """``dlscaffold compare``: the comparison as tables (or JSON) through ``echo`` (called as
+    ``echo(line)`` or ``echo(line, err=True)``), warnings on standard error; with ``plot_path``,
+    the curves drawn there too."""
+    if plot_path is not None:
+        check_plot_path(plot_path)
+    result = compare(list(paths), metrics, lambda line: echo(f"warning: {line}", err=True))
+    if as_json:
+        echo(compare_json(result))
+    else:
+        for part in compare_output(result):
+            echo(part) if isinstance(part, str) else print_table(part)
+    if plot_path is not None:
+        plot(result, plot_path)
+        echo(f"Wrote {plot_path}", err=as_json)
 
 
 def _curve(runs: list[Run], metric: str) -> tuple[list[float], list[float], list[float | None]]:

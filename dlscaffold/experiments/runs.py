@@ -18,11 +18,14 @@ the terminal; ``--columns`` (:func:`parse_columns`) picks the columns instead. T
 folder (its trial runs) also get ``trial`` and ``params`` columns.
 
 Statistics over seed groups (``--group``) and the csv, markdown and latex formats are
-:mod:`dlscaffold.experiments.results`.
+:mod:`dlscaffold.experiments.results`, and so is the whole command (:func:`~dlscaffold.experiments.results.show_runs`);
+:func:`print_run_table` prints the table here, :func:`print_table` any ``rich`` table at its
+natural width at least.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,9 @@ from dlscaffold.records.summaries import STALE, is_number, natural
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+# where a command's lines go: echo(line) to standard output, echo(line, err=True) to standard error
+Say = Callable[..., None]
 
 KEYS = ("run", "status", "epochs", "best", "last_val", "seconds", "run_notes")
 SORT_KEYS = ("run", "status", "epochs", "best", "seconds", "run_notes")
@@ -230,3 +236,51 @@ def choose_columns(rows: list[dict[str, Any]], width: int) -> tuple[list[str], b
         else:
             break
     return columns, short
+
+
+def print_table(table: Any) -> None:
+    """Print a rich table at its natural width at least: a narrow terminal then wraps lines instead
+    of rich cutting digits off numbers."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console()
+    widest = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    console.width = max(console.width, widest)
+    console.print(table)
+
+
+def print_run_table(rows: list[dict[str, Any]], chosen: list[str] | None, echo: Say) -> None:
+    """The runs table: on a terminal it fits the width (columns left out, with a note); a file or a
+    pipe gets whole lines."""
+    import shutil
+    import sys
+
+    if not sys.stdout.isatty():
+        print_table(format_table(rows, chosen))
+        return
+    short, width = False, shutil.get_terminal_size().columns
+    if chosen is None:
+        chosen, short = choose_columns(rows, width)
+        if len(chosen) < len(default_columns(rows)):
+            left_out = ", ".join(c for c in default_columns(rows) if c not in chosen)
+            echo(f"note: {left_out} left out to fit the terminal; --columns chooses", err=True)
+    from rich.console import Console
+
+    Console(width=width).print(format_table(rows, chosen, short))
+
+
+def show_lineage(run_dir: Path, other_options: bool, echo: Say) -> None:
+    """``runs --lineage RUN``: the tree of runs whose weights RUN loaded.
+
+    Raises:
+        UserError: with ``other_options`` (any of --json, --format, --group, --columns, --sort).
+    """
+    from dlscaffold.records.lineage import lineage_lines
+
+    if other_options:
+        raise UserError(
+            "runs: --lineage prints one run's tree; leave out --json, --format, --group, --columns and --sort"
+        )
+    for line in lineage_lines(run_dir, lambda line: echo(f"warning: {line}", err=True)):
+        echo(line)

@@ -5,8 +5,10 @@ submitit missing, no ``sbatch`` for ``--cluster slurm``, and every config proble
 report (:func:`dlscaffold.prepare.prepare`; a sweep file's through :func:`dlscaffold.experiments.sweep.create`).
 Then submitit writes the batch script (SLURM) or starts a local controller (``--cluster local``,
 this machine), each job's logs in ``<logging_dir>/jobs/<job_id>/``. What runs inside a job is
-:mod:`dlscaffold.experiments.jobs`. ``--seeds`` submits one array task per seed, sharing one split made here;
-``--sweep`` makes the sweep folder here and submits ``--workers`` array tasks, each a worker.
+:mod:`dlscaffold.experiments.jobs`: one task of :mod:`dlscaffold.experiments.engine` each.
+``--seeds`` submits one array task per seed, a seed group whose split is made here, once
+(:mod:`dlscaffold.experiments.groups`); ``--sweep`` makes the sweep folder here and submits
+``--workers`` array tasks, each a worker.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlscaffold.errors import UserError, did_you_mean
-from dlscaffold.records.rundir import SPLIT_FILE
 
 Echo = Callable[[str], None]
 CLUSTERS = ("slurm", "local")
@@ -55,6 +55,19 @@ class Request:
     signal: str = "USR2"
     wait: bool = False
     slurm: list[str] = field(default_factory=list)  # KEY=VALUE for sbatch (through submitit)
+
+    @classmethod
+    def from_args(cls, args: list[str], **options: Any) -> Request:
+        """The request of ``submit [CONFIG] [KEY=VALUE ...]``: the first argument is the config unless
+        it is an override; ``options`` are the other fields by name. A config that is a FIFO or a
+        device is refused at once, before torch is imported."""
+        from dlscaffold.config import check_config_path
+
+        items = list(args)
+        config = Path(items.pop(0)) if items and "=" not in items[0] else None
+        if config is not None:
+            check_config_path(config)
+        return cls(config, items, **options)
 
 
 def submit(request: Request, echo: Echo) -> int:
@@ -168,62 +181,35 @@ def _check_environment(cluster: str) -> None:
 
 
 def _jobs(request: Request, echo: Echo) -> tuple[list[Any], list[str], Path]:
-    """The jobs to submit, a label for each, and the logging folder; the config is checked first."""
+    """The jobs to submit, a label for each, and the logging folder; the config is checked first.
+    Each job runs one task of :mod:`dlscaffold.experiments.engine`, as ``train`` and ``sweep`` run
+    them in one process or in worker processes."""
+    from dlscaffold.experiments.engine import TrainTask
     from dlscaffold.experiments.jobs import SweepWorkerJob, TrainJob
-    from dlscaffold.records.rundir import check_logging_dir
+    from dlscaffold.experiments.sweep import SweepWorkerTask
 
     project = request.project.resolve() if request.project is not None else None
     if request.sweep is not None:
         from dlscaffold.experiments import sweep
 
         folder = sweep.create(request.sweep, project, echo).folder
-        jobs = [SweepWorkerJob(folder) for _ in range(request.workers)]
+        jobs = [SweepWorkerJob(SweepWorkerTask(folder=folder)) for _ in range(request.workers)]
         return jobs, [f"sweep worker {i + 1}" for i in range(request.workers)], folder.parent.parent
     config = request.config.resolve()
     if request.seeds is None:
         from dlscaffold.prepare import prepare
+        from dlscaffold.records.rundir import check_logging_dir
 
         logging_dir = prepare(config, request.overrides, project).config.logging_params.logging_dir
         check_logging_dir(logging_dir)
-        return [TrainJob(config, request.overrides, logging_dir, project)], [config.name], logging_dir
-    return _seed_jobs(config, request.overrides, project, request.seeds, echo)
+        task = TrainTask(config=config, overrides=request.overrides, project=project)
+        return [TrainJob(task, logging_dir)], [config.name], logging_dir
+    from dlscaffold.experiments import groups
 
-
-def _seed_jobs(
-    config: Path, overrides: list[str], project: Path | None, seeds_text: str, echo: Echo
-) -> tuple[list[Any], list[str], Path]:
-    """One job per seed, a seed group: every run takes the first seed's split, made here once."""
-    from dlscaffold.experiments.groups import group_info, parse_seeds, seed_overrides
-    from dlscaffold.experiments.jobs import TrainJob
-    from dlscaffold.prepare import prepare
-    from dlscaffold.records.rundir import check_logging_dir
-
-    seeds = parse_seeds(seeds_text)
-    prepared = prepare(config, [*overrides, f"training_params.seed={seeds[0]}"], project)
-    logging_dir = prepared.config.logging_params.logging_dir
-    check_logging_dir(logging_dir)
-    group_id = uuid.uuid4().hex[:12]
-    split = None  # the config names a split file already: every run takes it
-    if prepared.config.dataloading_params.idx_dict_path is None:
-        from dlscaffold.data import save_idx_dict
-        from dlscaffold.run.builder import dataset_and_split
-
-        split = logging_dir / "jobs" / f"group_{group_id}"
-        split.mkdir(parents=True, exist_ok=True)
-        save_idx_dict(dataset_and_split(prepared)[1], split / SPLIT_FILE)
-    echo(f"Seed group {group_id}: {len(seeds)} runs, seeds {', '.join(map(str, seeds))}")
-    jobs = [
-        TrainJob(
-            config,
-            [*overrides, *seed_overrides(seed, split)],
-            logging_dir,
-            project,
-            group_info(group_id, seed, len(seeds)),
-            f"seed{seed}",
-        )
-        for seed in seeds
-    ]
-    return jobs, [f"seed {seed}" for seed in seeds], logging_dir
+    # a seed group: one job per seed, every run on the group's split, made here once
+    group = groups.plan(config, request.overrides, groups.parse_seeds(request.seeds), project_dir=project, echo=echo)
+    jobs = [TrainJob(task, group.logging_dir) for task in group.tasks]
+    return jobs, [task.label for task in group.tasks], group.logging_dir
 
 
 # ------------------------------------------------------------------------------ submitting

@@ -16,6 +16,10 @@ exclusive lock on the sweep folder, so several workers, also ``--resume`` proces
 machines sharing the folder, never take the same trial. A trial's value is the best monitor value of
 its run, the mean over its seeds; each validation reports the monitor to the pruner (with seeds:
 the mean over the seeds, reported while the last seed runs).
+
+Workers are tasks of :mod:`dlscaffold.experiments.engine` (:class:`SweepWorkerTask`): one in this
+process, several in worker processes, or cluster jobs; a data-parallel trial run (``--nproc K``) is
+a :class:`TrialTask`, whose K processes torchrun starts.
 """
 
 from __future__ import annotations
@@ -25,16 +29,17 @@ import dataclasses
 import itertools
 import json
 import math
-import os
 import shlex
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import yaml
 
 from dlscaffold.errors import ConfigError, UserError, first_line
-from dlscaffold.experiments.sweep_file import SweepSpec, read_sweep, trial_overrides
+from dlscaffold.experiments.engine import Task, optional_path
+from dlscaffold.experiments.sweep_file import SweepSpec, make_pruner, make_sampler, read_sweep, trial_overrides
 from dlscaffold.records.rundir import CONFIG_FILE, SPLIT_FILE
 
 SWEEP_FILE = "sweep.yml"
@@ -116,15 +121,16 @@ def resume(folder: Path, workers: int, echo: Echo) -> int:
 
 def run(sweep: Sweep, workers: int, echo: Echo) -> int:
     """Run ``workers`` workers to the sweep's end (in this process for one); the exit code."""
+    from dlscaffold.experiments import engine
     from dlscaffold.run.stops import EXIT_CODES, RunInterrupted
 
     try:
-        if workers == 1:
-            work(sweep.folder, echo)
-        else:
-            code = _run_processes(sweep, workers, echo)
-            if code:
-                raise RunInterrupted(code)
+        ended = engine.run([SweepWorkerTask(folder=sweep.folder) for _ in range(workers)], workers, echo)
+        if ended.signum is not None:
+            raise RunInterrupted(ended.signum)
+        failed = [code for code in ended.codes if code != 0]
+        if failed:
+            echo(f"{len(failed)} worker(s) ended with exit code {failed[0]}; resume the sweep to finish their trials")
     except RunInterrupted as exc:
         sweep.write_state("interrupted")
         echo(f"Stopped; resume the sweep with: {resume_command(sweep.folder)}")
@@ -153,23 +159,6 @@ def resume_command(folder: Path) -> str:
     from dlscaffold.run.summary import program
 
     return f"{program('sweep')} --resume {shlex.quote(str(folder))}"
-
-
-def _run_processes(sweep: Sweep, workers: int, echo: Echo) -> int | None:
-    """Run the workers as processes; returns the signal that stopped the sweep, or None."""
-    from dlscaffold.experiments import workers as pool
-
-    gpus, procs = pool.gpu_count(), []
-    with pool.Forwarding(procs, echo) as forwarding:
-        for index in range(workers):
-            procs.append(pool.start(["sweep", "--worker", str(sweep.folder)], pool.worker_env(index, workers, gpus)))
-        codes = [proc.wait() for proc in procs]
-    if forwarding.signum is not None:
-        return forwarding.signum
-    failed = [code for code in codes if code != 0]
-    if failed:
-        echo(f"{len(failed)} worker(s) ended with exit code {failed[0]}; resume the sweep to finish their trials")
-    return None
 
 
 # -------------------------------------------------------------------------------- the folder
@@ -218,18 +207,8 @@ class Sweep:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        seed = self.spec.get("sampler_seed")
-        sampler = {
-            "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-            # grid: every combination is enqueued when the study is made (WAITING trials, asked in order)
-            "grid": lambda: optuna.samplers.RandomSampler(seed=seed),
-        }[self.spec["sampler"]]()
-        pruner = {
-            "none": optuna.pruners.NopPruner,
-            "median": optuna.pruners.MedianPruner,
-            "hyperband": optuna.pruners.HyperbandPruner,
-        }[self.spec["pruner"]]()
+        sampler = make_sampler(self.spec["sampler"], self.spec.get("sampler_seed"))
+        pruner = make_pruner(self.spec["pruner"])
         kwargs = {"study_name": self.folder.name, "storage": self.storage(), "sampler": sampler, "pruner": pruner}
         if not create:
             return optuna.load_study(**kwargs)
@@ -352,6 +331,51 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- the worker
+
+
+@dataclasses.dataclass(kw_only=True)
+class SweepWorkerTask(Task):
+    """One worker of the sweep in ``folder``: claim and run trials until the sweep has them all."""
+
+    kind: ClassVar[str] = "sweep_worker"
+    folder: Path
+    run_info: dict[str, Any] = dataclasses.field(default_factory=dict)  # more keys for run.json (a job's "job")
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+
+    def run(self, echo: Echo) -> None:
+        work(self.folder, echo, self.run_info)
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrialTask(Task):
+    """Seed ``index`` of trial ``number`` of the sweep in ``folder``, trained data-parallel in
+    ``nproc`` processes: from ``config`` with ``overrides``, or resuming the run folder ``resume``.
+    Each process makes the trial's run options; rank 0 alone reports to the study."""
+
+    kind: ClassVar[str] = "sweep_trial"
+    folder: Path
+    number: int
+    index: int
+    config: Path | None = None
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    resume: Path | None = None
+    nproc: int = 1
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        self.config, self.resume = optional_path(self.config), optional_path(self.resume)
+
+    def run(self, echo: Echo) -> Any:
+        """This process's part of the run (rank 0 writes and reports); its ``RunResult``."""
+        from dlscaffold.train import train
+
+        sweep = Sweep.open(self.folder)
+        options = trial_options(sweep, self.number, self.index, echo)
+        options.progress_bar = sys.stdout.isatty()
+        project = Path(sweep.spec["project"])
+        return train(self.config, self.overrides, project_dir=project, resume=self.resume, options=options, echo=echo)
 
 
 @dataclasses.dataclass
@@ -485,8 +509,8 @@ def trial_options(
     sweep: Sweep | Path, number: int, index: int, echo: Echo, trial: Any = None, runs: dict | None = None
 ) -> Any:
     """The :class:`~dlscaffold.train.TrainOptions` of seed ``index`` of trial ``number``: its
-    run.json keys, its folder name and its pruning reporter (used on rank 0 only). A data-parallel
-    trial's processes make them from ``train --sweep-trial``."""
+    run.json keys, its folder name and its pruning reporter (used on rank 0 only). Each process of a
+    data-parallel trial makes them (:class:`TrialTask`)."""
     import optuna
 
     from dlscaffold.train import TrainOptions
@@ -510,21 +534,26 @@ def trial_options(
 def _run_in_processes(
     sweep: Sweep, number: int, index: int, config: Path | None, overrides: list[str], run: Path | None, echo: Echo
 ) -> dict[str, Any]:
-    """A data-parallel trial run: ``dlscaffold train --nproc K`` whose rank 0 reports to the study;
-    returns its run.json. A signal to this worker is passed on; the run then saves its position."""
-    from dlscaffold.experiments import workers as pool
+    """A data-parallel trial run (:class:`TrialTask`): a worker process that starts the run's
+    processes through torchrun, whose rank 0 reports to the study; returns its run.json. A signal
+    to this worker is passed on; the run then saves its position."""
+    from dlscaffold.experiments import engine
     from dlscaffold.records.rundir import read_run_info
     from dlscaffold.run.stops import EXIT_CODES, RunInterrupted
 
-    args = ["train", "--nproc", str(sweep.spec["nproc"]), "--project", sweep.spec["project"]]
-    args += ["--sweep-trial", f"{sweep.folder}:{number}:{index}"]
-    args += ["--resume", str(run), "--"] if run is not None else ["--", str(config), *overrides]
-    procs: list = []
-    with pool.Forwarding(procs, echo) as forwarding:
-        procs.append(pool.start(args, {**os.environ, "PYTHONUNBUFFERED": "1"}))  # this worker's share
-        code = procs[0].wait()
-    if forwarding.signum is not None or code in EXIT_CODES.values():
-        raise RunInterrupted(forwarding.signum or next(s for s, c in EXIT_CODES.items() if c == code))
+    task = TrialTask(
+        folder=sweep.folder,
+        number=number,
+        index=index,
+        config=config,
+        overrides=[] if run else overrides,
+        resume=run,
+        nproc=int(sweep.spec["nproc"]),
+    )
+    ended = engine.in_processes([task], 1, echo, share=False)  # this worker's share of the machine
+    code = ended.codes[0] if ended.codes else 130
+    if ended.signum is not None or code in EXIT_CODES.values():
+        raise RunInterrupted(ended.signum or next(s for s, c in EXIT_CODES.items() if c == code))
     found = sweep.runs_of().get(number, {}).get(sweep.seeds[index])
     info = read_run_info(found) if found is not None else {}
     if code != 0 or info.get("status") not in ("completed", "pruned"):

@@ -45,8 +45,8 @@ KEYS = (
     "params",
     "storage",
 )
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("none", "median", "hyperband")
+SAMPLERS = ("tpe", "random", "grid")  # what the sweep file accepts; each is made by make_sampler
+PRUNERS = ("none", "median", "hyperband")  # each is made by make_pruner
 DIRECTIONS = ("maximize", "minimize")
 KINDS = ("float", "int", "choice")
 _PARAM_KEYS = {"float": ("float", "log", "step"), "int": ("int", "log", "step"), "choice": ("choice",)}
@@ -312,3 +312,25 @@ def trial_overrides(params: dict[str, Any]) -> list[str]:
         return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip().removesuffix("...").strip()
 
     return [f"{key}={text(value)}" for key, value in params.items()]
+
+
+def make_sampler(name: str, seed: int | None) -> Any:
+    """The Optuna sampler a sweep file's ``sampler`` names (one of :data:`SAMPLERS`)."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name in ("random", "grid"):  # grid: every combination is enqueued when the study is made, asked in order
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}")  # the sweep file's check makes this unreachable
+
+
+def make_pruner(name: str) -> Any:
+    """The Optuna pruner a sweep file's ``pruner`` names (one of :data:`PRUNERS`)."""
+    import optuna
+
+    pruners = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner}
+    pruners["hyperband"] = optuna.pruners.HyperbandPruner
+    if name not in pruners:
+        raise ValueError(f"unknown pruner {name!r}")  # the sweep file's check makes this unreachable
+    return pruners[name]()

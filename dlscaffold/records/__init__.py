@@ -5,5 +5,5 @@ epochs (``runfiles``), checkpoints and their names (``checkpoint``), trackers (T
 ``metrics.jsonl``: ``trackers``), logged images (``images``) and the weight lineage between runs
 (``lineage``).
 
-May import: ``errors``, ``config``, ``project``. Nothing above it (data, building, the loop).
+May import: ``errors`` and ``config``; nothing above it (the project's code, data, parts, the loop).
 """

@@ -106,7 +106,7 @@ def collect_images(
     Args:
         specs: the ``log_images`` entries (checked before training).
         batch: the first validation batch.
-        outputs: the models' outputs on it (:meth:`dlscaffold.build.flow.Flow.forward`).
+        outputs: the models' outputs on it (:meth:`dlscaffold.parts.flow.Flow.forward`).
 
     Returns:
         ``{entry: samples}``; an entry whose tensor is missing or not images is left out.

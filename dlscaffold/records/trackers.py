@@ -8,8 +8,8 @@ own record, read by ``dlscaffold runs``, ``load_run`` and the tests), then Tenso
 locked) is switched off with one warning and the run goes on; ``metrics.jsonl`` failing is the
 run's failure. A ``--debug`` run gets an empty :class:`Trackers` and writes nothing.
 
-A new tracker is a class here with the five methods, a name in :data:`TRACKERS` and a branch in
-:func:`_open`.
+A new tracker is a class here with the five methods and its entry in :data:`OPENERS`, and its
+name in the config schema's :data:`TRACKERS` (what the config check accepts; a test holds the two equal).
 
 The names: ``metrics.jsonl`` rows hold ``<Model>/<logging_name>`` keys with their ``split``;
 TensorBoard and MLflow get the same keys under ``<split>/`` (``val/Classifier/accuracy``), and the
@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -230,13 +231,25 @@ def open_trackers(run_dir: Path, config: Any, resume: tuple[int, int] | None = N
     return Trackers(opened)
 
 
+def _open_tensorboard(run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:
+    return TensorBoard(run_dir, resume[1] if resume else None)
+
+
+def _open_mlflow(run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:
+    lp = config.logging_params
+    return MLflow(run_dir, config.to_dict(), lp.mlflow_uri or default_mlflow_uri(lp.logging_dir))
+
+
+# How each tracker that ``logging_params.trackers`` may name is opened: one entry per name of
+# :data:`TRACKERS` (the config's check), which a test holds equal to these keys.
+OPENERS: dict[str, Callable[[Path, Any, tuple[int, int] | None], Tracker]] = {
+    "tensorboard": _open_tensorboard,
+    "mlflow": _open_mlflow,
+}
+
+
 def _open(name: str, run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:
-    if name == "tensorboard":
-        return TensorBoard(run_dir, resume[1] if resume else None)
-    if name == "mlflow":
-        lp = config.logging_params
-        return MLflow(run_dir, config.to_dict(), lp.mlflow_uri or default_mlflow_uri(lp.logging_dir))
-    raise ValueError(f"unknown tracker {name!r}")  # the config's check makes this unreachable
+    return OPENERS[name](run_dir, config, resume)
 
 
 def default_mlflow_uri(logging_dir: Path) -> str:

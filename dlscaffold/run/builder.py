@@ -16,13 +16,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from dlscaffold.build.device import Placement, select_placement
-from dlscaffold.build.device_data import split_loader
-from dlscaffold.build.distributed import World
-from dlscaffold.build.flow import Flow, build_flow
-from dlscaffold.build.precision import Precision
-from dlscaffold.build.seeding import seed_everything
-from dlscaffold.build.tta import Views, views_of
 from dlscaffold.config import Config
 from dlscaffold.data import (
     batch_transform,
@@ -33,6 +26,13 @@ from dlscaffold.data import (
     split_problem,
 )
 from dlscaffold.errors import UserError
+from dlscaffold.parts.device import Placement, select_placement
+from dlscaffold.parts.device_data import split_loader
+from dlscaffold.parts.distributed import World
+from dlscaffold.parts.flow import Flow, build_flow
+from dlscaffold.parts.precision import Precision
+from dlscaffold.parts.seeding import seed_everything
+from dlscaffold.parts.tta import Views, views_of
 from dlscaffold.prepare import Prepared
 
 

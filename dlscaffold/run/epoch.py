@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from dlscaffold.build.device import Placement
-from dlscaffold.build.distributed import all_reduce_sum
-from dlscaffold.build.flow import Flow, batch_size_of
-from dlscaffold.build.precision import Precision
-from dlscaffold.build.tta import Views
+from dlscaffold.parts.device import Placement
+from dlscaffold.parts.distributed import all_reduce_sum
+from dlscaffold.parts.flow import Flow, batch_size_of
+from dlscaffold.parts.precision import Precision
+from dlscaffold.parts.tta import Views
 from dlscaffold.run.progress import Progress
 
 
@@ -71,7 +71,7 @@ def evaluate_batch(
     """Every loss and eval of one batch (the caller sets eval mode and no_grad).
 
     Returns the per-sample values; the batch is also added to the torchmetrics evals' state
-    (:meth:`~dlscaffold.build.flow.Flow.update_metrics`), which the caller resets and computes.
+    (:meth:`~dlscaffold.parts.flow.Flow.update_metrics`), which the caller resets and computes.
     """
     with precision.forward_context():
         outputs = flow.forward(batch, needed_only=True) if views is None else views.forward(flow, batch)

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from dlscaffold.build.flow import batch_size_of
-from dlscaffold.build.seeding import forked_rng
 from dlscaffold.config import DATASET, metric_name
 from dlscaffold.data import Collate, collate
 from dlscaffold.errors import CodeError, ConfigError, UserError, blame, first_line
 from dlscaffold.losses import check_inputs, class_index_problem, class_inputs, classes_owner
+from dlscaffold.parts.flow import batch_size_of
+from dlscaffold.parts.seeding import forked_rng
 from dlscaffold.prepare import gradient_path_problems
 from dlscaffold.records.images import image_problems
 from dlscaffold.run.epoch import evaluate_batch

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from dlscaffold.build import distributed
-from dlscaffold.build.flow import batch_size_of
 from dlscaffold.config.monitor import TOTAL_LOSS, logs_total
 from dlscaffold.errors import blame
+from dlscaffold.parts import distributed
+from dlscaffold.parts.flow import batch_size_of
 from dlscaffold.records.checkpoint import rng_state, save_best, save_checkpoint, set_rng_state
 from dlscaffold.records.images import collect_images, image_grids
 from dlscaffold.records.rundir import RunLock, read_run_info, update_run_info

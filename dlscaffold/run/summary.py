@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from dlscaffold.build.flow import Flow
     from dlscaffold.config import Config
+    from dlscaffold.parts.flow import Flow
 
 HEADER = ("model", "class", "parameters", "training", "weights")
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from dlscaffold.build.flow import Flow
-from dlscaffold.build.optim import build_optimizer, build_scheduler, model_params, param_groups
-from dlscaffold.build.precision import Precision
 from dlscaffold.config import metric_name
 from dlscaffold.errors import UserError
+from dlscaffold.parts.flow import Flow
+from dlscaffold.parts.optim import build_optimizer, build_scheduler, model_params, param_groups
+from dlscaffold.parts.precision import Precision
 
 
 class NonFiniteStep(Exception):

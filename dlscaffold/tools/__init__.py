@@ -3,5 +3,5 @@
 Owns the project template tooling (``scaffold``: ``dlscaffold new`` / ``update`` through copier) and
 the module library's layer planner (``arch``: ``dlscaffold arch``).
 
-May import: ``errors``, ``_version``, ``config`` and ``modules``; nothing that trains.
+May import: ``errors``, ``_version``, ``config``, ``records`` (file names) and ``modules``; nothing that trains.
 """

@@ -1,7 +1,8 @@
 """Generate a project from the template (:func:`new_project`) and update it later (:func:`update_project`).
 
 Plain functions around copier (imported inside them, so ``dlscaffold --help`` stays fast); the
-``new`` and ``update`` commands in :mod:`dlscaffold.cli` call them and print the results. They never
+``new`` and ``update`` commands in :mod:`dlscaffold.cli` call them and print the results with
+:func:`report_new` and :func:`report_update`. They never
 prompt: questions not answered with ``key=value`` data take their defaults. The template is the
 dlscaffold repository itself (``copier.yml`` at its root renders ``template/``); by default the
 checkout the running dlscaffold is installed from, at ``HEAD``.
@@ -38,7 +39,7 @@ import shlex
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -676,3 +677,67 @@ def update_project(project_dir: Path = Path("."), data: Sequence[str] = (), vcs_
         kept=kept,
         notes=notes + config_notes,
     )
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+def report_new(result: NewResult, echo: Callable[..., None]) -> None:
+    """What ``new`` made, then how to start; ``echo`` is called as ``echo(line)`` or ``echo(line, err=True)``."""
+    echo(f"Created {result.target} from the template at {result.source} ({result.commit or 'no git version'}).")
+    if result.repository:
+        echo(result.repository)
+    for note in result.notes:
+        echo(f"note: {note}", err=True)
+    echo(f"Next: cd {result.target} && python train.py")
+
+
+def report_update(result: UpdateResult, echo: Callable[..., None], print_table: Callable[[Any], None]) -> int:
+    """What ``update`` did: the files and config values it changed (the values as a table, printed
+    with ``print_table``), then its conflicts on standard error (``echo(line, err=True)``).
+
+    Returns:
+        The exit code: 0, or :data:`CONFLICT_EXIT_CODE` where files hold conflicts to resolve.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    for note in result.notes:
+        echo(f"note: {note}", err=True)
+    if result.up_to_date:
+        echo(f"{result.project}: up to date with template version {result.after}; nothing to update")
+        return 0
+    versions = (
+        f"at template version {result.after}"
+        if result.before == result.after
+        else f"from template version {result.before} to {result.after}"
+    )
+    echo(f"Updated {result.project} {versions}; review with `git diff`, then commit")
+    if result.changed:
+        echo("Files changed:")
+        for what, name in result.changed:
+            echo(f"  {what:<9} {name}")
+    if result.config_changes:
+        table = Table(title=f"{CONFIG_FILE} values changed")
+        table.add_column("key.path: old -> new", no_wrap=True)
+        for key, old, new in result.config_changes:
+            table.add_row(Text(f"{key}: {old} -> {new}"))
+        print_table(table)
+    if not (result.conflicts or result.kept):
+        return 0
+    echo(
+        f"error: template changes conflict with your edits in {len(result.conflicts) + len(result.kept)} "
+        "file(s); resolve the <<<<<<< / >>>>>>> blocks (or .rej files), then git add and commit:",
+        err=True,
+    )
+    in_conflict = "; ".join(
+        f"{key}: yours {mine}, the template's {theirs}" for key, mine, theirs in result.config_conflicts
+    )
+    for name in result.conflicts:
+        keys = f" (keys in conflict: {in_conflict})" if name == CONFIG_FILE and in_conflict else ""
+        echo(f"  {name}{keys}", err=True)
+    for name in result.kept:
+        echo(
+            f"  {name} (the template no longer has this file; kept because you edited it: keep or delete it)", err=True
+        )
+    return CONFLICT_EXIT_CODE

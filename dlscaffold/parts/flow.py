@@ -25,14 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlscaffold.records.checkpoint import load_weights, weights_path
 from dlscaffold.config import DATASET, TRAINER, Config, metric_name, split_source
 from dlscaffold.errors import UserError, blame, closest, first_line
 from dlscaffold.losses import members_fn, per_sample
+from dlscaffold.parts.tm_metrics import build_metric, is_torchmetric
 from dlscaffold.project.code import Project
 from dlscaffold.project.registry import Registry
+from dlscaffold.records.checkpoint import load_weights, weights_path
 from dlscaffold.records.runfiles import model_weights
-from dlscaffold.build.tm_metrics import build_metric, is_torchmetric
 
 # An input as routed: (argument name, source: "dataset", "trainer" or a model, the source's tensor name).
 Route = tuple[str, str, str]
@@ -330,7 +330,7 @@ def build_flow(
     """
     models, inputs, trained = {}, {}, []
     for name, spec in config.info_flow.items():
-        if spec.ema_of is not None:  # an EMA model: a copy of its source as built (dlscaffold.build.ema)
+        if spec.ema_of is not None:  # an EMA model: a copy of its source as built (dlscaffold.parts.ema)
             model = copy.deepcopy(models[spec.ema_of])
         else:
             model = _construct(project.model_classes[name], spec.init_args, name)

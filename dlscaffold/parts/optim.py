@@ -27,7 +27,7 @@ import torch
 
 from dlscaffold.config import Config, ModelSpec, TrainingParams
 from dlscaffold.errors import ConfigError, available, did_you_mean, first_line
-from dlscaffold.build.signatures import kwargs_problem
+from dlscaffold.parts.signatures import kwargs_problem
 
 # Optimizers whose step needs a closure or sparse gradients: the loop cannot drive them.
 UNSUPPORTED_OPTIMIZERS = ("LBFGS", "SparseAdam", "Optimizer")

@@ -6,7 +6,8 @@ every process has a CUDA device, gloo otherwise, or ``training_params.backend``)
 share of each batch; rank 0 alone writes. In a single process every helper here is a no-op, so the
 loop reads the same either way.
 
-``dlscaffold train --nproc N`` starts torchrun itself through :func:`torch.distributed.run.run`.
+``dlscaffold train --nproc N`` starts the processes through torchrun's own code
+(:mod:`dlscaffold.run.launch`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from dlscaffold.records.rundir import CONFIG_FILE
 from dlscaffold.errors import UserError
 
 
@@ -105,27 +104,6 @@ def check_sync_batchnorm(world: World, sync_batchnorm: bool, use_gpu: bool) -> N
         raise UserError(problem)
 
 
-def check_launch(nproc: int, config: Path | None, overrides: list[str], resume: Path | None) -> None:
-    """What :func:`check_sync_batchnorm` would refuse in every process, said once before torchrun
-    starts them. A config that cannot be read is left to the processes, which say why.
-
-    Raises:
-        UserError: ``sync_batchnorm`` with processes that would train on the CPU.
-    """
-    from dlscaffold.config import load_raw, validate_raw
-
-    path = resume / CONFIG_FILE if resume is not None else config
-    try:
-        checked, _ = validate_raw(load_raw(path, overrides)) if path is not None else (None, [])
-    except UserError:
-        return
-    if checked is not None:
-        tp = checked.training_params
-        problem = sync_batchnorm_problem(tp.sync_batchnorm, tp.use_GPU, nproc)
-        if problem is not None:
-            raise UserError(problem)
-
-
 def shutdown() -> None:
     import torch.distributed as dist
 
@@ -162,50 +140,3 @@ def gather(value: Any) -> list[Any]:
     values: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
-
-
-def launch_args(
-    config: Path | None,
-    overrides: list[str],
-    *,
-    project: Path | None = None,
-    resume: Path | None = None,
-    dev: bool = False,
-    no_save: bool = False,
-    debug: bool = False,
-    device: str | None = None,
-    sweep_trial: str | None = None,
-) -> list[str]:
-    """The ``dlscaffold`` arguments that run ``train`` with these options in each process :func:`launch` starts.
-
-    Every option of the ``train`` command is forwarded except ``--nproc`` (a process torchrun started
-    has ``LOCAL_RANK`` set and trains instead of launching). Options come first, then ``--``, so that
-    a config path or an override is never read as an option.
-    """
-    flags = [flag for flag, on in (("--dev", dev), ("--no-save", no_save), ("--debug", debug)) if on]
-    valued = [
-        *(["--project", str(project)] if project is not None else []),
-        *(["--resume", str(resume)] if resume is not None else []),
-        *(["--device", device] if device is not None else []),
-        *(["--sweep-trial", sweep_trial] if sweep_trial is not None else []),
-    ]
-    return ["train", *flags, *valued, "--", *([str(config)] if config is not None else []), *overrides]
-
-
-def launch(nproc: int, args: list[str]) -> int:
-    """Run ``dlscaffold ARGS`` in ``nproc`` processes on this machine, through torchrun's own code.
-
-    Returns the exit code: 0, or the first failed process's (its error line is already printed).
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    options = get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "-m", "dlscaffold", *args]
-    )
-    try:
-        run(options)
-    except ChildFailedError as exc:
-        codes = [f.exitcode for f in exc.failures.values()]
-        return next((c for c in codes if c and c > 0), 1)
-    return 0

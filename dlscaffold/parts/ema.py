@@ -1,7 +1,7 @@
 """EMA models: a model of ``info_flow`` that holds the moving average of an earlier model's weights.
 
 ``Teacher: {ema_of: Student, decay: 0.999}`` builds a copy of ``Student`` (same class and
-``init_args``, starting from its initial weights, :func:`dlscaffold.build.flow.build_flow`) that no
+``init_args``, starting from its initial weights, :func:`dlscaffold.parts.flow.build_flow`) that no
 optimizer steps: after every ``every``-th optimizer step of ``Student``,
 ``ema = decay * ema + (1 - decay) * weights`` for every parameter and floating-point buffer; integer
 buffers (BatchNorm's ``num_batches_tracked``) are copied. With ``decay_ramp: p > 0`` the decay used
