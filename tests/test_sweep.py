@@ -237,6 +237,97 @@ def test_a_bad_sweep_file_is_one_line_and_runs_no_trial(toy: Path, fields: dict,
     assert not (toy / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"storage": "notadb://x"}, "storage: cannot open 'notadb://x'"),
+        ({"storage": "sqlite:///no/such/folder/study.db"}, "/no/such/folder/study.db' (OperationalError"),
+        ({"storage": "sqlite://"}, "a database in memory"),
+        ({"params": {"training_params.max_training_epochs": {"int": [1, 2**70]}}}, "max_training_epochs: found"),
+        ({"seeds": [1, 2**70]}, "training_params.seed: found"),
+    ],
+)
+def test_what_would_fail_a_sweep_later_is_one_line_before_its_folder_is_made(
+    toy: Path, fields: dict, expected: str
+) -> None:
+    """A storage that cannot be opened, a range whose far end or a seed the config refuses."""
+    result = bad(toy, **fields)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert expected in errors[0] and "Traceback" not in result.stderr
+    assert not (toy / "runs").exists()
+
+
+FAILING = {
+    "before its run": {"info_flow.Classifier.init_args.num_classes": {"choice": [0]}},  # the first-batch check
+    "mid-run": {"training_params.lrn_rate": {"choice": [1.0e30]}},  # a non-finite loss at step 1
+}
+
+
+@pytest.mark.parametrize("when", FAILING)
+def test_failing_trials_are_fail_with_their_error_lines_and_the_sweep_completes(toy: Path, when: str) -> None:
+    result = run_cli("sweep", str(sweep_file(toy, trials=2, params=FAILING[when])), cwd=toy)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    done = state(only_sweep(toy))
+    assert done["status"] == "completed" and [t["state"] for t in done["trials"]] == ["FAIL", "FAIL"]
+    assert all(("not finite" if when == "mid-run" else "Classifier") in t["error"] for t in done["trials"])
+    assert [len(t["runs"]) for t in done["trials"]] == [1 if when == "mid-run" else 0] * 2
+    assert "2 failed: their error lines are in sweep.json" in result.stdout
+
+
+CRASH_WHILE_TELLING_A_FAILURE = """
+import os, sys
+import optuna
+optuna.trial.Trial.set_user_attr = lambda self, key, value: os._exit(9)  # dies as the study hears of it
+from dlscaffold.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("when", FAILING)
+def test_a_resume_after_a_crash_while_a_failure_was_told_finishes_the_sweep(toy: Path, when: str) -> None:
+    from dlscaffold.experiments.sweep import Sweep
+
+    path = sweep_file(toy, trials=2, params=FAILING[when])
+    crash = [sys.executable, "-c", CRASH_WHILE_TELLING_A_FAILURE, "sweep", str(path)]
+    crashed = subprocess.run(crash, cwd=toy, capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert crashed.returncode == 9, crashed.stderr
+    folder = only_sweep(toy)
+    assert [t.state.name for t in Sweep.open(folder).study().get_trials()] == ["RUNNING"]  # no live lock
+    runs = trial_runs(folder)
+    result = run_cli("sweep", "--resume", str(folder), cwd=toy)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    done = state(folder)
+    assert done["status"] == "completed" and [t["state"] for t in done["trials"]] == ["FAIL", "FAIL"]
+    assert all(t["error"] for t in done["trials"])
+    if when == "mid-run":  # the failed run is not trained again: its error is the trial's
+        assert done["trials"][0]["runs"] == [runs[0].name] and len(trial_runs(folder)) == 2
+        assert json.loads((runs[0] / "run.json").read_text())["error"] == done["trials"][0]["error"]
+
+
+def test_a_sweep_in_a_sqlite_database_resumes_from_anywhere(toy: Path, tmp_path: Path) -> None:
+    """A relative sqlite path is relative to the sweep file; the study is found by the name sweep.yml
+    records, also in a database another sweep shares."""
+    path = sweep_file(toy, trials=1, storage="sqlite:///study.db", overrides=["training_params.max_training_epochs=1"])
+    first = run_cli("sweep", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (toy / "study.db").is_file() and not (tmp_path / "study.db").exists()
+    folder = only_sweep(toy)
+    spec = yaml.safe_load((folder / "sweep.yml").read_text())
+    assert spec["storage"] == f"sqlite:///{toy / 'study.db'}" and spec["study"] == folder.name
+    from dlscaffold.experiments import sweep
+
+    other = sweep_file(
+        toy, "other.yml", storage="sqlite:///study.db", overrides=[f"logging_params.logging_dir={tmp_path}"]
+    )
+    second = sweep.create(other, None, print)  # a folder of the same name elsewhere, a study in the same database
+    assert second.folder.name == folder.name and second.spec["study"] == f"{folder.name}_2"
+    moved = folder.rename(tmp_path / "moved")
+    again = run_cli("sweep", "--resume", str(moved), cwd=toy)
+    assert again.returncode == 0, again.stderr
+    assert state(moved)["status"] == "completed" and "1 of 1 trials finished" in again.stdout
+
+
 def test_every_problem_of_a_sweep_file_at_once(toy: Path) -> None:
     result = bad(toy, trails=3, sampler="grid", pruner="sometimes")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

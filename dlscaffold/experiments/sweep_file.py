@@ -19,7 +19,9 @@ A sweep file names a base config, fixed overrides and the parameters to search::
 
 :func:`read_sweep` checks the file's own structure; the params and the metric are checked against
 the base config by :func:`dlscaffold.experiments.sweep.check_against_config` (through the same checks as
-``dlscaffold train``). Nothing here imports optuna or torch.
+``dlscaffold train``). :func:`folder_spec_problem` checks the resolved copy a sweep folder keeps
+(``sweep.yml``) before a resume trusts it. Both files are read by :func:`read_mapping`, within the
+config reader's limits. Nothing here imports optuna or torch.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlscaffold.config import read_yaml
+from dlscaffold.config import MAX_CONFIG_BYTES, YamlProblem, not_regular_file, parse_yaml
 from dlscaffold.errors import UserError, did_you_mean
 
 KEYS = (
@@ -50,6 +52,7 @@ PRUNERS = ("none", "median", "hyperband")  # each is made by make_pruner
 DIRECTIONS = ("maximize", "minimize")
 KINDS = ("float", "int", "choice")
 _PARAM_KEYS = {"float": ("float", "log", "step"), "int": ("int", "log", "step"), "choice": ("choice",)}
+_SQLITE = "sqlite:///"  # a relative sqlite path is made absolute: relative to the sweep file, as its config
 
 
 @dataclass
@@ -75,6 +78,10 @@ class Param:
     def first(self) -> Any:
         """A value in range, used to check that the config takes the key."""
         return self.choices[0] if self.kind == "choice" else self.low
+
+    def last(self) -> Any:
+        """The other end of the range (the last choice), checked as :meth:`first` is."""
+        return self.choices[-1] if self.kind == "choice" else self.high
 
     def as_dict(self) -> dict[str, Any]:
         if self.kind == "choice":
@@ -249,7 +256,19 @@ class _Reader:
         storage = self.raw.get("storage")
         if storage is not None and (not isinstance(storage, str) or "://" not in storage):
             self.problem("storage", f"found {storage!r}; expected an RDB URL such as sqlite:///study.db")
-        return storage
+            return None
+        if storage is None or not storage.startswith("sqlite:"):
+            return storage
+        path, query = storage[len(_SQLITE) :].partition("?")[::2] if storage.startswith(_SQLITE) else ("", "")
+        if path in ("", ":memory:"):
+            self.problem(
+                "storage",
+                f"found {storage!r}, a database in memory, which neither a resume nor another worker can "
+                "read; expected a database file such as sqlite:///study.db",
+            )
+            return None
+        path = str((self.path.resolve().parent / Path(path).expanduser()).resolve())  # relative to this file
+        return f"{_SQLITE}{path}" + (f"?{query}" if query else "")
 
     def params(self, sampler: str) -> list[Param]:
         raw = self.raw.get("params")
@@ -280,7 +299,8 @@ class _Reader:
 def read_sweep(path: Path) -> SweepSpec:
     """Read and check a sweep file's structure; every problem in one :class:`UserError`."""
     path = Path(path)
-    read = _Reader(path, read_yaml(path))
+    expected = "expected a sweep file: a mapping of keys such as config, trials and params"
+    read = _Reader(path, read_mapping(path, expected))
     for key in read.raw:
         if key not in KEYS:
             read.problem(str(key), f"unknown key; {did_you_mean(str(key), KEYS)}expected one of: {', '.join(KEYS)}")
@@ -334,3 +354,65 @@ def make_pruner(name: str) -> Any:
     if name not in pruners:
         raise ValueError(f"unknown pruner {name!r}")  # the sweep file's check makes this unreachable
     return pruners[name]()
+
+
+def read_mapping(path: Path, expected: str) -> dict[str, Any]:
+    """A YAML mapping read within the config reader's limits: a folder, a FIFO or a device is refused
+    without being opened, and so is a file over ``MAX_CONFIG_BYTES``. Any problem is one line naming
+    the file and ending with ``expected`` (what the file should be, what to do)."""
+    path = Path(path)
+    kind = not_regular_file(path)
+    if kind is not None or not path.is_file():
+        raise UserError(f"{path}: {f'found {kind}, not a regular file' if kind else 'not found'}; {expected}")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: found a file over {MAX_CONFIG_BYTES // 2**20} MiB; {expected}")
+        raw = parse_yaml(data.decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc}); {expected}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: found the byte 0x{data[exc.start]:02x}, which is not UTF-8; {expected}") from None
+    except YamlProblem as exc:
+        where = f"{exc.line}:{exc.column}: " if exc.line is not None else ""
+        raise UserError(f"{path}:{where}{'invalid YAML: ' if exc.syntax else ''}{exc.message}; {expected}") from None
+    if not isinstance(raw, dict):
+        found = "an empty file" if raw is None else f"{'a list' if isinstance(raw, list) else 'a single value'}"
+        raise UserError(f"{path}: found {found}; {expected}")
+    return raw
+
+
+# what a sweep folder's sweep.yml holds beyond the sweep file's keys
+FOLDER_KEYS = (*KEYS, "project", "nproc", "source", "study", "sampler_seed")
+
+
+def folder_spec_problem(spec: dict[str, Any]) -> str | None:
+    """The first problem of a sweep folder's resolved ``sweep.yml`` (what :func:`read_sweep` made of
+    a sweep file, with the metric, direction, project and study filled in); None when it is sound."""
+    checks = (
+        ("trials", lambda v: _number(v, True) and v >= 1, "a whole number >= 1"),
+        ("sampler", lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
+        ("pruner", lambda v: v in PRUNERS, f"one of {', '.join(PRUNERS)}"),
+        ("direction", lambda v: v in DIRECTIONS, f"one of {', '.join(DIRECTIONS)}"),
+        ("metric", lambda v: isinstance(v, str) and v, "the monitored metric's name"),
+        ("project", lambda v: isinstance(v, str) and v, "the project folder"),
+        ("params", lambda v: isinstance(v, dict) and v, "a mapping of config keys to ranges"),
+        ("seeds", lambda v: v is None or (isinstance(v, list) and all(_number(s, True) for s in v)), "a list"),
+        ("overrides", lambda v: v is None or (isinstance(v, list) and all(isinstance(o, str) for o in v)), "a list"),
+        ("nproc", lambda v: v is None or (_number(v, True) and v >= 1), "a whole number >= 1"),
+        ("storage", lambda v: v is None or (isinstance(v, str) and "://" in v), "an RDB URL"),
+        ("study", lambda v: v is None or (isinstance(v, str) and v), "the study's name"),
+        ("sampler_seed", lambda v: v is None or _number(v, True), "a whole number"),
+    )
+    for key, sound, expected in checks:
+        value = spec.get(key)
+        if not sound(value):
+            return f"{key}: {'missing' if value is None else f'found {value!r}'}; expected {expected}"
+    for key, raw in spec["params"].items():
+        param, problems = _param(str(key), raw, f"params.{key}")
+        if problems:
+            return problems[0]
+        if spec["sampler"] == "grid" and param.kind == "float" and param.step is None:
+            return f"params.{key}: the grid sampler needs a step for a float range"
+    return None
