@@ -103,3 +103,19 @@ def test_a_changed_source_file_gives_one_warning_on_evaluate_and_resume(pair: tu
         if not first.exists():
             shutil.move(first.with_name("moved_away"), first)
         source.write_bytes(original)
+
+
+def test_the_tree_finds_a_cycle_however_a_run_is_spelled(tmp_path: Path) -> None:
+    """Run A's weights come from B, and B's from A written another way (A/../A): hand-made run.json
+    files, as a hostile or broken folder may hold. The tree stops at the cycle."""
+    from dlscaffold.records.lineage import lineage_lines
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, source in ((a, b), (b, a / ".." / "a")):
+        run.mkdir()
+        (run / "config.yml").write_text("logging_params: {}\n")
+        (run / "idx_dict.json").write_text("{}")
+        models = {"Encoder": {"role": "frozen", "class": "Net", "source": {"run": str(source), "epoch": 1}}}
+        (run / "run.json").write_text(json.dumps({"status": "completed", "models": models}))
+    lines = lineage_lines(a)
+    assert len(lines) == 3 and lines[1].endswith("(completed)") and lines[2].endswith("(a cycle: already above)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -353,3 +355,45 @@ def test_runs_json_goes_to_stdout_and_warnings_to_stderr(logs: Path) -> None:
     (text,) = echo.out
     assert [row["run"] for row in json.loads(text)][0] == "20261127_1_baseline"
     assert echo.err and all(line.startswith("warning: ") for line in echo.err)  # the broken run.json
+
+
+def two_projects(logs: Path, second_metric: str) -> None:
+    """A folder holding the runs of two projects: digits (monitors accuracy) and another one."""
+    for number, (metric, value) in enumerate((("Classifier/accuracy", 0.93), (second_metric, 0.012)), 1):
+        best = {"epoch": 2, "metric": metric, "value": value}
+        started, ended = "2026-11-27T09:00:00+00:00", "2026-11-27T09:10:00+00:00"
+        make_run(logs, f"20261127_{number}", info("completed", best, started, ended), rows_for(2, [0.5, 0.9]))
+
+
+def grouped(logs: Path, fmt: str | None, capsys: pytest.CaptureFixture) -> str:
+    echo = Echo()
+    capsys.readouterr()
+    show_runs(logs, False, "run", None, True, fmt, None, echo)
+    return "\n".join(echo.out) + capsys.readouterr().out  # text through echo, the rich table to stdout
+
+
+def test_runs_group_names_the_metric_of_each_best_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    two_projects(tmp_path / "mixed", "Decoder/mse")
+    markdown = grouped(tmp_path / "mixed", "markdown", capsys).splitlines()
+    assert markdown[0].startswith("| group | notes | n | best |")  # no one metric named above both values
+    assert "| 0.93 (Classifier/accuracy) |" in markdown[2] and "| 0.012 (Decoder/mse) |" in markdown[3]
+    latex = grouped(tmp_path / "mixed", "latex", capsys)
+    assert r"$0.93$ (Classifier/accuracy)" in latex and r"$0.012$ (Decoder/mse)" in latex
+    table = grouped(tmp_path / "mixed", None, capsys)
+    assert "0.93 (Classifier/accuracy)" in table and "0.012 (Decoder/mse)" in table
+    rows = list(csv.DictReader(io.StringIO(grouped(tmp_path / "mixed", "csv", capsys))))
+    assert [(row["best.metric"], row["best.mean"]) for row in rows] == [
+        ("Classifier/accuracy", "0.93"),
+        ("Decoder/mse", "0.012"),
+    ]
+    two_projects(tmp_path / "same", "Classifier/accuracy")  # one metric: named once, in the title
+    markdown = grouped(tmp_path / "same", "markdown", capsys).splitlines()
+    assert "| best Classifier/accuracy |" in markdown[0] and "(Classifier/accuracy)" not in "\n".join(markdown[1:])
+
+
+def test_an_error_quoting_a_runs_metric_name_is_escaped(tmp_path: Path) -> None:
+    rows = rows_for(1, [0.5]) + [{"epoch": 2, "split": "val", "step": 2, "Classifier/\x1b]0;x\x07acc": 1.0}]
+    make_run(tmp_path, "20261127_1", info("completed", None, "2026-11-27T09:00:00+00:00", None), rows)
+    result = run_cli("runs", str(tmp_path), "--sort", "val:Classifier/acd", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: --sort: no run has the val metric")
+    assert "\x1b" not in result.stderr and "\\x1b]0;x\\x07" in result.stderr

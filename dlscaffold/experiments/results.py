@@ -14,20 +14,27 @@ like ``dlscaffold runs``, without torch. scipy (Student t, Welch's t-test), pand
 - :func:`compare` / :func:`compare_output` / :func:`plot`: ``dlscaffold compare RUN...``
   (:func:`show_comparison` prints it).
 - :func:`load_runs`: one DataFrame row per run under a folder (its sweeps' trial runs included).
+
+A run folder may come from anyone: its files are read only inside it (see
+:mod:`dlscaffold.records.summaries`), a value of the wrong type is left out with a warning, and
+everything printed (tables, csv, markdown, latex, warnings, errors) has its control characters
+escaped by :func:`~dlscaffold.records.summaries.printable`; only JSON prints text as it is, since
+JSON escapes them itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlscaffold.config import flatten, read_yaml
+from dlscaffold.config import INT64_MAX, flatten
 from dlscaffold.errors import UserError, available, did_you_mean
 from dlscaffold.experiments.runs import (
     default_columns,
@@ -38,8 +45,19 @@ from dlscaffold.experiments.runs import (
     sort_runs,
     stale_note,
 )
-from dlscaffold.records.rundir import CONFIG_FILE, is_run_dir, read_metrics
-from dlscaffold.records.summaries import STALE, list_runs, natural, summarize_run, to_json
+from dlscaffold.records.rundir import is_run_dir, read_metrics
+from dlscaffold.records.summaries import (
+    STALE,
+    is_folder,
+    list_runs,
+    natural,
+    printable,
+    read_run_config,
+    run_folders,
+    summarize_run,
+    to_json,
+    valid_text,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -79,14 +97,27 @@ def summary(values: Iterable[Any]) -> dict[str, Any]:
     import numpy as np
 
     xs = [x for x in map(_finite, values) if x is not None]
-    out: dict[str, Any] = {"n": len(xs), "mean": float(np.mean(xs)) if xs else None, "std": None, "ci95": None}
-    if len(xs) >= 2:
-        from scipy import stats
+    with _quiet_numbers():  # values near the float limit overflow to inf, said by the table itself
+        out: dict[str, Any] = {"n": len(xs), "mean": float(np.mean(xs)) if xs else None, "std": None, "ci95": None}
+        if len(xs) >= 2:
+            from scipy import stats
 
-        std = float(np.std(xs, ddof=1))
-        half = float(stats.t.ppf(0.975, len(xs) - 1)) * std / math.sqrt(len(xs))
-        out.update(std=std, ci95=[out["mean"] - half, out["mean"] + half])
+            std = float(np.std(xs, ddof=1))
+            half = float(stats.t.ppf(0.975, len(xs) - 1)) * std / math.sqrt(len(xs))
+            out.update(std=std, ci95=[out["mean"] - half, out["mean"] + half])
     return out
+
+
+@contextlib.contextmanager
+def _quiet_numbers() -> Iterator[None]:
+    """No numpy RuntimeWarning (overflow, invalid value) printed for the values of a hostile run."""
+    import warnings
+
+    import numpy as np
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def group_id(row: dict[str, Any]) -> str:
@@ -112,10 +143,11 @@ def group_stats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     one), ``n`` (runs), ``runs`` (their folder names), ``seeds``, ``run_notes`` (the first run's),
     ``statuses`` (runs per status), ``best`` (:func:`summary` of the runs' best monitor values, with
     ``metric``: the first run's monitor; a run that monitored another metric is left out) and one
-    ``val/<Model>/<name>`` :func:`summary` per final validation metric."""
+    ``val/<Model>/<name>`` :func:`summary` per final validation metric. The tables name the metric
+    of each best value: in the title where every group monitors the same one, else in each cell."""
     out = []
     for label, members in _grouped(rows, group_id).items():
-        bests = [row["best"] for row in members if row["best"]]
+        bests = [row["best"] for row in members if row["best"] and row["best"]["metric"]]
         metric = bests[0].get("metric") if bests else None
         entry = {
             "group": label,
@@ -136,13 +168,15 @@ def group_stats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _cell(value: Any) -> str:
+    """A value as a table cell shows it: ``-`` for None, floats to 4 significant digits, a mapping as
+    ``k=v, ...``; control characters escaped."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
-    return str(value)
+        return ", ".join(f"{printable(k)}={_cell(v)}" for k, v in value.items())
+    return printable(value)
 
 
 def _latex(text: str) -> str:
@@ -152,13 +186,14 @@ def _latex(text: str) -> str:
 def render(header: list[str], rows: list[list[Any]], fmt: str, raw: set[str] = frozenset()) -> str:
     """The table as ``csv`` (values as they are, None empty), ``markdown`` (GitHub pipes) or
     ``latex`` (a booktabs ``tabular``). Cells of the ``raw`` columns are LaTeX already."""
+    header = [printable(h) for h in header]
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows([["" if v is None else _cell(v) if isinstance(v, dict) else v for v in row] for row in rows])
+        writer.writerows([["" if v is None else _csv_value(v) for v in row] for row in rows])
         return buffer.getvalue().rstrip("\n")
-    cells = [[v if isinstance(v, str) else _cell(v) for v in row] for row in rows]
+    cells = [[printable(v) if isinstance(v, str) else _cell(v) for v in row] for row in rows]
     if fmt == "markdown":
         lines = [header, ["---"] * len(header), *cells]
         return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines)
@@ -174,6 +209,13 @@ def render(header: list[str], rows: list[list[Any]], fmt: str, raw: set[str] = f
             r"\end{tabular}",
         ]
     )
+
+
+def _csv_value(value: Any) -> Any:
+    """A csv field: numbers as they are, text with its control characters escaped."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return _cell(value) if isinstance(value, dict) else printable(value)
 
 
 def format_runs(rows: list[dict[str, Any]], fmt: str) -> str:
@@ -203,9 +245,26 @@ def mean_std(stat: dict[str, Any], latex: bool = False) -> str:
     return f"${stat['mean']:.4g} \\pm {stat['std']:.2g}$" if latex else f"{stat['mean']:.4g} ± {stat['std']:.2g}"
 
 
+def _best_metrics(stats: list[dict[str, Any]]) -> list[str]:
+    """The metrics the groups' best values are of, each once."""
+    return _union([entry["best"]["metric"]] for entry in stats if entry["best"]["metric"])
+
+
 def _best_title(stats: list[dict[str, Any]]) -> str:
-    metrics = {entry["best"]["metric"] for entry in stats if entry["best"]["metric"]}
-    return f"best {metrics.pop()}" if len(metrics) == 1 else "best"
+    """``best <metric>`` where every group's best value is of one metric; else ``best`` (each cell
+    then names its metric, :func:`_best_cell`)."""
+    metrics = _best_metrics(stats)
+    return f"best {metrics[0]}" if len(metrics) == 1 else "best"
+
+
+def _best_cell(entry: dict[str, Any], stats: list[dict[str, Any]], latex: bool = False) -> str:
+    """A group's best value as ``mean ± std``, followed by ``(metric)`` where the groups' best
+    values are of different metrics (so that no column mixes metrics without saying so)."""
+    best, cell = entry["best"], mean_std(entry["best"], latex)
+    if len(_best_metrics(stats)) > 1 and best["metric"] and best.get("mean") is not None:
+        metric = printable(best["metric"])
+        cell += f" ({_latex(metric) if latex else metric})"
+    return cell
 
 
 def _stat_keys(stats: list[dict[str, Any]]) -> list[str]:
@@ -238,11 +297,12 @@ def format_groups(stats: list[dict[str, Any]], fmt: str) -> str:
             entry["group"],
             entry["run_notes"],
             str(entry["n"]),
-            *(mean_std(entry.get(k) or {}, latex) for k in ["best", *keys]),
+            _best_cell(entry, stats, latex),
+            *(mean_std(entry.get(k) or {}, latex) for k in keys),
         ]
         for entry in stats
     ]
-    return render(header, rows, fmt, raw=set(titles))
+    return render(header, rows, fmt, raw={printable(title) for title in titles})
 
 
 def groups_table(stats: list[dict[str, Any]]) -> Table:
@@ -254,13 +314,12 @@ def groups_table(stats: list[dict[str, Any]]) -> Table:
 
     keys = _stat_keys(stats)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
-    for title in ["group", "notes", "n", _best_title(stats), *keys]:
-        table.add_column(title, justify="right" if title == "n" else "left", overflow="fold")
+    for title in ["group", "notes", "n", _best_title(stats), *keys]:  # Text: a "[" in a name is no markup
+        table.add_column(Text(printable(title)), justify="right" if title == "n" else "left", overflow="fold")
     for entry in stats:
-        best = entry["best"]
-        ci = best["ci95"]
-        best_cell = mean_std(best) + (f"\n95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
-        cells = [entry["group"], entry["run_notes"], str(entry["n"]), best_cell]
+        ci = entry["best"]["ci95"]
+        best_cell = _best_cell(entry, stats) + (f"\n95% CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+        cells = [printable(entry["group"]), printable(entry["run_notes"]), str(entry["n"]), best_cell]
         table.add_row(*map(Text, cells + [mean_std(entry.get(k) or {}) for k in keys]))
     return table
 
@@ -302,6 +361,40 @@ def show_runs(
     Raises:
         UserError: options that ask for two things at once, or an unknown format, column or sort key.
     """
+    with escaped_errors():
+        _show_runs(logging_dir, as_json, sort, columns, group, fmt, lineage, escaping(echo))
+
+
+def escaping(echo: Callable[..., None]) -> Callable[..., None]:
+    """``echo`` that escapes the control characters of what it prints (:func:`printable`; the lines
+    of a table stay lines), so that no text of a run folder reaches the terminal as it is."""
+
+    def say(text: Any = "", err: bool = False) -> None:
+        echo(printable(text, keep="\n"), err=err)
+
+    return say
+
+
+@contextlib.contextmanager
+def escaped_errors() -> Iterator[None]:
+    """A :class:`UserError` raised inside (which may quote a metric name of a run) with its control
+    characters escaped."""
+    try:
+        yield
+    except UserError as exc:
+        raise UserError(*(printable(problem) for problem in exc.problems)) from None
+
+
+def _show_runs(
+    logging_dir: Path,
+    as_json: bool,
+    sort: str,
+    columns: str | None,
+    group: bool,
+    fmt: str | None,
+    lineage: Path | None,
+    echo: Callable[..., None],
+) -> None:
     from dlscaffold.run.summary import program
 
     if lineage is not None:
@@ -313,7 +406,7 @@ def show_runs(
         raise UserError(f"runs: --json and --format {form} ask for two formats; give one of them")
     if chosen is not None and (group or form != "table"):
         raise UserError("runs: --columns chooses the run table's columns; leave it out with --group or --format")
-    rows = sort_runs(list_runs(logging_dir, lambda line: echo(f"warning: {line}", err=True)), sort)
+    rows = sort_runs(list_runs(logging_dir, lambda line: echo(printable(f"warning: {line}"), err=True)), sort)
     if group or form in ("csv", "markdown", "latex"):
         output = runs_output(rows, form, group, logging_dir)
         echo(output) if isinstance(output, str) else print_table(output)
@@ -345,21 +438,10 @@ class Run:
         return group_id(self.row)
 
 
-def _read_config(run_dir: Path, warn: Warn) -> dict[str, Any]:
-    try:
-        config = read_yaml(run_dir / CONFIG_FILE)
-    except UserError as exc:
-        warn(f"{exc.problems[0]}; its config is left out")
-        return {}
-    return flatten(config) if isinstance(config, dict) else {}
-
-
 def read_run(run_dir: Path, warn: Warn) -> Run:
-    return Run(run_dir, summarize_run(run_dir, warn), _read_config(run_dir, warn), read_metrics(run_dir, warn))
-
-
-def _run_dirs_in(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and is_run_dir(p)), key=lambda p: natural(p.name))
+    """A run folder as :func:`compare` and :func:`load_runs` read it (its config read once)."""
+    config = read_run_config(run_dir, warn, then="its run notes and config are left out")
+    return Run(run_dir, summarize_run(run_dir, warn, config), flatten(config), read_metrics(run_dir, warn))
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -371,9 +453,9 @@ def expand(paths: list[Path]) -> list[Path]:
     """
     found: dict[Path, None] = {}
     for path in paths:
-        if not path.is_dir():
+        if not is_folder(path):
             raise UserError(f"compare: '{path}' is not a folder; give run folders, or logging folders that hold them")
-        inside = [path] if is_run_dir(path) else _run_dirs_in(path)
+        inside = [path] if is_run_dir(path) else run_folders(path, "compare")
         if not inside:
             raise UserError(f"compare: no run folders in '{path}'; give run folders, or logging folders that hold them")
         found.update(dict.fromkeys(p.resolve() for p in inside))
@@ -456,7 +538,8 @@ def welch(values: list[Any], reference: list[Any], names: tuple[str, str]) -> tu
         return None, f"no p-value: {' and '.join(few)} {verb} fewer than two values (a group of one has no std)"
     from scipy import stats
 
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with _quiet_numbers():
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return (p, None) if math.isfinite(p) else (None, "no p-value: neither group's values vary")
 
 
@@ -518,17 +601,20 @@ def compare_output(result: Comparison) -> list[str | Table]:
 
     def table(*titles: str) -> Table:
         out = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
-        for title in titles:
-            out.add_column(title, justify="right" if title in ("n", "diff", "p (Welch)") else "left", overflow="fold")
+        for title in titles:  # Text: a "[" in a group's name is no markup
+            right = title in ("n", "diff", "p (Welch)")
+            out.add_column(Text(printable(title)), justify="right" if right else "left", overflow="fold")
         return out
+
+    def cells(*values: str) -> list[Text]:
+        return [Text(printable(value)) for value in values]
 
     groups = result.as_dict()["groups"]
     out: list[str | Table] = [f"{len(groups)} group(s), {sum(g['n'] for g in groups)} runs:"]
     listing = table("group", "n", "notes", "runs")
     for g in groups:
-        listing.add_row(
-            *map(Text, (g["group"], str(g["n"]), g["run_notes"], "\n".join(Path(r).name for r in g["runs"])))
-        )
+        names = "\n".join(printable(Path(r).name) for r in g["runs"])
+        listing.add_row(*cells(g["group"], str(g["n"]), g["run_notes"]), Text(names))
     out.append(listing)
     if len(groups) > 1:
         if result.differences:
@@ -537,7 +623,7 @@ def compare_output(result: Comparison) -> list[str | Table]:
             )
             keys = table("key", *(g["group"] for g in groups))
             for key, values in result.differences:
-                keys.add_row(*map(Text, (key, *map(_show, values))))
+                keys.add_row(*cells(key, *map(_show, values)))
             out.append(keys)
         else:
             out.append(f"No config key differs between the groups (not counting {', '.join(NOISE_KEYS)}).")
@@ -553,7 +639,7 @@ def compare_output(result: Comparison) -> list[str | Table]:
         for entry in item["groups"]:
             diff = "-" if entry["diff"] is None else f"{entry['diff']:+.4g}"
             p = "-" if entry["p_welch"] is None else f"{entry['p_welch']:.3g}"
-            rows.add_row(*map(Text, (entry["group"], str(entry["n"]), mean_std(entry), diff, p)))
+            rows.add_row(*cells(entry["group"], str(entry["n"]), mean_std(entry), diff, p))
         out.append(rows)
         notes = sorted({f"{e['group']}: {e['note']}" for e in item["groups"] if e["note"]})
         out += [f"note: {note}" for note in notes]
@@ -574,9 +660,11 @@ def show_comparison(
     """``dlscaffold compare``: the comparison as tables (or JSON) through ``echo`` (called as
     ``echo(line)`` or ``echo(line, err=True)``), warnings on standard error; with ``plot_path``,
     the curves drawn there too."""
-    if plot_path is not None:
-        check_plot_path(plot_path)
-    result = compare(list(paths), metrics, lambda line: echo(f"warning: {line}", err=True))
+    echo = escaping(echo)
+    with escaped_errors():
+        if plot_path is not None:
+            check_plot_path(plot_path)
+        result = compare(list(paths), metrics, lambda line: echo(printable(f"warning: {line}"), err=True))
     if as_json:
         echo(compare_json(result))
     else:
@@ -606,7 +694,12 @@ def _curve(runs: list[Run], metric: str) -> tuple[list[float], list[float], list
 def _label(group: str, index: int, n: int, differences: list[tuple[str, list[Any]]]) -> str:
     """A legend entry: the group, up to three of its differing config values, its number of runs."""
     shown = [f"{key.rpartition('.')[2]}={_show(values[index])}" for key, values in differences[:3]]
-    return f"{group} ({', '.join([*shown, f'n={n}'])})"
+    return _plot_text(f"{group} ({', '.join([*shown, f'n={n}'])})")
+
+
+def _plot_text(text: str) -> str:
+    """Text for matplotlib: control characters escaped, ``$`` shown as itself (not math)."""
+    return printable(text).replace("$", r"\$")
 
 
 def plot(result: Comparison, path: Path) -> None:
@@ -635,7 +728,8 @@ def plot(result: Comparison, path: Path) -> None:
             if band:
                 xs, lo, hi = zip(*band, strict=True)
                 axes.fill_between(xs, lo, hi, color=line[0].get_color(), alpha=0.2, linewidth=0)
-        axes.set(xlabel="epoch", ylabel=f"val {metric}", title=f"{metric}: mean ± std over each group's runs")
+        name = _plot_text(metric)
+        axes.set(xlabel="epoch", ylabel=f"val {name}", title=f"{name}: mean ± std over each group's runs")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.legend(fontsize="small")
     try:
@@ -653,9 +747,12 @@ def find_run_dirs(folder: Path, depth: int = SWEEP_DEPTH) -> list[Path]:
     (``sweeps/<sweep>/<run>``)."""
     if is_run_dir(folder):
         return [folder]
-    if depth == 0 or not folder.is_dir():
+    try:
+        if depth == 0 or not folder.is_dir():
+            return []
+        children = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: natural(p.name))
+    except OSError:  # a folder this user may not read holds no run it can load
         return []
-    children = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: natural(p.name))
     return [run for child in children for run in find_run_dirs(child, depth - 1)]
 
 
@@ -665,7 +762,7 @@ def run_record(run: Run) -> dict[str, Any]:
     best = row["best"] or {}
     seed = info.get("seed", run.config.get("training_params.seed"))
     record = {
-        "run": str(run.path),
+        "run": valid_text(str(run.path)),
         "status": row["status"],
         "group": info.get("id"),
         "seed": seed,
@@ -705,12 +802,12 @@ def load_runs(folder: str | Path) -> pandas.DataFrame:
         )
 
     def warn(line: str) -> None:
-        warnings.warn(line, stacklevel=3)
+        warnings.warn(printable(line), stacklevel=3)
 
     records = [run_record(read_run(path, warn)) for path in dirs]
     frame = pandas.DataFrame(records)
     for column in ("seed", "trial", "best_epoch", "epochs"):  # whole numbers, a missing one <NA> (not floats)
         values = [record[column] for record in records]
-        if all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in values):
+        if all(v is None or (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= INT64_MAX) for v in values):
             frame[column] = pandas.array(values, dtype="Int64")
     return frame

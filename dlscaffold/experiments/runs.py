@@ -12,6 +12,10 @@ Sort keys (``--sort``): ``run`` (by date, then run number), ``status`` and ``run
 A run whose ``run.json`` says ``running`` while no process holds its lock (killed, or its machine
 went down) is listed as ``stale`` (:data:`STALE`): it can be continued with ``--resume``.
 
+Whatever a run folder holds is shown through :func:`~dlscaffold.records.summaries.printable`: a
+control character in a folder name, a run note, a status or a metric name is shown escaped
+(``\\x1b``), never sent to the terminal as it is.
+
 The table (:func:`format_table`) fits a terminal: :func:`choose_columns` drops the model prefix
 from metric names, then the ``notes``, ``seconds`` and ``epochs`` columns, while it is wider than
 the terminal; ``--columns`` (:func:`parse_columns`) picks the columns instead. The runs of a sweep
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlscaffold.errors import UserError, available, did_you_mean
-from dlscaffold.records.summaries import STALE, is_number, natural
+from dlscaffold.records.summaries import STALE, is_number, natural, printable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -96,7 +100,10 @@ def sort_runs(rows: list[dict[str, Any]], key: str = "run") -> list[dict[str, An
         metrics = {m for row in rows for m in row["last_val"]}
         if rows and name[4:] not in metrics:
             raise UserError(
-                f"--sort: no run has the val metric '{name[4:]}'; {did_you_mean(name[4:], metrics)}{available(metrics)}"
+                printable(
+                    f"--sort: no run has the val metric '{name[4:]}'; {did_you_mean(name[4:], metrics)}"
+                    f"{available(metrics)}"
+                )
             )
     elif name not in SORT_KEYS:
         raise UserError(
@@ -136,14 +143,15 @@ def stale_note(logging_dir: Path, row: dict[str, Any], resume: str) -> str:
     import shlex
 
     path = shlex.quote(str(logging_dir / row["run"]))
-    return (
+    return printable(
         f"{row['run']}: run.json says running, but no process holds its lock (killed, or its machine "
         f"went down?); it is stale: continue it with {resume} --resume {path}"
     )
 
 
 def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    """A number to 4 significant digits; anything else as text, its control characters escaped."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else printable(value)
 
 
 def _short(names: list[str]) -> dict[str, str]:
@@ -155,8 +163,9 @@ def _short(names: list[str]) -> dict[str, str]:
 def _best_cell(best: dict[str, Any] | None, short: bool = False) -> str:
     if not best:
         return "-"
-    metric = str(best.get("metric", "?"))
-    return f"{best.get('epoch', '?')}: {_short([metric])[metric] if short else metric}={_number(best.get('value'))}"
+    metric = printable(best.get("metric") or "?")
+    epoch = "?" if best.get("epoch") is None else best["epoch"]
+    return f"{epoch}: {_short([metric])[metric] if short else metric}={_number(best.get('value'))}"
 
 
 def _duration(seconds: Any) -> str:
@@ -195,18 +204,20 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None, s
             overflow="fold",
         )
     for row in rows:
-        names = _short(list(row["last_val"])) if short else {name: name for name in row["last_val"]}
-        last_val = "\n".join(f"{names[name]}={_number(value)}" for name, value in row["last_val"].items())
+        shown = {name: printable(name) for name in row["last_val"]}
+        names = _short(list(shown.values())) if short else {name: name for name in shown.values()}
+        last_val = "\n".join(f"{names[shown[name]]}={_number(value)}" for name, value in row["last_val"].items())
+        params = row.get("params", {}).items()
         cells = {
-            "run": Text(row["run"]),
-            "status": Text(row["status"], style=_STATUS_STYLE.get(row["status"], "")),
+            "run": Text(printable(row["run"])),
+            "status": Text(printable(row["status"]), style=_STATUS_STYLE.get(row["status"], "")),
             "epochs": Text(str(row["epochs"])),
             "best": Text(_best_cell(row["best"], short)),
             "last": Text(last_val or "-"),
             "seconds": Text(_duration(row["seconds"])),
-            "notes": Text(row["run_notes"]),
-            "trial": Text(str(row.get("trial", "-"))),
-            "params": Text("\n".join(f"{k}={_number(v)}" for k, v in row.get("params", {}).items()) or "-"),
+            "notes": Text(printable(row["run_notes"])),
+            "trial": Text("-" if row.get("trial") is None else str(row["trial"])),
+            "params": Text("\n".join(f"{printable(k)}={_number(v)}" for k, v in params) or "-"),
         }
         table.add_row(*(cells[column] for column in columns))
     return table
@@ -282,5 +293,5 @@ def show_lineage(run_dir: Path, other_options: bool, echo: Say) -> None:
         raise UserError(
             "runs: --lineage prints one run's tree; leave out --json, --format, --group, --columns and --sort"
         )
-    for line in lineage_lines(run_dir, lambda line: echo(f"warning: {line}", err=True)):
-        echo(line)
+    for line in lineage_lines(run_dir, lambda line: echo(printable(f"warning: {line}"), err=True)):
+        echo(printable(line))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from dlscaffold.config import Config
 
 KEY = "models"  # the run.json key
+MAX_DEPTH = 100  # runs --lineage follows sources this many runs deep at most
 
 
 def file_sha256(path: Path) -> str:
@@ -100,9 +103,9 @@ def warn_changed(run_dir: Path) -> list[str]:
         path, recorded = weights_file(source), source.get("sha256")
         if path is None or not isinstance(recorded, str):
             continue
-        try:
-            now = file_sha256(path)
-        except OSError:
+        try:  # only a regular file is hashed: a FIFO named by a hostile run.json would never end
+            now = file_sha256(path) if stat.S_ISREG(os.stat(path).st_mode) else None
+        except (OSError, ValueError):
             now = None
         if now == recorded:
             continue
@@ -124,31 +127,50 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _real(run: Path) -> Path | None:
+    """``run`` with every link resolved (a cycle is found however the runs are spelled); None for a
+    path that cannot be one (a NUL in it)."""
+    try:
+        return run.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
 def _state(run: Path, seen: set[Path], warn: Callable[[str], None]) -> str:
     from dlscaffold.records.summaries import summarize_run
 
-    if run in seen:
+    if _real(run) in seen:
         return "a cycle: already above"
-    if not run.exists():
+    if _real(run) is None or not run.exists():
         return "missing"
     if not is_run_dir(run):
         return "not a run folder"
     return summarize_run(run, warn)["status"]
 
 
+def _plain(value: Any, limit: int = 80) -> str:
+    """A recorded value as a line shows it: its text, cut to ``limit`` characters (a hostile run.json
+    may hold anything)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _edge(name: str, source: dict[str, Any]) -> str:
     sha = source.get("sha256")
     details = ", ".join(
-        part for part in (str(source.get("file") or ""), f"sha256 {sha[:8]}..." if isinstance(sha, str) else "") if part
+        part
+        for part in (_plain(source.get("file") or ""), f"sha256 {sha[:8]}..." if isinstance(sha, str) else "")
+        if part
     )
-    return f"{name} <- {_shown(Path(source['run']))} epoch {source.get('epoch', '?')}" + (
+    return f"{_plain(name)} <- {_shown(Path(source['run']))} epoch {_plain(source.get('epoch', '?'))}" + (
         f" ({details})" if details else ""
     )
 
 
 def lineage_lines(run_dir: Path, warn: Callable[[str], None] = lambda line: None) -> list[str]:
     """``dlscaffold runs --lineage``: the run, then a tree of the runs its models' weights were loaded
-    from, each with its own sources below it, as plain text lines.
+    from, each with its own sources below it, as plain text lines (a run folder's text as it is:
+    the caller escapes what reaches a terminal).
 
     Raises:
         UserError: when ``run_dir`` is not a run folder.
@@ -161,7 +183,7 @@ def lineage_lines(run_dir: Path, warn: Callable[[str], None] = lambda line: None
     elif not found:
         lines.append("└── trains every model from scratch (no model loaded with model_dir)")
     else:
-        _branches(found, "", {run_dir}, lines, warn)
+        _branches(found, "", {_real(run_dir)}, lines, warn)
     return lines
 
 
@@ -171,5 +193,6 @@ def _branches(
     for i, (name, source) in enumerate(found):
         last, run = i == len(found) - 1, Path(source["run"])
         lines.append(f"{prefix}{'└── ' if last else '├── '}{_edge(name, source)}  ({_state(run, seen, warn)})")
-        if run not in seen and is_run_dir(run):
-            _branches(sources(run, warn) or [], prefix + ("    " if last else "│   "), seen | {run}, lines, warn)
+        real = _real(run)
+        if real is not None and real not in seen and is_run_dir(run) and len(seen) < MAX_DEPTH:
+            _branches(sources(run, warn) or [], prefix + ("    " if last else "│   "), seen | {real}, lines, warn)

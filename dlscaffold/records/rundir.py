@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -27,6 +28,18 @@ SPLIT_FILE = "idx_dict.json"  # the train / val / dev split, as dataset indices
 METRICS_FILE = "metrics.jsonl"  # one JSON row per logged step and per validation
 DIFF_FILE = "git.diff"  # the project's uncommitted changes when the run started
 LOCK_FILE = ".lock"  # held by the process training the run
+
+# The most bytes read of a run folder's run.json and metrics.jsonl (one row per epoch and split):
+# far above what a run writes, so that a huge file is refused from its size instead of being read.
+MAX_RUN_INFO_BYTES = 16 * 2**20
+MAX_METRICS_BYTES = 256 * 2**20
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 @contextlib.contextmanager
@@ -100,20 +113,90 @@ def create_run_dir(logging_dir: Path, run_notes: str, today: dt.date | None = No
         _cannot_create(logging_dir, exc.strerror or str(exc))
 
 
+class Refused(Exception):
+    """A file of a run folder that is not read: why, in a few words (``found a symbolic link to a place
+    outside the run folder (not followed)``, ``found a named pipe (FIFO), not a regular file (not
+    opened)``, ``found more than 16 MiB (not read)``, ``cannot read it (Permission denied)``)."""
+
+
+def _inside(run_dir: Path, path: Path) -> str:
+    """``path`` with every symbolic link resolved, where that lies inside ``run_dir`` (itself resolved).
+
+    Raises:
+        Refused: when a link leads out of the run folder.
+    """
+    root, real = os.path.realpath(run_dir), os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        raise Refused("found a symbolic link to a place outside the run folder (not followed)")
+    return real
+
+
+def read_run_file(run_dir: Path, name: str, limit: int) -> bytes | None:
+    """The bytes of the file ``name`` of a run folder, read only where it is a regular file that
+    lies inside the folder (a symbolic link is followed only while it stays inside), of at most
+    ``limit`` bytes; None when there is no such file. Its type and size are checked from its
+    metadata before it is opened (a FIFO or a device is never opened), and again on the open file.
+
+    Raises:
+        Refused: a link out of the run folder, not a regular file, over ``limit``, unreadable.
+    """
+    path = run_dir / name
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise Refused(f"cannot look at it ({getattr(exc, 'strerror', None) or exc})") from None
+    real = _inside(run_dir, path)
+    try:
+        _check_kind(os.stat(real), limit)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:  # a dangling link
+        return None
+    except OSError as exc:
+        raise Refused(f"cannot read it ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        _check_kind(os.fstat(fd), limit)  # what was opened, should it have been replaced meanwhile
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise Refused(f"cannot read it ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise Refused(f"found more than {limit // 2**20} MiB (not read)")
+    return data
+
+
+def _check_kind(status: os.stat_result, limit: int) -> None:
+    if not stat.S_ISREG(status.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "a special file")
+        raise Refused(f"found {kind}, not a regular file (not opened)")
+    if status.st_size > limit:
+        raise Refused(f"found more than {limit // 2**20} MiB (not read)")
+
+
+def _why(exc: Exception) -> str:
+    """Why a file of a run folder was not read, for a warning."""
+    if isinstance(exc, Refused):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "cannot read it (found JSON nested too deeply)"
+    return f"cannot read it ({first_line(exc, with_type=False)})"
+
+
 def read_run_info(run_dir: Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """A run's ``run.json``: {} when it has none or it cannot be read (with one ``warn`` line saying
-    why, when given: ``dlscaffold runs`` lists such a run with what is known)."""
+    why, when given: ``dlscaffold runs`` lists such a run with what is known). It is read as
+    :func:`read_run_file` reads (inside the run folder, a regular file, at most
+    :data:`MAX_RUN_INFO_BYTES`)."""
     path = run_dir / RUN_INFO_FILE
-    if not path.is_file():
-        return {}
     try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = read_run_file(run_dir, RUN_INFO_FILE, MAX_RUN_INFO_BYTES)
+        info = None if data is None else json.loads(data.decode("utf-8"))
+    except (Refused, UnicodeDecodeError, ValueError, RecursionError) as exc:
         if warn:
-            warn(
-                f"{path}: cannot read it ({first_line(exc, with_type=False)}); "
-                "its status, best and times are shown as unknown"
-            )
+            warn(f"{path}: {_why(exc)}; its status, best and times are shown as unknown")
+        return {}
+    if info is None:
         return {}
     if not isinstance(info, dict):
         if warn:
@@ -132,34 +215,36 @@ def update_run_info(run_dir: Path, **fields: Any) -> None:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is a run folder (it holds the run's config and split)."""
-    return (path / CONFIG_FILE).is_file() and (path / SPLIT_FILE).is_file()
+    """Whether ``path`` is a run folder (it holds the run's config and split); False where it
+    cannot be looked into."""
+    try:
+        return (path / CONFIG_FILE).is_file() and (path / SPLIT_FILE).is_file()
+    except (OSError, ValueError):  # e.g. a folder this user may not enter
+        return False
 
 
 def read_metrics(run_dir: Path, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl``. Strict without ``warn`` (a broken line raises
-    ``ValueError``); with it, tolerant: the readable rows, and one warning for the file."""
+    """The rows of a run's ``metrics.jsonl``, read as :func:`read_run_file` reads (inside the run
+    folder, a regular file, at most :data:`MAX_METRICS_BYTES`). Strict without ``warn`` (a broken
+    line raises ``ValueError``, a file that is not read a one-line :class:`UserError`); with it,
+    tolerant: the readable rows, and one warning for the file."""
     path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_run_file(run_dir, METRICS_FILE, MAX_METRICS_BYTES)
+    except Refused as exc:
         if warn is None:
-            raise
-        warn(
-            f"{path}: cannot read it ({first_line(exc, with_type=False)}); "
-            "its epochs and val metrics are shown as unknown"
-        )
+            raise UserError(f"{path}: {exc}; expected the run's own metrics file") from None
+        warn(f"{path}: {exc}; its epochs and val metrics are shown as unknown")
         return []
+    lines = [] if data is None else data.splitlines()
     if warn is None:
-        return [json.loads(line) for line in lines if line.strip()]
+        return [json.loads(line.decode("utf-8")) for line in lines if line.strip()]
     rows, bad = [], []
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:
-                row = json.loads(line)
-            except ValueError:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
                 row = None
             (rows.append(row) if isinstance(row, dict) else bad.append(number))
     if bad:
@@ -212,17 +297,21 @@ class RunLock:
         without creating the file: a shared ``flock`` taken and dropped at once."""
         import fcntl
 
-        try:
-            fh = open(run_dir / LOCK_FILE)  # noqa: SIM115 - closed below
-        except OSError:  # no lock file: no run ever held it
+        try:  # never blocks (O_NONBLOCK: a FIFO), never follows a link: only the run's own lock file counts
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (OSError, ValueError):  # no lock file: no run ever held it
             return False
-        with fh:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
             try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
                 return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
             return False
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
