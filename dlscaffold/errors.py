@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 
 class UserError(Exception):
@@ -56,15 +56,29 @@ def blame(where: str) -> Iterator[None]:
         raise CodeError(f"{where} failed: {first_line(exc)}", where, exc) from exc
 
 
-def closest(name: str, choices: Iterable[str]) -> str | None:
-    """The one of ``choices`` closest to ``name``, if any is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+def closest(name: str, choices: Iterable[str], synonyms: Mapping[str, Iterable[str]] | None = None) -> str | None:
+    """The one of ``choices`` closest to ``name``, if any is close.
+
+    First the choice that differs only in case, then the first of ``synonyms[name]`` (lower case
+    keys: what other tools call a setting, e.g. ``{"loggers": ["trackers"]}``) that is a choice,
+    then the closest spelling.
+    """
+    names = [str(c) for c in choices]
+    text = str(name)
+    folded = [c for c in names if c.lower() == text.lower()]
+    if folded:
+        return folded[0]
+    meant = [m for m in (synonyms or {}).get(text.lower(), ()) if m in names]
+    if meant:
+        return meant[0]
+    close = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ``"did you mean 'x'? "`` for the closest of ``choices``, or an empty string."""
-    close = closest(name, choices)
+def did_you_mean(name: str, choices: Iterable[str], synonyms: Mapping[str, Iterable[str]] | None = None) -> str:
+    """Return ``"did you mean 'x'? "`` for the closest of ``choices`` (see :func:`closest`), or an
+    empty string."""
+    close = closest(name, choices, synonyms)
     return f"did you mean '{close}'? " if close else ""
 
 

@@ -1,9 +1,9 @@
 """Built-in losses and evals: the older deep_learning tool's set, on ``torch.nn.functional`` / ``torch.distributions``.
 
-Every function takes tensors positionally (in the order of the config's ``inputs``) and returns one
-value per sample, shape ``(B,)``; the runtime weights, averages and logs them. A project's own
-functions may also return a scalar (taken as the batch mean) or any ``(B, ...)`` tensor (averaged
-over the non-batch dimensions).
+Every function takes tensors as arguments (the config's ``inputs`` bind to them by name where a key
+names an argument, else in order) and returns one value per sample, shape ``(B,)``; the runtime
+weights, averages and logs them. A project's own functions may also return a scalar (taken as the
+batch mean) or any ``(B, ...)`` tensor (averaged over the non-batch dimensions).
 
 Every built-in declares what its inputs must look like (:class:`Input`, :func:`declare`): the
 runtime checks one batch against the declarations before training (:func:`check_inputs`), the

@@ -26,8 +26,9 @@ _INTRO = """\
 Generated from the registry and the built-ins' declarations (`dlscaffold/losses.py`) by
 `python -m dlscaffold.losses_doc > docs/losses.md`; do not edit.
 
-A term's `inputs` in the config are passed positionally, in the order listed here. Every built-in
-returns one value per sample; the runtime weights losses, averages over samples and logs.
+A term's `inputs` in the config bind to the arguments listed here by name (a key that names an
+argument), in any order; keys that name no argument fill the rest in the order listed. Every
+built-in returns one value per sample; the runtime weights losses, averages over samples and logs.
 
 Shapes: `B` batch, `K` classes, `E` ensemble members, `*D` any further dimensions (possibly none),
 the same ones wherever they appear in one row. Before the first epoch one batch is checked against

@@ -1,10 +1,10 @@
 """Project-specific losses and evals, added to dlscaffold's built-ins by name.
 
-config.yml names a function under a model's ``losses`` or ``evals``; its ``inputs`` are passed
-positionally, in the order listed. A function returns one value per sample, shape ``(B,)`` (or a
-scalar, taken as the batch mean); the runtime weights, averages over samples and logs them. A name
-that clashes with a built-in (``MultinomialNLL``, ``MSE``, ``MultinomialAccuracy``, ...) is an
-error, not a silent override.
+config.yml names a function under a model's ``losses`` or ``evals``; its ``inputs`` bind to the
+function's arguments by name (a key that names an argument), the others in the order listed. A
+function returns one value per sample, shape ``(B,)`` (or a scalar, taken as the batch mean); the
+runtime weights, averages over samples and logs them. A name that clashes with a built-in
+(``MultinomialNLL``, ``MSE``, ``MultinomialAccuracy``, ...) is an error, not a silent override.
 """
 
 import torch

@@ -100,6 +100,43 @@ def test_overrides_are_validated_like_the_file(toy: Path) -> None:
         load_config(toy / "config.yml", ["training_params.lrn_rate"])
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "meant"),
+    [
+        ("logging_params", "loggers", "trackers"),  # the closest spelling would be log_images
+        ("logging_params", "Logger", "trackers"),
+        ("logging_params", "tracking", "trackers"),
+        ("logging_params", "log_dir", "logging_dir"),
+        ("training_params", "lr", "lrn_rate"),
+        ("training_params", "learning_rate", "lrn_rate"),
+        ("training_params", "epochs", "max_training_epochs"),
+        ("training_params", "max_epochs", "max_training_epochs"),
+        ("training_params", "weight_decay", "regularization_weight"),
+        ("training_params", "clip_grad_norm", "grad_clip_norm"),
+        ("training_params", "scheduler", "lr_scheduler"),
+        ("training_params", "use_gpu", "use_GPU"),  # case only
+        ("dataloading_params", "batchsize", "batch_size"),
+        ("dataloading_params", "workers", "num_workers"),
+        ("dataloading_params", "data_dir", "dataset_path"),
+        ("training_params", "batch", "dataloading_params.batch_size"),  # a synonym of another section's key
+    ],
+)
+def test_did_you_mean_knows_what_other_tools_call_a_key(section: str, key: str, meant: str) -> None:
+    _, problems = validate_raw({section: {key: 1}, "info_flow": {"Model": {}}})
+    assert problems[0].startswith(f"{section}.{key}: unknown key; did you mean '{meant}'? expected one of: ")
+
+
+def test_a_synonym_names_only_a_key_of_the_section_it_is_in() -> None:
+    # "kwargs" is a model's init_args but a loss's options; "weights" (a model's model_dir) in a loss: weight
+    flow = {"M": {"kwargs": {}, "losses": {"MSE": {"inputs": {"x": "dataset"}, "kwargs": {}, "weights": 2}}}}
+    _, problems = validate_raw({"info_flow": flow})
+    assert [p.split("? ")[0] for p in problems] == [
+        "info_flow.M.kwargs: unknown key; did you mean 'init_args'",
+        "info_flow.M.losses.MSE.kwargs: unknown key; did you mean 'options'",
+        "info_flow.M.losses.MSE.weights: unknown key; did you mean 'weight'",
+    ]
+
+
 def test_relative_paths_resolve_against_the_config_folder(toy: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -234,7 +234,7 @@ FLOW_MISTAKES: dict[str, dict[str, Any]] = {
     "loss with an unknown source": {MSE: {"reconstruction": "Nope", "features": "dataset"}},
     "loss arity 1": {MSE: {"reconstruction": "Decoder"}},
     "loss arity 3": {MSE: {"reconstruction": "Decoder", "features": "dataset", "class_idx": "dataset"}},
-    "loss inputs swapped (shapes differ)": {NLL: {"class_idx": "dataset", "class_logits": "Classifier"}},
+    "loss input left empty (target)": {MSE: {"target": "dataset.features"}},
     "loss on wrong shapes": {MSE: {"reconstruction": "Decoder", "class_idx": "dataset"}},
     "eval arity 1": {f"{CLS}.evals.MultinomialAccuracy.inputs": {"class_logits": "Classifier"}},
     "no losses at all": {f"{DEC}.losses": DELETE, f"{CLS}.losses": DELETE},
@@ -266,6 +266,7 @@ FLOW_MISTAKES: dict[str, dict[str, Any]] = {
     "init_args key=int": {f"{ENC}.init_args": {1: 2, "in_dim": 8, "enc_dim": 4}},
 }
 FLOW_VALID: dict[str, dict[str, Any]] = {
+    "loss inputs in another order (bound by name)": {NLL: {"class_idx": "dataset", "class_logits": "Classifier"}},
     "train=2 means frozen (the seed's rule)": {f"{ENC}.train": 2},
     "frozen encoder": {f"{ENC}.train": 0},
     "second loss via function": {f"{CLS}.losses.nll2": {**NLL2, "logging_name": "ce2"}},

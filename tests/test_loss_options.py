@@ -80,3 +80,19 @@ def test_a_project_function_takes_its_keyword_defaults_as_options() -> None:
 
     assert options_problem(margin_loss, {"margin": 0.5, "power": 1}, 2, "margin_loss") is None
     assert "'target' is not an option" in options_problem(margin_loss, {"target": 1}, 2, "margin_loss")
+
+
+def test_options_bind_as_keywords_when_the_inputs_are_bound_by_name_in_another_order() -> None:
+    from dlscaffold.losses import LOSSES
+    from dlscaffold.parts.flow import Flow, Term, _with_options, bound_routes
+
+    generator = torch.Generator().manual_seed(3)
+    batch = {"prediction": torch.randn(5, 2, generator=generator), "target": torch.randn(5, 2, generator=generator)}
+    fn = LOSSES["SmoothL1"]
+    inputs = {"target": "dataset", "prediction": "dataset"}  # sorted keys
+    term = Term("M/h", "info_flow.M.losses.SmoothL1", _with_options(fn, {"beta": 0.25}), 1.0, [])
+    term.sources = bound_routes(inputs, ["M"], fn, "SmoothL1")
+    values = Flow(models={}, inputs={}, trained=[], losses=[term], evals=[]).values([term], batch, {})
+    expected = F.smooth_l1_loss(batch["prediction"], batch["target"], reduction="none", beta=0.25).mean(dim=1)
+    assert torch.equal(values["M/h"], expected)
+    assert not torch.equal(values["M/h"], fn(batch["prediction"], batch["target"]))  # beta 1: another value

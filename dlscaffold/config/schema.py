@@ -170,7 +170,7 @@ class LoggingParams(_Section):
 
 
 class LossSpec(_Section):
-    """One loss term. ``inputs`` are passed to the function positionally, in order."""
+    """One loss term. ``inputs`` bind to the function's arguments by name where a key names one, the rest in order."""
 
     logging_name: str | None = None
     weight: Float = 1.0

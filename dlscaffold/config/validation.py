@@ -1,6 +1,7 @@
-"""The structure check of a raw config: unknown keys with a did-you-mean (or the section a key
-belongs in), and pydantic's errors as one line each naming the key path, what was found and what is
-expected; every problem is reported at once.
+"""The structure check of a raw config: unknown keys with a did-you-mean (what other tools call the
+setting, :data:`SYNONYMS`, or a close spelling) or the section a key belongs in, and pydantic's
+errors as one line each naming the key path, what was found and what is expected; every problem is
+reported at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,49 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "dataloading_params": DataloadingParams,
     "training_params": TrainingParams,
     "logging_params": LoggingParams,
+}
+
+# What other tools (and habit) call the config's keys: an unknown key (in lower case) -> the keys it
+# may mean, first match in the key's section wins; tried before the closest spelling, which would
+# suggest log_images for loggers.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    # logging_params
+    **dict.fromkeys(("loggers", "logger", "tracker", "tracking", "logging", "log_to", "backends"), ("trackers",)),
+    **dict.fromkeys(("log_dir", "logdir", "output_dir", "out_dir", "save_dir", "runs_dir"), ("logging_dir",)),
+    **dict.fromkeys(("run_name", "experiment_name", "notes", "tag"), ("run_notes",)),
+    **dict.fromkeys(("tracking_uri", "mlflow_tracking_uri"), ("mlflow_uri",)),
+    # training_params
+    **dict.fromkeys(("lr", "learning_rate", "learningrate", "lrate", "base_lr"), ("lrn_rate",)),
+    **dict.fromkeys(
+        ("epochs", "max_epochs", "num_epochs", "n_epochs", "nb_epochs", "training_epochs"), ("max_training_epochs",)
+    ),
+    **dict.fromkeys(("weight_decay", "wd", "l2", "reg_weight", "regularization"), ("regularization_weight",)),
+    **dict.fromkeys(
+        ("clip_grad_norm", "grad_clip", "gradient_clipping", "max_grad_norm", "clip_norm"), ("grad_clip_norm",)
+    ),
+    **dict.fromkeys(("scheduler", "lr_schedule", "schedule"), ("lr_scheduler",)),
+    **dict.fromkeys(("optim", "opt"), ("optimizer",)),
+    **dict.fromkeys(("random_seed", "rng_seed"), ("seed",)),
+    **dict.fromkeys(("gpu", "cuda", "use_cuda"), ("use_GPU",)),
+    **dict.fromkeys(("amp", "mixed_precision", "dtype"), ("precision",)),
+    **dict.fromkeys(("patience", "early_stopping"), ("early_stopping_patience",)),
+    **dict.fromkeys(("eval_every", "validate_every", "val_interval", "check_val_every_n_epoch"), ("val_every",)),
+    **dict.fromkeys(("checkpoint_every", "save_interval", "save_freq"), ("save_every",)),
+    **dict.fromkeys(("log_interval", "log_freq", "log_every_n_steps"), ("log_every",)),
+    # dataloading_params
+    **dict.fromkeys(("batchsize", "bs", "batch"), ("batch_size",)),
+    **dict.fromkeys(("workers", "n_workers", "num_worker"), ("num_workers",)),
+    **dict.fromkeys(("data_path", "data_dir", "dataset_dir", "data_root", "root"), ("dataset_path",)),
+    **dict.fromkeys(("val_split", "validation_split", "val_fraction", "valid_ratio"), ("val_ratio",)),
+    **dict.fromkeys(("split_path", "split_file", "idx_dict"), ("idx_dict_path",)),
+    # a model, a loss or an eval in info_flow
+    **dict.fromkeys(("trainable", "trained"), ("train",)),
+    **dict.fromkeys(("kwargs", "args", "params", "model_args"), ("init_args", "options")),
+    **dict.fromkeys(("checkpoint", "weights", "pretrained"), ("model_dir",)),
+    **dict.fromkeys(("loss", "criterion"), ("losses",)),
+    **dict.fromkeys(("metrics", "eval", "metric"), ("evals",)),
+    **dict.fromkeys(("name", "log_name"), ("logging_name", "run_notes")),
+    **dict.fromkeys(("loss_weight", "coef", "coefficient"), ("weight",)),
 }
 
 
@@ -46,12 +90,9 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[tuple[
         path = f"{prefix}{key}"
         if key not in fields:
             home = [name for name, section in _SECTIONS.items() if key in section.model_fields and section is not model]
-            close = closest(key, fields)
-            hint = (
-                f"it belongs in {home[0]}"
-                if home
-                else f"{did_you_mean(key, fields)}expected one of: {', '.join(fields)}"
-            )
+            close = closest(key, fields, SYNONYMS)
+            meant = did_you_mean(key, fields, SYNONYMS) or _elsewhere(key, model)
+            hint = f"it belongs in {home[0]}" if home else f"{meant}expected one of: {', '.join(fields)}"
             problems.append((f"{path}: unknown key; {hint}", f"{prefix}{close}" if close and not home else None))
             continue
         sub = _submodel(fields[key].annotation)
@@ -65,6 +106,16 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[tuple[
                 if isinstance(entry, dict):
                     problems += _unknown_keys(entry, cls, f"{path}.{name}.")
     return problems
+
+
+def _elsewhere(key: str, model: type[BaseModel]) -> str:
+    """``"did you mean 'dataloading_params.batch_size'? "`` when a synonym of ``key`` is a key of
+    another section (``training_params.batchsize``), or an empty string."""
+    for name, section in _SECTIONS.items():
+        meant = [m for m in SYNONYMS.get(key.lower(), ()) if m in section.model_fields]
+        if meant and section is not model:
+            return f"did you mean '{name}.{meant[0]}'? "
+    return ""
 
 
 def _show(value: Any) -> str:

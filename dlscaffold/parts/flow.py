@@ -2,9 +2,12 @@
 
 Tensors flow dataset -> models (in ``info_flow`` order) -> losses / evals. A model's ``forward``
 receives the tensors named in its ``inputs`` as keyword arguments and returns a dict of named
-tensors; a loss or eval receives its ``inputs`` positionally, in the order the config lists them.
-An input ``argument: source`` takes the source's tensor named like the argument, ``argument:
-source.tensor`` the one named ``tensor`` (``z: Encoder.latent``, ``target: dataset.image``).
+tensors; a loss or eval receives its ``inputs`` bound by name: a key naming one of the function's
+parameters goes to that parameter, the others fill the rest in the config's order (only the older
+deep_learning tool's configs, whose keys name no parameter, rely on the order alone; see
+:func:`~dlscaffold.parts.signatures.input_order`). An input ``argument: source`` takes the source's
+tensor named like the argument, ``argument: source.tensor`` the one named ``tensor`` (``z:
+Encoder.latent``, ``target: dataset.image``).
 The source ``trainer`` gives the current ``epoch`` (from 1) and global ``step`` as 0-dim tensors.
 
 An eval named ``torchmetrics.<Class>`` is a :class:`MetricTerm`: a ``torchmetrics.Metric`` built from
@@ -28,6 +31,7 @@ from torch import nn
 from dlscaffold.config import DATASET, TRAINER, Config, metric_name, split_source
 from dlscaffold.errors import UserError, blame, closest, first_line
 from dlscaffold.losses import members_fn, per_sample
+from dlscaffold.parts.signatures import input_order
 from dlscaffold.parts.tm_metrics import build_metric, is_torchmetric
 from dlscaffold.project.code import Project
 from dlscaffold.project.registry import Registry
@@ -46,7 +50,7 @@ class Term:
     path: str  # its key path in the config, for messages
     fn: Callable[..., torch.Tensor]
     weight: float
-    sources: list[Route]  # (argument, source, tensor name), in call order
+    sources: list[Route]  # (argument, source, tensor name), in call order (bound_routes)
     members: Callable[..., torch.Tensor] | None = None  # an ensemble eval's per-member values (B, E)
     num_members: int = 0  # E, known after the first batch
 
@@ -63,7 +67,7 @@ class MetricTerm:
     name: str  # the metric name, "<Model>/<logging_name>"
     path: str  # its key path in the config, for messages
     metric: Any  # the torchmetrics.Metric, on the flow's device
-    sources: list[Route]  # (argument, source, tensor name), in the order update() takes them
+    sources: list[Route]  # (argument, source, tensor name), in the order update() takes them (bound_routes)
 
     def values(self) -> dict[str, float]:
         """The metric over everything it was updated with: ``{name: value}``; a vector result (e.g.
@@ -192,7 +196,7 @@ class Flow:
                 setattr(t.metric, key, moved(value))
 
     def term_args(self, term: Term | MetricTerm, batch: dict[str, Any], outputs: dict) -> list[Any]:
-        """A term's input tensors, in the config's order."""
+        """A term's input tensors, in the order its function takes them (:func:`bound_routes`)."""
         return [self.fetch(batch, outputs, tensor, src, term.path) for _, src, tensor in term.sources]
 
     def values(self, terms: list[Term], batch: dict[str, Any], outputs: dict) -> dict[str, torch.Tensor]:
@@ -233,6 +237,14 @@ def routes(inputs: dict[str, str], models: list[str]) -> list[Route]:
     return found
 
 
+def bound_routes(inputs: dict[str, str], models: list[str], fn: Callable[..., Any], what: str) -> list[Route]:
+    """A loss's, eval's or metric's ``inputs`` as routes in the order ``fn`` takes them: bound by name
+    (:func:`~dlscaffold.parts.signatures.input_order`; prepare has refused inputs that do not bind)."""
+    by_key = {route[0]: route for route in routes(inputs, models)}
+    order, _ = input_order(fn, list(inputs), what)
+    return [by_key[key] for key in order]
+
+
 def batch_size_of(batch: dict[str, Any]) -> int:
     for value in batch.values():
         if isinstance(value, (torch.Tensor, list)):
@@ -259,14 +271,15 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
         for key, term in getattr(spec, kind).items():
             if is_torchmetric(term.function or key):
                 continue  # a MetricTerm (_metric_terms)
+            fn = registry.get(term.function or key)
             terms.append(
                 Term(
                     name=metric_name(model_name, key, term),
                     path=f"info_flow.{model_name}.{kind}.{key}",
-                    fn=_with_options(registry.get(term.function or key), term.options),
+                    fn=_with_options(fn, term.options),
                     weight=getattr(term, "weight", 0.0),
-                    sources=routes(term.inputs, list(config.info_flow)),
-                    members=members_fn(registry.get(term.function or key)) if kind == "evals" else None,
+                    sources=bound_routes(term.inputs, list(config.info_flow), fn, term.function or key),
+                    members=members_fn(fn) if kind == "evals" else None,
                 )
             )
     return terms
@@ -291,7 +304,7 @@ def _metric_terms(config: Config, device: torch.device) -> list[MetricTerm]:
                         metric_name(model_name, key, term),
                         path,
                         metric.to(device),
-                        routes(term.inputs, list(config.info_flow)),
+                        bound_routes(term.inputs, list(config.info_flow), metric.update, f"{name}.update"),
                     )
                 )
     return terms
