@@ -126,22 +126,28 @@ def load_run(
 ) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
-    The project's code is imported from the folder the run recorded at training time
-    (``run.json``), or from ``project``; never from the run folder itself. Nothing is written, and
-    the caller's random number generators are left as they were.
+    The project's code is imported from ``project``, taken as is, or else from the project folder
+    ``run.json`` records for the run's latest session, only when the run folder lies inside it and
+    its code files still have the recorded SHA-256 hashes
+    (:func:`dlscaffold.prepare.project_folder`); never from the run folder itself, nor from a
+    folder the run merely names. Nothing is written, and the caller's random number generators are
+    left as they were. The project's modules stay imported, for the models' classes; a later
+    :func:`dlscaffold.train.train` imports its project anew all the same.
 
     Args:
         run_dir: a folder printed by ``dlscaffold train``.
         epoch: ``"best"`` (the epoch ``run.json`` records as best, from its ``<Model>_best.pt``
             weights), ``"last"`` (the newest epoch saved for every model) or an epoch number.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; None chooses as training did (``use_GPU``).
-        project: the project folder whose code to import, instead of the one the run recorded.
+        project: the project folder whose code to import as it is, instead of the one the run
+            recorded (needed for a run outside its project folder, or after the code changed).
 
     Returns:
         A :class:`LoadedRun`.
 
     Raises:
-        UserError: one line: not a run folder, no such epoch, no best epoch recorded, missing code.
+        UserError: one line: not a run folder, no such epoch, no best epoch recorded, missing code,
+            a recorded project folder that does not hold the run or whose code changed.
     """
     epoch = parse_epoch(epoch, "epoch")
     run_dir = check_run_dir(Path(run_dir))

@@ -92,9 +92,22 @@ def _split_args(args: list[str], resume: Path | None, project_dir: Path | None) 
     return config, overrides
 
 
-def _project_default(ctx: typer.Context, project: Path | None) -> Path | None:
-    """``--project``, else the folder a project's own ``train.py`` / ``evaluate.py`` passed to :func:`main`."""
-    return project if project is not None else (ctx.obj or {}).get("project")
+def _project_default(ctx: typer.Context, project: Path | None, run_dir: Path | None = None) -> Path | None:
+    """``--project`` (its code taken as is), else the folder a project's own ``train.py`` /
+    ``evaluate.py`` passed to :func:`main`. For a run folder (``evaluate RUN``, ``train --resume RUN``)
+    that folder is a default, not a choice: it is used only while it holds the code the run last ran,
+    the check a project folder the run recorded gets (:func:`dlscaffold.prepare.check_project_code`)."""
+    if project is not None:
+        return project
+    default = (ctx.obj or {}).get("project")
+    if default is not None and run_dir is not None:
+        from dlscaffold.records.rundir import is_run_dir
+
+        if is_run_dir(Path(run_dir).expanduser()):  # otherwise the command says it is not a run folder
+            from dlscaffold.prepare import check_project_code
+
+            check_project_code(Path(default), Path(run_dir).expanduser(), script=True)
+    return default
 
 
 # options that several commands share
@@ -171,7 +184,7 @@ def train(
     """Train the models a config's info_flow names."""
 
     def action() -> int:
-        project_dir = _project_default(ctx, project)
+        project_dir = _project_default(ctx, project, resume)
         config, overrides = _split_args(list(args or []), resume, project_dir)
         flags = {"dev": dev, "no_save": no_save, "debug": debug, "device": device}
         if nproc > 1 and seeds is None and "LOCAL_RANK" not in os.environ:  # torchrun runs this command N times
@@ -283,7 +296,7 @@ def evaluate(
     def action() -> None:
         from dlscaffold.evaluate import evaluate_and_print
 
-        project_dir = _project_default(ctx, project)
+        project_dir = _project_default(ctx, project, run_dir)
         evaluate_and_print(
             run_dir, overrides or [], epoch, split, json_file, project_dir, device, not no_tta, echo=typer.echo
         )
@@ -560,7 +573,9 @@ def main(argv: list[str] | None = None, project: Path | None = None) -> int:
         argv: the command line after the program name.
         project: a project folder to use when ``--project`` is not given (and, for ``train``, whose
             ``config.yml`` to use when no config is named). A generated project's ``train.py`` is
-            ``sys.exit(main(["train", *sys.argv[1:]], project=HERE))``.
+            ``sys.exit(main(["train", *sys.argv[1:]], project=HERE))``. For ``evaluate RUN`` and
+            ``train --resume RUN`` it is used only while it holds the code the run last ran (as a
+            project folder the run recorded); ``--project DIR`` takes a folder's code as it is.
     """
     try:
         app(args=argv, prog_name="dlscaffold", obj={"project": project})

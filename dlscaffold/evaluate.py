@@ -47,8 +47,9 @@ def evaluate(
         epoch: which saved weights: an epoch number, ``"best"`` or ``"last"`` (the default).
         split: ``train``, ``val``, ``dev`` or ``test`` (when the project provides one).
         json_path: also write the result there, as strict JSON (NaN and infinities as null).
-        project_dir: the project's code (default: the one recorded with the run, when it still
-            exists; code is never imported from the run folder).
+        project_dir: the project's code, taken as is (default: the project folder the run recorded,
+            when the run folder lies inside it and its code is unchanged since the run last trained;
+            see :func:`dlscaffold.prepare.project_folder`; code is never imported from the run folder).
         device: force a device (``cpu``, ``cuda``, ``cuda:1``).
         progress_bar: show a progress bar (on a terminal).
         overrides: dotted ``key=value`` changes to the run's config, e.g. a moved ``dataset_path``.

@@ -3,8 +3,8 @@
 :func:`prepare` reads the config (paths resolved once, in :func:`~dlscaffold.config.load_raw`),
 imports the project, reads earlier runs' configs once, and checks the one against the other:
 schema, model / loss / eval names, ``init_args`` and ``forward`` signatures, tensor sources, loss
-arity, duplicate logging names, ``model_dir`` / ``epoch``, the splits the command will use and,
-when the command trains, the optimizer and scheduler settings
+inputs bound to arguments by name, duplicate logging names, ``model_dir`` / ``epoch``, the splits
+the command will use and, when the command trains, the optimizer and scheduler settings
 (:func:`dlscaffold.parts.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
 holding every problem, one line each. The last check, once models exist, is
 :func:`dlscaffold.run.first_batch.check_batch`.
@@ -39,10 +39,10 @@ from dlscaffold.config import (
 )
 from dlscaffold.config.monitor import TOTAL
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
-from dlscaffold.parts.signatures import arity_problem, kwargs_problem, options_problem
+from dlscaffold.parts.signatures import input_order, kwargs_problem, options_problem
 from dlscaffold.parts.tm_metrics import TORCHMETRICS, build_metric
 from dlscaffold.project.code import MODULE_NAMES, Project, load_project
-from dlscaffold.project.provenance import code_hashes
+from dlscaffold.project.provenance import code_hashes, latest_code
 from dlscaffold.project.registry import Registry, build_registries
 from dlscaffold.records.rundir import CONFIG_FILE, SPLIT_FILE, read_run_info
 from dlscaffold.records.runfiles import model_epoch
@@ -158,46 +158,79 @@ def _complete_specs(config: Config, earlier: _EarlierRuns) -> None:
 def project_folder(config_path: Path, project_dir: Path | None, run_dir: Path | None) -> Path:
     """The folder whose code a command imports: never a run folder itself, nor code a run folder chose.
 
-    ``--project`` when given, taken as is; for a run folder (evaluate, ``load_run``, resume) the
-    project it recorded at training time (an absolute path, or one relative to the run folder, as a
-    run shipped inside its project records), when that is outside the run and still holds the code
-    the run was made from: each code file's SHA-256 equals the one in ``run.json``'s
-    ``project_files`` (a run without them is refused); otherwise the config file's folder.
+    ``--project`` when given, taken as is. For a run folder (evaluate, ``load_run``, resume): the
+    project folder its ``run.json`` records for its latest session (an absolute path, or one
+    relative to the run folder, as a run shipped inside its project records: ``".."``), only when
+    the run folder lies inside that folder (real paths, symlinks resolved: a run under the
+    project's logging folder, or shipped in it) and the folder still holds the code that session
+    ran (:func:`check_project_code`). Any other recorded folder is refused, hashes or not: whoever
+    hands over a run folder writes its ``run.json`` too. Without a run folder: the config file's
+    folder.
     """
     if project_dir is not None:
         return Path(project_dir)
     if run_dir is None:
         return Path(config_path).resolve().parent
-    info = read_run_info(run_dir)
-    value = info.get("project_dir")
+    value = latest_code(read_run_info(run_dir))[0]
     recorded = Path(value) if isinstance(value, str) and value else None
+    real_run = run_dir.resolve()
     if recorded is not None and not recorded.is_absolute():  # a shipped run inside its project (project_dir: "..")
-        recorded = Path(os.path.normpath(run_dir.resolve() / recorded))
-    # the run folder itself, or a folder inside it, is never a project (a run folder is data)
-    inside = recorded is not None and run_dir.resolve() in (recorded.resolve(), *recorded.resolve().parents)
-    if recorded is None:
+        recorded = Path(os.path.normpath(real_run / recorded))
+    real = recorded.resolve() if recorded is not None else None
+    if real is None:
         found = "it records no project folder"
-    elif inside:
-        found = f"it records its own folder '{recorded}' as the project"
-    elif not (recorded / "models.py").is_file():
+    elif real.is_relative_to(real_run):  # the run folder itself, or a folder inside it (a run folder is data)
+        found = f"it records its own folder '{recorded}' as the project; code is never imported from a run folder"
+    elif not (recorded / "models.py").is_file():  # moved or gone: nothing of it is read
         found = f"the project folder it records, '{recorded}', holds no models.py"
-    else:
-        changed = _changed_code(recorded, info.get("project_files"))
-        if changed is None:
-            return recorded
-        raise UserError(
-            f"{run_dir}: {changed}; the recorded project's code is imported only while it is the code the run "
-            "was made from: pass the project folder with --project DIR (load_run: project=) to use its code as "
-            "it is now, for evaluate and train --resume alike"
+    elif not real_run.is_relative_to(real):
+        found = (
+            f"the project folder it records, '{recorded}', does not hold the run folder, and a run folder "
+            "never chooses the code that loads it"
         )
+    else:
+        return check_project_code(recorded, run_dir)
     raise UserError(
-        f"{run_dir}: {found}; code is never imported from a run folder: pass the project folder with --project DIR"
+        f"{run_dir}: {found}: pass the project folder with --project DIR (load_run: project=) to use its code"
     )
 
 
+# what to do when a project folder no longer holds the code a run last ran
+_RECORDED_HINT = (
+    "the recorded project's code is imported only while it is the code the run last ran: pass the project "
+    "folder with --project DIR (load_run: project=) to use its code as it is now, for evaluate and train "
+    "--resume alike"
+)
+
+
+def check_project_code(project: Path, run_dir: Path, script: bool = False) -> Path:
+    """``project``, when it holds the code the run's latest session ran: each code file's SHA-256
+    equals the one ``run.json`` records for that session (the first session's ``project_files``,
+    or those of the last entry of ``sessions``; a run without them is refused).
+
+    The check a recorded project folder gets, and a project's own ``train.py`` / ``evaluate.py``
+    (``script``: the folder passed to :func:`dlscaffold.cli.main`) for the run folder it resumes or
+    evaluates; ``--project DIR`` is taken as is instead.
+
+    Raises:
+        UserError: one line naming the files that changed, and ``--project``.
+    """
+    changed = _changed_code(project, latest_code(read_run_info(run_dir))[1])
+    if changed is None:
+        return project
+    hint = _RECORDED_HINT
+    if script:
+        hint = (
+            "a project's own train.py and evaluate.py import its code only while it is the code the run last "
+            f"ran, as dlscaffold evaluate and train --resume do: pass --project DIR (here: --project {project}) "
+            "to use its code as it is now"
+        )
+    raise UserError(f"{run_dir}: {changed}; {hint}")
+
+
 def _changed_code(project: Path, recorded: Any) -> str | None:
-    """What differs between the project's code files and the SHA-256 hashes a run recorded
-    (``project_files``), in words; None when every one matches."""
+    """What differs between the project's code files and the SHA-256 hashes a run recorded for its
+    latest session (``project_files``), in words; None when every one matches."""
     if not isinstance(recorded, dict) or not recorded:
         return (
             f"it records no hashes of the project's code (an older dlscaffold made it), "
@@ -208,7 +241,10 @@ def _changed_code(project: Path, recorded: Any) -> str | None:
     if not changed:
         return None
     files = ", ".join(changed)
-    return f"{files} in '{project}' changed since the run was made (SHA-256 differs from run.json's project_files)"
+    return (
+        f"{files} in '{project}' changed since the run last trained "
+        "(SHA-256 differs from the project_files run.json records for its latest session)"
+    )
 
 
 _CONFLICT = re.compile(r"^(<{7}|>{7})( |$)")
@@ -304,7 +340,7 @@ def _check_terms(path: str, terms: Any, registry: Registry, models: list[str]) -
         inputs = spec.get("inputs")
         problems += _check_sources(f"{where}.inputs", inputs, models, [])
         if isinstance(inputs, dict) and inputs:
-            problem = arity_problem(registry.get(name), len(inputs), name)
+            _, problem = input_order(registry.get(name), list(inputs), name)  # bound by name (parts.flow)
             if problem:
                 problems.append(f"{where}.inputs: {problem}")
         options = spec.get("options")
@@ -332,7 +368,7 @@ def _check_torchmetric(where: str, name: str, spec: dict, models: list[str]) -> 
     except UserError as exc:
         return [*(f"{where}: {p}" if p.startswith("unknown") else p for p in exc.problems), *problems]
     if isinstance(inputs, dict) and inputs:
-        problem = arity_problem(metric.update, len(inputs), f"{name}.update")
+        _, problem = input_order(metric.update, list(inputs), f"{name}.update")
         if problem:
             problems.append(f"{where}.inputs: {problem}")
     return problems

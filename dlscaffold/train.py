@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ from dlscaffold.records.rundir import (
     check_logging_dir,
     create_run_dir,
     is_run_dir,
+    read_run_info,
     remove_stale_temporaries,
     update_run_info,
     write_text_atomic,
@@ -75,14 +77,16 @@ def train(
     status, best epoch and value, last validation values).
 
     The caller's ``options`` are not changed, and the process is left as it was found (log level,
-    anomaly detection, the project's imported modules and ``sys.path``): two runs in one process
-    give what two processes give.
+    anomaly detection, ``sys.path``, and no module of the project imported, however the run ends):
+    two runs in one process give what two processes give.
 
     Args:
         config_path: the config file (ignored with ``resume``: the run's own config is used).
         overrides: dotted ``key=value`` overrides.
-        project_dir: folder with the project's code; default: the config's folder, or for
-            ``resume`` the project recorded in the run's ``run.json``.
+        project_dir: folder with the project's code, taken as is; default: the config's folder, or
+            for ``resume`` the project folder recorded in the run's ``run.json``, when the run lies
+            inside it and its code is the code the run last ran
+            (:func:`dlscaffold.prepare.project_folder`).
         resume: a run folder to continue from its last checkpoint, in place.
         options: the command's flags (:class:`TrainOptions`).
         echo: where the human-readable lines go.
@@ -137,7 +141,9 @@ def _fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         record_end(session, "interrupted")
         if session.saves:
             echo(f"Stopped ({exc}); the run's exact position is saved in {session.run_dir}")
-            echo(f"Resume it with: {resume_command(session.run_dir, session.world.world_size)}")
+            project = read_run_info(session.run_dir).get("project_dir")
+            project = project if isinstance(project, str) and project else None
+            echo(f"Resume it with: {resume_command(session.run_dir, session.world.world_size, project)}")
         raise
     except NonFiniteStep as exc:
         error = _nonfinite_error(session, exc)
@@ -168,27 +174,56 @@ def _silent(line: str) -> None:
 def _process_state_kept() -> Iterator[None]:
     """Run with the process as a fresh one would have it, then put back what the run changed.
 
-    The project's ``models``, ``dataloader`` and ``training_utils`` are imported anew for each run
-    (module-level state never carries over) and stay in ``sys.modules`` after it, for a look. Put
-    back: the ``dlscaffold`` log level, anomaly detection, ``sys.path``, and no other module stays
-    imported from a folder the run put on it.
+    The project's ``models``, ``dataloader`` and ``training_utils`` and what was imported from
+    their folder (by an earlier ``load_run``, say) are taken out of ``sys.modules`` first, so the
+    run imports its project anew (module-level state never carries over), and put back after it.
+    However the run ends, no module it imported from its project folder (or from any folder it put
+    on ``sys.path``) stays imported. Also put back: the ``dlscaffold`` log level, anomaly detection
+    and ``sys.path``.
     """
     logger = logging.getLogger("dlscaffold")
     level, anomaly, path = logger.level, torch.is_anomaly_enabled(), list(sys.path)
-    for name in MODULE_NAMES:
-        sys.modules.pop(name, None)
+    earlier = {name: sys.modules.pop(name) for name in _project_modules(list(sys.modules))}
     modules = set(sys.modules)
     try:
         yield
     finally:
         logger.setLevel(level)
         torch.autograd.set_detect_anomaly(anomaly)
-        added = tuple(entry.rstrip("/") + "/" for entry in sys.path if entry and entry not in path)
-        for name in set(sys.modules) - modules if added else ():  # only what the run imported: cheap
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if name not in MODULE_NAMES and file.startswith(added):
-                del sys.modules[name]
+        added = [entry for entry in sys.path if entry and entry not in path]
+        for name in _project_modules([name for name in sys.modules if name not in modules], added):
+            del sys.modules[name]
+        sys.modules.update(earlier)
         sys.path[:] = path
+
+
+def _project_modules(names: list[str], folders: list[str] = ()) -> list[str]:
+    """Which of ``names`` (imported modules) are a project's code: ``models``, ``dataloader``,
+    ``training_utils``, and modules imported from their folder or from ``folders`` (one at the top
+    of the folder, or a package there: not a module of a virtual environment inside it, nor
+    dlscaffold's own)."""
+    roots = [os.path.abspath(os.path.dirname(_file_of(name))) for name in MODULE_NAMES if _file_of(name)]
+    roots += [os.path.abspath(folder) for folder in folders]
+    found = []
+    for name in names:
+        top, file = name.partition(".")[0], _file_of(name)
+        ours = file and top != "dlscaffold" and any(_top_level(file, root, top) for root in roots)
+        if name in MODULE_NAMES or ours:
+            found.append(name)
+    return found
+
+
+def _file_of(name: str) -> str:
+    return str(getattr(sys.modules.get(name), "__file__", None) or "")
+
+
+def _top_level(file: str, root: str, top: str) -> bool:
+    """Whether ``file`` is the module or package ``top`` at the top of folder ``root``."""
+    file = os.path.abspath(file)
+    if not file.startswith(root.rstrip(os.sep) + os.sep):
+        return False
+    first = file[len(root.rstrip(os.sep)) + 1 :].split(os.sep)[0]
+    return first == top or first.startswith(top + ".")
 
 
 def _peer_failed(exc: Exception) -> bool:
@@ -343,7 +378,7 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
             from dlscaffold.records.summaries import run_seconds
 
             session.seconds_before = run_seconds(read_run_info(run_dir)) or 0.0
-        session.log = open_run_log(run_dir, prepared, session.run, state, session.options.run_info)
+        session.log = open_run_log(run_dir, prepared, session.run, state, session.options.run_info, world.world_size)
     if state is None and session.saves:  # epoch 0: the initial weights, and a state to resume from
         save_state(session, 0)
 
@@ -393,35 +428,50 @@ def _restore(
 
 
 def open_run_log(
-    run_dir: Path, prepared: Prepared, run: Run, state: dict[str, Any] | None, extra: dict[str, Any] | None = None
+    run_dir: Path,
+    prepared: Prepared,
+    run: Run,
+    state: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+    world_size: int = 1,
 ) -> Trackers:
     """Write the run's config, split and run.json (with ``extra`` keys: an experiment's ``sweep`` or
     ``group``; for a new run, its models' weight lineage, :func:`dlscaffold.records.lineage.record`); open
-    ``metrics.jsonl`` (trimmed when resuming) and the config's trackers. A resumed run warns when a
-    weights file its lineage records has changed since (:func:`dlscaffold.records.lineage.warn_changed`)."""
+    ``metrics.jsonl`` (trimmed when resuming) and the config's trackers.
+
+    A new run records its provenance (the project folder, its code hashes, versions, git state and
+    ``git.diff``); a resume keeps that record of the first session and appends its own to
+    ``sessions`` (:func:`dlscaffold.project.provenance.session_record`: with the first epoch it
+    trains and the number of processes), so ``run.json`` says which code trained which epochs. A
+    resumed run warns when a weights file its lineage records has changed since
+    (:func:`dlscaffold.records.lineage.warn_changed`)."""
     from dlscaffold._version import __version__
-    from dlscaffold.project.provenance import code_hashes, collect, write_git_diff
+    from dlscaffold.project.provenance import SESSIONS, code_hashes, collect, session_record, sessions, write_git_diff
     from dlscaffold.records.lineage import KEY, record, warn_changed
     from dlscaffold.records.rundir import read_run_info
 
     write_text_atomic(run_dir / CONFIG_FILE, dump_config(prepared.config))
     save_idx_dict(run.idx_dict, run_dir / SPLIT_FILE)
-    root = prepared.project.root
-    if state is None:  # a new run: where its models' weights came from (a resume keeps what it recorded)
+    root, device, argv = prepared.project.root, str(run.placement.device), list(sys.argv)
+    now = {"status": "running", "error": None, "ended": None}
+    if state is None:  # a new run: its provenance, and where its models' weights came from
         extra = {KEY: record(prepared.config, run.flow.models, run.flow.trained), **(extra or {})}
-    else:
+        update_run_info(
+            run_dir,
+            project_dir=str(root),
+            project_files=code_hashes(root),  # evaluate / resume import this folder only while these match
+            dlscaffold_version=__version__,
+            started=utc_now(),
+            provenance=collect(root, argv, device),
+            **now,
+            **extra,
+        )
+        write_git_diff(root, run_dir)
+    else:  # the first session's record stays; this session's is appended (a resume keeps the lineage too)
         warn_changed(run_dir)
-    update_run_info(
-        run_dir,
-        project_dir=str(root),
-        project_files=code_hashes(root),  # evaluate / resume import this folder only while these match
-        dlscaffold_version=__version__,
-        status="running",
-        error=None,
-        started=read_run_info(run_dir).get("started") or utc_now(),
-        ended=None,
-        provenance=collect(root, list(sys.argv), str(run.placement.device)),
-        **(extra or {}),
-    )
-    write_git_diff(root, run_dir)
+        info = read_run_info(run_dir)
+        first = {"first_epoch": state["epoch"] + 1, "first_step": state["step"], "world_size": world_size}
+        entry = session_record(root, run_dir, info, argv, device, started=utc_now(), **first)
+        started = info.get("started") or entry["started"]
+        update_run_info(run_dir, started=started, **now, **(extra or {}), **{SESSIONS: [*sessions(info), entry]})
     return open_trackers(run_dir, prepared.config, (state["epoch"], state["step"]) if state else None)

@@ -108,7 +108,7 @@ def test_models_config_split_metrics_and_dataset(trained: tuple[Path, Path, dict
 
 
 def test_best_epoch_loads_the_best_weights(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
-    _, run, _ = trained
+    project, run, _ = trained
     copy = tmp_path / run.name
     shutil.copytree(run, copy)
     # by hand: epoch 1 recorded as best, its weights copied to <Model>_best.pt
@@ -116,7 +116,7 @@ def test_best_epoch_loads_the_best_weights(trained: tuple[Path, Path, dict], tmp
     (copy / "run.json").write_text(json.dumps({**info, "best": {"epoch": 1, "metric": "Classifier/ce", "value": 1.0}}))
     for name in MODELS:
         shutil.copyfile(copy / "checkpoints" / f"{name}_000001.pt", copy / "checkpoints" / f"{name}_best.pt")
-    loaded = dlscaffold.load_run(copy)  # "best" is the default
+    loaded = dlscaffold.load_run(copy, project=project)  # "best" is the default; a copy outside its project names it
     assert loaded.epoch == 1
     assert all(_same_weights(m, _checkpoint(copy, n, "best")) for n, m in loaded.models.items())
     assert not _same_weights(loaded.models["Classifier"], _checkpoint(copy, "Classifier", 2))
@@ -125,9 +125,9 @@ def test_best_epoch_loads_the_best_weights(trained: tuple[Path, Path, dict], tmp
     for path in (copy / "checkpoints").glob("*_best.pt"):
         path.unlink()
     with pytest.raises(UserError) as err:
-        dlscaffold.load_run(copy, epoch="best")
+        dlscaffold.load_run(copy, epoch="best", project=project)
     assert len(err.value.problems) == 1 and "records no best epoch" in str(err.value) and "\n" not in str(err.value)
-    assert dlscaffold.load_run(copy, epoch="last").epoch == 2
+    assert dlscaffold.load_run(copy, epoch="last", project=project).epoch == 2
 
 
 @pytest.mark.parametrize("epoch", [7, "seventh", True])

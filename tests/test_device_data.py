@@ -70,7 +70,7 @@ def test_a_sigterm_mid_epoch_then_resume_with_device_data_is_exact(noisy: Path, 
     (run,) = run_dirs_in(tmp_path / "stopped")
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     monkeypatch.setenv("RESUMED", "1")
-    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--project", str(noisy)]) == 0
     (straight,) = run_dirs_in(tmp_path / "straight")
     _same_runs(run, straight, 3)
 

@@ -103,7 +103,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_average(toy: Path, tmp_path
     (run,) = run_dirs_in(tmp_path / "stopped")
     assert [p.name for p in (run / "checkpoints").glob("trainer_*")] == ["trainer_000000_000010.pt"]  # 10 batches done
     monkeypatch.setenv("RESUMED", "1")
-    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--project", str(toy)]) == 0
     (reference,) = run_dirs_in(tmp_path / "straight")
     assert read_metrics(run) == read_metrics(reference)
     for name in ("Classifier", "Teacher"):

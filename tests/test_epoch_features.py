@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,17 @@ from test_trustworthy import run_dirs_in
 from dlscaffold.cli import main
 from dlscaffold.parts.device import kept_cpu_memory
 from dlscaffold.records.rundir import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def recorder(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A module ``recorded`` holding fresh lists, which the project code this file appends imports
+    (the project's own modules are unloaded when a run ends)."""
+    module = types.ModuleType("recorded")
+    module.EPOCHS, module.SEEN, module.CALLS, module.REQUIRES = [], [], [], []
+    monkeypatch.setitem(sys.modules, "recorded", module)
+    return module
+
 
 EPOCH_DATASET = '''
 
@@ -39,31 +51,31 @@ class _EpochRecorder(CustomDataSet):
         return batch
 
 
-EPOCHS, SEEN = [], []
+from recorded import EPOCHS, SEEN  # lists the test registered: train() unloads dataloader
 CustomDataSet = _EpochRecorder
 '''
 
 
-def test_set_epoch_is_called_before_each_training_epoch(toy: Path) -> None:
+def test_set_epoch_is_called_before_each_training_epoch(toy: Path, recorder: types.ModuleType) -> None:
     with open(toy / "dataloader.py", "a") as fh:
         fh.write(EPOCH_DATASET)
     config = write_config(toy, "epochs.yml", training_params__max_training_epochs=3)
     assert main(["train", str(config)]) == 0
-    recorder = sys.modules["dataloader"]
     assert recorder.EPOCHS == [1, 2, 3]
     steps = 6  # 180 training points, batch 32
     assert recorder.SEEN[-3 * steps :] == [1] * steps + [2] * steps + [3] * steps  # after the pre-run check's batch
 
 
-def test_set_epoch_on_resume_gives_the_resumed_epoch(toy: Path, tmp_path: Path, monkeypatch) -> None:
+def test_set_epoch_on_resume_gives_the_resumed_epoch(toy: Path, tmp_path: Path, monkeypatch, recorder) -> None:
     with open(toy / "dataloader.py", "a") as fh:
         fh.write(EPOCH_DATASET)
     config = signalling_config(toy, 15)  # 12 steps an epoch: the signal comes in epoch 2
     assert main(["train", str(config), f"logging_params.logging_dir={tmp_path / 'runs'}"]) == 143
     (run,) = run_dirs_in(tmp_path / "runs")
     monkeypatch.setenv("RESUMED", "1")
-    assert main(["train", "--resume", str(run)]) == 0
-    assert sys.modules["dataloader"].EPOCHS == [2, 3]
+    recorder.EPOCHS.clear()  # the stopped run's calls: 1, 2
+    assert main(["train", "--resume", str(run), "--project", str(toy)]) == 0
+    assert recorder.EPOCHS == [2, 3]
 
 
 SPY_MODELS = '''
@@ -81,7 +93,7 @@ class Spy(nn.Module):
         return {"features": self.scale(features)}
 
 
-CALLS = []
+from recorded import CALLS  # a list the test registered: train() unloads models
 _plain = get_ref_model_dict
 
 
@@ -90,18 +102,18 @@ def get_ref_model_dict():
 '''
 
 
-def test_a_model_nothing_reads_is_not_run_in_training_or_validation(toy: Path) -> None:
+def test_a_model_nothing_reads_is_not_run_in_training_or_validation(toy: Path, recorder: types.ModuleType) -> None:
     with open(toy / "models.py", "a") as fh:
         fh.write(SPY_MODELS)
     flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
     flow["Spy"] = {"train": 0, "inputs": {"features": "dataset"}}
     config = write_config(toy, "spy.yml", info_flow=flow, training_params__max_training_epochs=2)
     assert main(["train", str(config)]) == 0
-    calls = sys.modules["models"].CALLS
+    calls = recorder.CALLS
     assert len(calls) <= 4, calls  # only the pre-run checks ran it (12 training and 4 val batches did not)
 
 
-def test_a_model_read_by_a_later_model_still_runs(toy: Path) -> None:
+def test_a_model_read_by_a_later_model_still_runs(toy: Path, recorder: types.ModuleType) -> None:
     with open(toy / "models.py", "a") as fh:
         fh.write(SPY_MODELS)
     flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
@@ -109,7 +121,7 @@ def test_a_model_read_by_a_later_model_still_runs(toy: Path) -> None:
     flow["Encoder"]["inputs"] = {"features": "Spy"}
     config = write_config(toy, "spy.yml", info_flow=flow, training_params__max_training_epochs=1)
     assert main(["train", str(config)]) == 0
-    assert len(sys.modules["models"].CALLS) >= 6 + 2  # every training and validation batch
+    assert len(recorder.CALLS) >= 6 + 2  # every training and validation batch
 
 
 GRAD_WATCH = '''
@@ -123,7 +135,7 @@ class Watched(Encoder):
         return super().forward(features)
 
 
-REQUIRES = []
+from recorded import REQUIRES  # a list the test registered: train() unloads models
 _plain_models = get_ref_model_dict
 
 
@@ -132,14 +144,16 @@ def get_ref_model_dict():
 '''
 
 
-def test_a_group_outside_its_epochs_needs_no_gradient_and_stays_unchanged(toy: Path) -> None:
+def test_a_group_outside_its_epochs_needs_no_gradient_and_stays_unchanged(
+    toy: Path, recorder: types.ModuleType
+) -> None:
     with open(toy / "models.py", "a") as fh:
         fh.write(GRAD_WATCH)
     flow = yaml.safe_load((toy / "config.yml").read_text())["info_flow"]
     flow["Encoder"]["param_groups"] = [{"params": "net.0.*", "epochs": [1, 1]}]
     config = write_config(toy, "window.yml", info_flow=flow, training_params__max_training_epochs=3)
     assert main(["train", str(config)]) == 0
-    requires = sys.modules["models"].REQUIRES
+    requires = recorder.REQUIRES
     assert requires[:6] == [True] * 6 and requires[6:] == [False] * 12  # 6 steps an epoch
     (run,) = run_dirs_in(toy / "runs")
     one, three = (torch.load(run / "checkpoints" / f"Encoder_00000{e}.pt", weights_only=True) for e in (1, 3))

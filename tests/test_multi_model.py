@@ -186,7 +186,7 @@ def test_a_run_stopped_mid_epoch_resumes_the_schedules_exactly(tmp_path: Path, m
     assert main(["train", str(config), f"logging_params.logging_dir={tmp_path / 'stopped'}"]) == 143
     (run,) = [p for p in (tmp_path / "stopped").iterdir() if p.is_dir()]
     monkeypatch.setenv("RESUMED", "1")
-    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--project", str(project)]) == 0
     (reference,) = [p for p in (tmp_path / "straight").iterdir() if p.is_dir()]
     assert read_metrics(run) == read_metrics(reference)
     for model in ("Generator", "Critic"):

@@ -189,11 +189,14 @@ def test_a_run_imports_its_recorded_project_only_while_its_code_is_unchanged(toy
     with pytest.raises(UserError, match="models.py in") as err:
         dlscaffold.load_run(run, epoch="last")
     assert len(err.value.problems) == 1
-    for recorded in ({**info, "project_dir": str(evil)}, {k: v for k, v in info.items() if k != "project_files"}):
+    elsewhere = {**info, "project_dir": str(evil), "project_files": provenance.code_hashes(evil)}  # its own hashes
+    for recorded in (elsewhere, {k: v for k, v in info.items() if k != "project_files"}):
         (run / "run.json").write_text(json.dumps(recorded))
         assert main(["evaluate", str(run)]) == 2
         (line,) = error_lines(capsys.readouterr().err)
         assert "--project DIR" in line
+        if recorded is elsewhere:  # a folder that does not hold the run: refused whatever its code
+            assert "does not hold the run folder" in line
     assert "records no hashes" in line
     assert not (tmp_path / "ran").exists()
 

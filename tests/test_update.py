@@ -412,3 +412,46 @@ def test_the_update_report_says_what_changed_then_the_conflicts_on_stderr():
     lines.clear()
     assert scaffold.report_update(scaffold.UpdateResult(Path("P"), "v2", "v2"), echo, tables.append) == 0
     assert lines == [("out", "P: up to date with template version v2; nothing to update")]
+
+
+def test_update_lists_the_template_changes_to_your_own_files_it_did_not_apply(tmp_path, capsys):
+    repo = template_repo(tmp_path / "tpl")
+    project = new_project(tmp_path / "P", repo)
+    mine = (project / "models.py").read_text()
+    edit(repo / "template" / "models.py", '"""', '"""(example v2) ')
+    edit(repo / "template" / "train.py", '"""', '"""(v2) ')
+    commit_all(repo, "a better example model")
+    before, after = answers(project)["_commit"], git(repo, "rev-parse", "--short", "HEAD").strip()
+    capsys.readouterr()
+
+    assert main(["update", str(project)]) == 0
+
+    out = capsys.readouterr().out
+    assert (project / "models.py").read_text() == mine  # the user's file: never overwritten
+    assert "(v2)" in (project / "train.py").read_text()  # the template's file: updated
+    lines = out.splitlines()
+    heading = lines.index("Template changes not applied (files that are yours since generation):")
+    (line,) = [line for line in lines[heading + 1 :] if line.startswith("  ")]
+    assert line.startswith("  models.py: yours since generation") and f"({before} -> {after})" in line
+    assert "dataloader.py" not in out and "training_utils.py" not in out  # their template versions did not change
+    shown = re.search(r"see `git -C (\S+) diff (\S+) (\S+) -- (\S+)`", line)
+    assert shown and shown.group(4) == "template/models.py"
+    where, old, new = shown.group(1, 2, 3)
+    diff = subprocess.run(
+        ["git", "-C", where, "diff", old, new, "--", "template/models.py"], capture_output=True, text=True
+    )
+    assert diff.returncode == 0 and '+"""(example v2) ' in diff.stdout  # the command it names shows the change
+    template_file = re.search(r"the template's file: `git -C \S+ show (\S+)`", line)
+    assert template_file and "(example v2)" in git(repo, "show", template_file.group(1))
+
+
+def test_the_update_report_lists_what_it_did_not_apply():
+    why = "yours since generation, so updates leave it alone; the template's version changed (v1 -> v2): see ..."
+    result = scaffold.UpdateResult(Path("P"), "v1", "v2", changed=[("modified", "train.py")])
+    result.not_applied = [("models.py", why)]
+    lines = []
+    assert scaffold.report_update(result, lambda line, err=False: lines.append((err, line)), print) == 0
+    assert lines[-2:] == [
+        (False, "Template changes not applied (files that are yours since generation):"),
+        (False, f"  models.py: {why}"),
+    ]

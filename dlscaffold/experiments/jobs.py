@@ -162,8 +162,11 @@ class TrainJob(_Job):
     def work(self, env: JobEnvironment) -> dict[str, Any]:
         task = dataclasses.replace(self.task, run_info={**self.task.run_info, **self.record(env)})
         self.run_dir = self.run_dir or self.earlier_run(env.job_id)
-        if self.run_dir is not None:  # the run's own config and project
-            task = dataclasses.replace(task, config=None, overrides=[], project=None, resume=self.run_dir)
+        if self.run_dir is not None:  # the run's own config; the job's project, its code checked as a resume's
+            from dlscaffold.prepare import check_project_code
+
+            project = check_project_code(Path(self.task.project or Path(self.task.config).parent), self.run_dir)
+            task = dataclasses.replace(task, config=None, overrides=[], project=project, resume=self.run_dir)
         result = task.run(print)
         return {"status": result.status, "run_dir": str(result.run_dir)}
 

@@ -4,8 +4,11 @@
 project's uncommitted changes as ``git.diff`` in the run folder, so that a run made from a dirty
 work tree can still be reproduced; :func:`code_hashes` gives the SHA-256 of the project's code
 files, which ``run.json`` records so that a later command imports that folder only while it holds
-the same code. Nothing here raises because git is missing, the project is not a repository, or git
-hangs: those give null values. torch is imported only inside :func:`collect`.
+the same code. A resumed run keeps what its first session recorded and appends each later
+session's record to ``run.json``'s ``sessions`` (:func:`session_record`); :func:`latest_code`
+reads the project folder and hashes of the latest. Nothing here raises because git is missing, the
+project is not a repository, or git hangs: those give null values. torch is imported only inside
+:func:`collect`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dlscaffold.records.rundir import DIFF_FILE
 
 GIT_TIMEOUT_S = 10
 ANSWERS_FILE = ".copier-answers.yml"
+SESSIONS = "sessions"  # run.json's key: the records of a run's sessions after its first
 
 
 def _git_bytes(project_dir: Path, *args: str) -> bytes | None:
@@ -174,13 +178,13 @@ def collect(project_dir: Path, argv: list[str], device: str | None) -> dict[str,
     }
 
 
-def write_git_diff(project_dir: Path, run_dir: Path) -> bool:
-    """Save the project's uncommitted changes as ``git.diff`` in the run folder.
+def write_git_diff(project_dir: Path, run_dir: Path, name: str = DIFF_FILE, when: str = "when the run started") -> bool:
+    """Save the project's uncommitted changes as ``name`` (``git.diff``) in the run folder.
 
-    The file holds a comment header listing the untracked files (their contents are not saved),
-    then ``git diff HEAD -- .`` run in the project folder, so ``git apply git.diff`` on the
-    recorded commit restores the tracked changes. Files under ``run_dir`` are not counted. Written
-    to ``git.diff.tmp`` first and renamed into place.
+    The file holds a comment header saying whose changes they are (``when``) and listing the
+    untracked files (their contents are not saved), then ``git diff HEAD -- .`` run in the project
+    folder, so ``git apply`` of the file on the recorded commit restores the tracked changes. Files
+    under ``run_dir`` are not counted. Written to ``<name>.tmp`` first and renamed into place.
 
     Returns:
         Whether a file was written: False for a clean work tree, outside version control (see
@@ -193,19 +197,74 @@ def write_git_diff(project_dir: Path, run_dir: Path) -> bool:
     untracked = _untracked(project_dir, exclude=run_dir)
     if diff is None or untracked is None or (not diff.strip() and not untracked):
         return False
-    header = [f"# dlscaffold {__version__}: uncommitted changes of the project when the run started"]
+    header = [f"# dlscaffold {__version__}: uncommitted changes of the project {when}"]
     if untracked:
         header.append("# untracked files (not saved here):")
-        header.extend("#   " + name.replace("\n", "\\n") for name in untracked)
-    tmp = run_dir / (DIFF_FILE + ".tmp")
+        header.extend("#   " + file.replace("\n", "\\n") for file in untracked)
+    tmp = run_dir / (name + ".tmp")
     try:
         with open(tmp, "wb") as fh:  # bytes: the diff is kept exactly as git wrote it
             fh.write(("\n".join(header) + "\n").encode("utf-8", errors="replace") + diff)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, run_dir / DIFF_FILE)
+        os.replace(tmp, run_dir / name)
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         return False
     return True
+
+
+def session_diff_name(number: int) -> str:
+    """The file of session ``number``'s uncommitted changes: ``git.session2.diff`` for the first resume."""
+    stem, dot, suffix = DIFF_FILE.rpartition(".")
+    return f"{stem}.session{number}{dot}{suffix}"
+
+
+def sessions(info: dict[str, Any]) -> list[Any]:
+    """The records of a run's sessions after its first (``run.json``'s ``sessions``), oldest first,
+    as written (a record is a dict)."""
+    value = info.get(SESSIONS)
+    return list(value) if isinstance(value, list) else []
+
+
+def latest_code(info: dict[str, Any]) -> tuple[Any, Any]:
+    """``(project_dir, project_files)`` a run's ``run.json`` records for its latest session: the last
+    entry of ``sessions`` that records them, else the first session's (the top-level keys). Read as
+    written: the caller checks them."""
+    for entry in reversed(sessions(info)):
+        if isinstance(entry, dict) and "project_files" in entry:
+            return entry.get("project_dir"), entry.get("project_files")
+    return info.get("project_dir"), info.get("project_files")
+
+
+def session_record(
+    project_dir: Path, run_dir: Path, info: dict[str, Any], argv: list[str], device: str | None, **fields: Any
+) -> dict[str, Any]:
+    """Record a later session of a run (a resume) in ``run.json``'s ``sessions`` form, and save its
+    project's uncommitted changes as ``git.session<N>.diff`` (:func:`session_diff_name`).
+
+    Args:
+        project_dir: the project folder whose code the session imports.
+        run_dir: the run folder.
+        info: the run's ``run.json`` as it is before this session (its ``sessions`` number this one).
+        argv, device: as for :func:`collect`.
+        fields: what the trainer knows: ``first_epoch``, ``first_step``, ``world_size``, ``started``.
+
+    Returns:
+        ``{"session": N, **fields, "project_dir", "project_files", "provenance", "git_diff"}``: N
+        counts the first session as 1; ``provenance`` is :func:`collect`'s (the commit and dirty
+        flag under ``git``); ``git_diff`` the file's name, or None when nothing was saved.
+    """
+    number = len(sessions(info)) + 2
+    name = session_diff_name(number)
+    epoch = fields.get("first_epoch")
+    wrote = write_git_diff(project_dir, run_dir, name, f"when session {number} of the run started (epoch {epoch})")
+    return {
+        "session": number,
+        **fields,
+        "project_dir": str(project_dir),
+        "project_files": code_hashes(project_dir),
+        "provenance": collect(project_dir, argv, device),
+        "git_diff": name if wrote else None,
+    }

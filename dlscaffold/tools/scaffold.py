@@ -29,6 +29,11 @@ where the commit has one, else a commit hash (a repository without tags works). 
   restores any file it deleted that the template did not remove or that the user edited, and
   finds the conflict markers copier left (copier itself exits normally then): the CLI exits with
   :data:`CONFLICT_EXIT_CODE`.
+- Files that are the user's since generation (``_skip_if_exists`` in ``copier.yml``: the example's
+  ``models.py``, ``dataloader.py``, ``training_utils.py``) never take template changes; every other
+  file stays the template's and is merged. Where the template's version of such a file changed
+  between the two versions, the update lists it as not applied, with the git command that shows
+  the template's change (:func:`not_applied`), so the user learns of it.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ class UpdateResult:
     conflicts: list[str] = field(default_factory=list)  # files with conflict markers, .rej files
     kept: list[str] = field(default_factory=list)  # edited files the template no longer has, kept
     notes: list[str] = field(default_factory=list)
+    # template changes not applied: (path, why and where to see the change) for files that are the user's
+    not_applied: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def up_to_date(self) -> bool:
@@ -666,17 +673,68 @@ def update_project(project_dir: Path = Path("."), data: Sequence[str] = (), vcs_
     kept, restored = _restore_deleted_files(project, answers, source, before, vcs_ref)
     notes += [f"{name}: the update deleted it, though the template still has it; restored" for name in restored]
     changes, conflicts, config_notes = _config_report(project, config_before)
+    changed = changed_files(project)
     return UpdateResult(
         project=project,
         before=before,
         after=after,
-        changed=changed_files(project),
+        changed=changed,
         config_changes=changes,
         config_conflicts=conflicts,
         conflicts=conflicted_files(project),
         kept=kept,
         notes=notes + config_notes,
+        not_applied=not_applied(project, source, before, after, {name for _, name in changed}),
     )
+
+
+def _user_files(config: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether a project file is the user's since generation: it matches ``_skip_if_exists`` (as
+    copier matches it, gitignore patterns)."""
+    from pathspec import PathSpec
+
+    patterns = config.get("_skip_if_exists") or []
+    patterns = [patterns] if isinstance(patterns, str) else [str(p) for p in patterns]
+    try:
+        spec = PathSpec.from_lines("gitignore", patterns)
+    except (KeyError, LookupError):  # pathspec before 1.0 names the style gitwildmatch
+        spec = PathSpec.from_lines("gitwildmatch", patterns)
+    return spec.match_file
+
+
+def not_applied(
+    project: Path, source: str, before: str | None, after: str | None, changed: set[str]
+) -> list[tuple[str, str]]:
+    """``(path, why)`` for each file of the project that is the user's since generation (see
+    :func:`_user_files`) whose template version changed from ``before`` to ``after``: the update left
+    it as it is. ``why`` says so and gives the ``git`` command showing the template's change.
+
+    Found from the local template's history (a file of ``_subdirectory``, with or without the
+    templates suffix, changed between the two commits); nothing for a URL template or an unknown version.
+    """
+    if before is None or after is None or before == after or _URL.match(source):
+        return []
+    repo, config = Path(source), _template_config(source) or {}
+    is_users = _user_files(config)
+    subdirectory = str(config.get("_subdirectory") or "").strip("/")
+    suffix = str(config.get("_templates_suffix", ".jinja"))
+    diff = _git(repo, "diff", "--name-only", "-z", before, after, "--", *_template_paths(repo))
+    found = []
+    for template_file in sorted(name for name in diff.stdout.split("\0") if name):
+        name = template_file.removeprefix(f"{subdirectory}/") if subdirectory else template_file
+        name = name.removesuffix(suffix) if suffix and name.endswith(suffix) else name
+        if name in changed or not (project / name).is_file() or not is_users(name):
+            continue
+        where = shlex.quote(str(repo))
+        found.append(
+            (
+                name,
+                f"yours since generation, so updates leave it alone; the template's version changed "
+                f"({before} -> {after}): see `git -C {where} diff {before} {after} -- {template_file}`, "
+                f"or the template's file: `git -C {where} show {after}:{template_file}`",
+            )
+        )
+    return found
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -723,6 +781,10 @@ def report_update(result: UpdateResult, echo: Callable[..., None], print_table: 
         for key, old, new in result.config_changes:
             table.add_row(Text(f"{key}: {old} -> {new}"))
         print_table(table)
+    if result.not_applied:
+        echo("Template changes not applied (files that are yours since generation):")
+        for name, why in result.not_applied:
+            echo(f"  {name}: {why}")
     if not (result.conflicts or result.kept):
         return 0
     echo(

@@ -2,7 +2,9 @@
 
 The same as ``dlscaffold train config.yml ...`` with this folder as the project: all the logic lives in
 the dlscaffold runtime (``python train.py --help`` lists every option). CONFIG defaults to the
-config.yml next to this file.
+config.yml next to this file. ``--resume RUN`` uses this folder's code only while models.py,
+dataloader.py and training_utils.py are the code the run last ran, as ``dlscaffold train --resume``
+does; after editing them, add ``--project DIR`` (this folder) to resume with the code as it is now.
 """
 
 import sys
