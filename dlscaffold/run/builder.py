@@ -25,7 +25,7 @@ from dlscaffold.data import (
     split_indices,
     split_problem,
 )
-from dlscaffold.errors import UserError
+from dlscaffold.errors import CodeError, UserError, first_line
 from dlscaffold.parts.device import Placement, select_placement
 from dlscaffold.parts.device_data import split_loader
 from dlscaffold.parts.distributed import World
@@ -34,6 +34,7 @@ from dlscaffold.parts.precision import Precision
 from dlscaffold.parts.seeding import seed_everything
 from dlscaffold.parts.tta import Views, views_of
 from dlscaffold.prepare import Prepared
+from dlscaffold.project.code import _where as code_location
 
 
 @dataclass
@@ -115,8 +116,24 @@ def dataset_and_split(prepared: Prepared) -> tuple[Any, dict[str, Any]]:
 
 
 def build_dataset(prepared: Prepared) -> Any:
-    """``CustomDataSet(cfg)`` with the validated config as a plain dict (paths absolute)."""
-    dataset = prepared.project.dataset_class(prepared.config.to_dict())
+    """``CustomDataSet(cfg)`` with the validated config as a plain dict (paths absolute).
+
+    Raises:
+        UserError: the constructor raised (one line naming the line of ``dataloader.py`` it raised
+            at and the exception; ``--debug`` shows the traceback), or ``__len__`` fails, gives no
+            points or more than memory can split (:func:`~dlscaffold.data.dataset_size`).
+    """
+    file = prepared.project.root / "dataloader.py"
+    try:
+        dataset = prepared.project.dataset_class(prepared.config.to_dict())
+    except (UserError, CodeError):
+        raise
+    except Exception as exc:  # the project's code: a missing file, a package not installed, a bug
+        path = prepared.config.dataloading_params.dataset_path
+        raise UserError(
+            f"{code_location(exc, file)}: CustomDataSet(cfg) failed: {first_line(exc)}; fix dataloader.py or the "
+            f"dataloading_params it reads (dataset_path: {path or 'not set'}); rerun with --debug for the traceback"
+        ) from exc
     if dataset_size(dataset) == 0:
         raise UserError("CustomDataSet: the dataset is empty; check dataloading_params.dataset_path")
     return dataset
