@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import operator
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,15 +94,50 @@ def indices_problem(indices: Any, num_points: int | None) -> str | None:
     return None
 
 
+# What splitting costs per point, at the least: the shuffled order, the index lists and their JSON,
+# the loaders' orders (measured: about 44 bytes for the split and its JSON alone).
+SPLIT_BYTES_PER_POINT = 64
+
+
 def dataset_size(dataset: Dataset) -> int:
-    """``len(dataset)``; a ``__len__`` that raises, or returns no whole number of at least 0, is one line."""
+    """``len(dataset)``; a ``__len__`` that raises, or returns no whole number of at least 0, is one
+    line, and so is a length whose split would not fit in the memory available (a ``__len__`` that
+    returns 10**12 is refused here, before anything is allocated)."""
     try:
-        return len(dataset)
+        size = len(dataset)
     except Exception as exc:  # raised inside __len__, or a negative or non-integer result (len's own check)
         raise UserError(
             f"CustomDataSet.__len__ failed: {first_line(exc)}; it must return the number of points, "
             "a whole number of at least 0"
         ) from exc
+    available = available_memory()
+    if available is not None and size * SPLIT_BYTES_PER_POINT > available:
+        raise UserError(
+            f"CustomDataSet.__len__ returned {size:,}: splitting that many points needs at least "
+            f"{_gib(size * SPLIT_BYTES_PER_POINT)} of memory, more than the {_gib(available)} available; "
+            "check that __len__ returns the number of points (e.g. len(self.files), not a size in bytes)"
+        )
+    return size
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux's MemAvailable, else the machine's
+    physical memory), or None when neither can be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf: no bound
+        return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
 
 
 def _as_index(value: Any) -> Any:
@@ -336,7 +373,38 @@ def make_loader(
         # Workers restart each epoch and draw their seeds from the (checkpointed) torch RNG, so a
         # resumed run sees the same augmentation as an uninterrupted one.
         persistent_workers=False,
+        worker_init_fn=quiet_worker,
     )
+
+
+# The runtime's stop signals (dlscaffold.run.stops.STOP_SIGNALS, which this layer cannot import).
+WORKER_IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)  # and SIGTERM but its parent's
+WORKER_STOP_SIGNALS = (signal.SIGTERM, *WORKER_IGNORED)
+
+
+def quiet_worker(worker_id: int) -> None:
+    """A DataLoader worker's start: it leaves the stop signals to the main process, which stops the
+    run and then ends its workers. One Ctrl-C, or a scheduler's SIGTERM, reaches every process of a
+    process group, and a worker would otherwise report the stop too, or die of it (and the main
+    process fail with it). SIGTERM from the worker's parent (the loader ending its workers) still
+    ends it, where Python can tell who sent it; elsewhere SIGTERM keeps torch's own handling."""
+    for signum in WORKER_IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
+    if not (hasattr(signal, "sigwaitinfo") and hasattr(signal, "pthread_sigmask")):  # e.g. macOS
+        return
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def wait_for_the_parents() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)  # as torch's worker does on its parent's SIGTERM
+
+    # Blocked here, before the worker has other threads (they inherit the mask): only the thread reads it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=wait_for_the_parents, name="sigterm-from-parent", daemon=True).start()
 
 
 def chosen_split_problem(idx_dict: dict[str, Any], split: str, what: str = "--split") -> str | None:

@@ -1,11 +1,17 @@
-"""The idx_dict split, the collation rule and the epoch sampler."""
+"""The idx_dict split, the collation rule, the epoch sampler, and a dataset's faults as one line."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, run_dirs
+
+from dlscaffold import data
 from dlscaffold.data import EpochSampler, collate, make_idx_dict
+from dlscaffold.errors import UserError
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:
@@ -74,3 +80,73 @@ def test_training_shards_take_the_same_number_of_steps() -> None:
     assert [s.share(1) for s in shards] == [(1, 1), (0, 1)]  # the padding batch weighs nothing
     single = list(EpochSampler(range(33), shuffle=True, seed=1))
     assert set(list(shards[0])[:16]) | set(list(shards[1])[:16]) == set(single[:32])
+
+
+# ------------------------------------------------------------------ dataset faults, through train
+
+FAILING_INIT = """\
+import torch
+
+
+class CustomDataSet(torch.utils.data.Dataset):
+    def __init__(self, cfg):
+        path = cfg["dataloading_params"]["dataset_path"]
+        if path is None:
+            raise FileNotFoundError(path)
+
+    def __len__(self):
+        return 0
+"""
+
+HUGE_LENGTH = """\
+import numpy as np
+import torch
+
+
+class CustomDataSet(torch.utils.data.Dataset):
+    def __init__(self, cfg):
+        pass
+
+    def __len__(self):
+        return 10**12
+
+    def __getitem__(self, i):
+        return {"features": np.zeros(8, "float32"), "class_idx": 0}
+"""
+
+
+def test_a_dataset_constructor_that_raises_is_one_line_naming_its_line(toy: Path) -> None:
+    (toy / "dataloader.py").write_text(FAILING_INIT)
+    result = run_cli("train", "config.yml", cwd=toy)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {toy / 'dataloader.py'}:8: CustomDataSet(cfg) failed: FileNotFoundError: None; fix dataloader.py "
+        "or the dataloading_params it reads (dataset_path: not set); rerun with --debug for the traceback"
+    ]
+    assert run_dirs(toy) == []
+    debug = run_cli("train", "config.yml", "--debug", cwd=toy)  # the traceback, on request
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and 'dataloader.py", line 8' in debug.stderr
+
+
+def test_an_absurd_dataset_length_is_refused_before_anything_is_allocated(toy: Path) -> None:
+    (toy / "dataloader.py").write_text(HUGE_LENGTH)
+    result = run_cli("train", "config.yml", cwd=toy)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: CustomDataSet.__len__ returned 1,000,000,000,000: splitting that many points ")
+    assert line.endswith("check that __len__ returns the number of points (e.g. len(self.files), not a size in bytes)")
+    assert run_dirs(toy) == []
+
+
+def test_the_length_bound_is_what_memory_can_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = list(range(1000))
+    monkeypatch.setattr(data, "available_memory", lambda: 1000 * data.SPLIT_BYTES_PER_POINT)
+    assert data.dataset_size(dataset) == 1000
+    monkeypatch.setattr(data, "available_memory", lambda: 1000 * data.SPLIT_BYTES_PER_POINT - 1)
+    with pytest.raises(UserError, match=r"returned 1,000: splitting that many points needs at least"):
+        data.dataset_size(dataset)
+    monkeypatch.setattr(data, "available_memory", lambda: None)  # unknown: no bound
+    assert data.dataset_size(dataset) == 1000
+    assert data.available_memory() is None or data.available_memory() > 0

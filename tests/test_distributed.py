@@ -188,7 +188,8 @@ def test_fp16_resume_after_epoch_2_is_bitwise_equal_to_an_uninterrupted_run(proj
     run = only_run(stopped)
     state = torch.load(run / "checkpoints" / "trainer_000002.pt", weights_only=True)
     assert state["precision"]["scaler"]["scale"] > 0  # the gradient scaler's state is in the trainer checkpoint
-    assert main(["train", "--resume", str(run), "training_params.max_training_epochs=4"]) == 0
+    resume = ["train", "--resume", str(run), "--project", str(project), "training_params.max_training_epochs=4"]
+    assert main(resume) == 0  # the run folder is outside the project: --project names its code
     for model, tensors in weights(only_run(straight), 4).items():
         for key, tensor in tensors.items():
             assert torch.equal(weights(run, 4)[model][key], tensor), (model, key)

@@ -342,8 +342,9 @@ def test_a_signal_at_an_epoch_boundary_resumes_exactly(toy: Path, tmp_path: Path
     monkeypatch.setenv("RESUMED", "1")
     assert main(straight) == 0
     monkeypatch.delenv("RESUMED")
-    assert main(["train", str(config), f"logging_params.logging_dir={tmp_path / 'stopped'}"]) == 143
-    (run,) = run_dirs_in(tmp_path / "stopped")
+    # in the project's folder: the resume imports the project the run recorded, its code checked
+    assert main(["train", str(config), f"logging_params.logging_dir={toy / 'stopped'}"]) == 143
+    (run,) = run_dirs_in(toy / "stopped")
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     monkeypatch.setenv("RESUMED", "1")
     assert main(["train", "--resume", str(run)]) == 0
@@ -413,3 +414,34 @@ def test_a_completed_run_stays_completed_when_its_continuation_fails(toy: Path, 
     info = json.loads((run / "run.json").read_text())
     assert (info["status"], info["error"], info["completed_epoch"]) == ("completed", None, 1)
     assert info["continuation"]["status"] == "failed" and info["continuation"]["error"] in line
+
+
+BEST_BY_FIRST_LOSS = (
+    "best epoch: by val/Classifier/ce (the first loss); set training_params.monitor: total to use the weighted sum"
+)
+
+
+def test_with_several_losses_and_no_monitor_the_start_lines_say_which_value_picks_the_best_epoch(
+    toy: Path, capsys
+) -> None:
+    from dlscaffold.config import load_config
+    from dlscaffold.run.summary import best_epoch_line
+
+    config = write_config(toy, "best.yml", training_params__max_training_epochs=1)  # two losses, no monitor
+    assert main(["train", str(config), f"logging_params.logging_dir={toy / 'runs'}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    first_epoch = next(i for i, line in enumerate(out) if line.startswith("epoch 1/"))
+    assert out.count(BEST_BY_FIRST_LOSS) == 1 and out.index(BEST_BY_FIRST_LOSS) < first_epoch, out
+    (run,) = run_dirs(toy)
+    assert json.loads((run / "run.json").read_text())["best"]["metric"] == "Classifier/ce"  # what the line said
+    untrained_first = best_epoch_line(load_config(config, ["info_flow.Classifier.train=0"]))
+    assert untrained_first == (
+        "best epoch: by val/Decoder/reconstruction (the first loss of the first trained model); "
+        "set training_params.monitor: total to use the weighted sum"
+    )
+    for chosen in ("total", "Decoder/reconstruction", "Classifier/accuracy"):  # a monitor set: nothing to say
+        assert best_epoch_line(load_config(config, [f"training_params.monitor={chosen}"])) is None
+    one_loss = yaml.safe_load(config.read_text())
+    del one_loss["info_flow"]["Decoder"]["losses"]
+    one_loss["info_flow"]["Decoder"]["train"] = 0
+    assert best_epoch_line(load_config(write_config(toy, "one.yml", info_flow=one_loss["info_flow"]))) is None

@@ -111,6 +111,14 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def barrier() -> None:
+    """Wait until every rank gets here; nothing in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over the ranks in place (one collective); unchanged in a single process."""
     import torch.distributed as dist

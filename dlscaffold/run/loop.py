@@ -29,7 +29,7 @@ from dlscaffold.run.builder import Run
 from dlscaffold.run.epoch import Sums, run_epoch
 from dlscaffold.run.progress import Progress
 from dlscaffold.run.stops import Pruned, StopFlag
-from dlscaffold.run.summary import duration, epoch_lines, pack, program, values_text
+from dlscaffold.run.summary import best_epoch_line, duration, epoch_lines, pack, program, values_text
 from dlscaffold.run.trainer import Trainer
 
 Echo = Callable[[str], None]
@@ -41,13 +41,16 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
     every = run.config.logging_params.progress_every  # plain progress lines without a terminal
     progress, last_val = Progress(session.options.progress_bar, every=every, echo=echo), {}
     session.started, last_epoch, status = time.perf_counter(), session.start_epoch - 1, "completed"
+    best = best_epoch_line(run.config)  # several losses and no training_params.monitor: which value picks
+    if best:
+        echo(best)
     for epoch in range(session.start_epoch, tp.max_training_epochs + 1):
         session.epoch, epoch_start = epoch, time.perf_counter()
         values = _train_and_validate(session, epoch, stop, progress)
         if values is None:  # a signal: save the exact position inside this epoch, then stop
             if session.saves:
                 save_state(session, epoch - 1, session.position)
-            stop.raise_if_requested()
+            end_stopped(session, stop)
         train_values, val_values = values
         last_val, last_epoch = val_values or last_val, epoch
         (improved, stopping), signalled = _judge(session, epoch, val_values), agreed_stop(session, stop)
@@ -66,7 +69,7 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
             echo(line)
         session.position = Position()
         if signalled:  # a signal during validation: the epoch's checkpoint is saved above
-            stop.raise_if_requested()
+            end_stopped(session, stop)
         if stopping:
             echo(
                 f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
@@ -200,6 +203,10 @@ def _running_sums(session: Session) -> tuple[Sums, Sums]:
     names, device, position = session.trainer.flow.term_names, session.run.placement.device, session.position
     epoch_sums, window = Sums(names, device), Sums(names, device)
     session.trainer.flow.reset_metrics()
+    if position.ranks is not None and len(position.ranks) == session.world.world_size:  # this rank's own
+        mine = position.ranks[session.world.rank]
+        position.sums, position.window, position.metrics = mine["sums"], mine["window"], mine["metrics"]
+    position.ranks = None
     if position.sums is not None:
         epoch_sums.load_state_dict(position.sums)
         window.load_state_dict(position.window)
@@ -215,6 +222,15 @@ def agreed_stop(session: Session, stop: StopFlag) -> bool:
         return stop.requested
     votes = distributed.all_reduce_sum(torch.tensor(stop.votes(), device=session.run.placement.device))
     return stop.agree(votes.tolist())
+
+
+def end_stopped(session: Session, stop: StopFlag) -> None:
+    """End a stopped run once its position is saved. Data-parallel ranks first wait for rank 0's
+    writes: once one process has ended, torchrun stops the others, and none may be writing then.
+    From here on a signal changes nothing (the run is ending: nothing is left to wait for)."""
+    distributed.barrier()
+    stop.ending = True
+    stop.raise_if_requested()
 
 
 def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[bool, bool]:
@@ -238,11 +254,13 @@ def save_state(session: Session, epoch: int, position: Position | None = None) -
     (their RNG states are gathered); rank 0 writes. False: refused, a model holds NaN or inf (one
     warning line; the checkpoints saved before are kept)."""
     state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+    saved = None if position is None else {k: v for k, v in vars(position).items() if k not in ("rng", "ranks")}
     if session.world.distributed:
         state["rng_ranks"] = distributed.gather(rng_state())
+        if saved is not None:  # each rank's own running sums and metric states (rank 0's are the top-level ones)
+            saved["ranks"] = distributed.gather({k: saved[k] for k in ("sums", "window", "metrics")})
     if not session.writes:
         return True
-    saved = None if position is None else {k: v for k, v in vars(position).items() if k != "rng"}
     return save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
 
 
@@ -366,6 +384,7 @@ class Position:
     sums: dict[str, Any] | None = None  # the epoch's running sums (Sums.state_dict)
     window: dict[str, Any] | None = None  # the running log_every window's sums
     metrics: dict[str, Any] | None = None  # the torchmetrics evals' state (Flow.metrics_state_dict)
+    ranks: list[dict[str, Any]] | None = None  # data-parallel: each rank's sums, window and metrics, by rank
     rng: dict[str, Any] | None = None  # resuming mid-epoch: RNG states to restore once the loader iterates
 
 

@@ -128,6 +128,21 @@ def summary_lines(
     return lines
 
 
+def best_epoch_line(config: Config) -> str | None:
+    """Which value picks the best epoch, for a run with two or more losses and no
+    ``training_params.monitor``: the first loss of the first trained model, which may improve while
+    the objective does not (a VAE's KL term, which a collapsing posterior minimises). None otherwise."""
+    from dlscaffold.config.monitor import monitored
+    from dlscaffold.config.names import metric_name
+
+    losses = [metric_name(m, k, t) for m, spec in config.info_flow.items() for k, t in spec.losses.items()]
+    if len(losses) < 2 or config.training_params.monitor is not None:
+        return None
+    name, _ = monitored(config)
+    which = "the first loss" if name == losses[0] else "the first loss of the first trained model"
+    return f"best epoch: by val/{name} ({which}); set training_params.monitor: total to use the weighted sum"
+
+
 # ------------------------------------------------------------------------------ epoch lines
 
 WIDTH = 120  # columns the console lines of a run fit (epoch lines, the end summary)
@@ -244,9 +259,12 @@ def program(command: str, argv0: str | None = None) -> str:
     return f"dlscaffold {command}" if on_path else f"{_python()} -m dlscaffold {command}"
 
 
-def resume_command(run_dir: Path, world_size: int = 1) -> str:
+def resume_command(run_dir: Path, world_size: int = 1, project: Path | str | None = None) -> str:
     """The command that continues ``run_dir`` (see :func:`program`); a run of several processes on
-    one machine resumes with as many (``--nproc N``)."""
+    one machine resumes with as many (``--nproc N``). A run folder outside its ``project`` folder
+    names it (``--project DIR``): a resume takes a recorded project only for a run inside it."""
     command = f"{program('train')} --resume {shlex.quote(str(run_dir))}"
+    if project is not None and Path(project).resolve() not in Path(run_dir).resolve().parents:
+        command += f" --project {shlex.quote(str(project))}"
     one_machine = os.environ.get("LOCAL_WORLD_SIZE", str(world_size)) == str(world_size)
     return command + (f" --nproc {world_size}" if world_size > 1 and one_machine else "")
