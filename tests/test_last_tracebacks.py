@@ -76,7 +76,9 @@ def test_resume_from_a_damaged_trainer_state_names_the_file_and_the_key(trained,
     torch.save(state, path)
     before = (run / "run.json").read_text()
 
-    line = one_error(run_cli("train", "--resume", str(run), "training_params.max_training_epochs=2", cwd=tmp_path))
+    project = trained.parent.parent  # the copy lies outside its project: name it
+    args = ("--resume", str(run), "--project", str(project), "training_params.max_training_epochs=2")
+    line = one_error(run_cli("train", *args, cwd=tmp_path))
 
     assert line.startswith(f"error: {path}: ") and expected in line
     assert path.is_file() and (run / "run.json").read_text() == before  # refused before anything was touched

@@ -74,7 +74,7 @@ def test_a_schedulers_signal_saves_the_exact_position_and_resume_continues_bitwi
     state = torch.load(next((run / "checkpoints").glob("trainer_*.pt")), weights_only=True)
     assert state["position"]["batches"] == 6  # steps 0..5: the one the signal came in was finished, then saved
     monkeypatch.setenv("RESUMED", "1")
-    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--project", str(toy)]) == 0
     (reference,) = run_dirs_in(tmp_path / "straight")
     assert_same_run(run, reference)
 
@@ -108,7 +108,7 @@ def test_slurm_job_end_time_stops_a_plain_train_by_itself_with_its_position_save
     assert "SLURM_JOB_END_TIME" in capsys.readouterr().out
     monkeypatch.delenv("SLURM_JOB_END_TIME")
     monkeypatch.setenv("SLOW_S", "0")
-    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--project", str(toy)]) == 0
     (reference,) = run_dirs_in(tmp_path / "straight")
     assert_same_run(run, reference)
 

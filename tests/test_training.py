@@ -245,18 +245,24 @@ def test_transform_batch_runs_on_every_batch_with_the_train_flag(toy: Path) -> N
     (toy / "dataloader.py").write_text(
         source
         + """
-    calls = []
-
     def transform_batch(self, batch, train):
-        CustomDataSet.calls.append(train)
+        import recorded  # a list the test registered: the project's modules are unloaded after the run
+
+        recorded.calls.append(train)
         batch["features"] = batch["features"] * 0.5
         return batch
 """
     )
-    assert train_in_process(str(toy / "config.yml"), "training_params.max_training_epochs=1") == 0
     import sys
+    import types
 
-    calls = sys.modules["dataloader"].CustomDataSet.calls
+    recorded = types.ModuleType("recorded")
+    recorded.calls = calls = []
+    sys.modules["recorded"] = recorded
+    try:
+        assert train_in_process(str(toy / "config.yml"), "training_params.max_training_epochs=1") == 0
+    finally:
+        del sys.modules["recorded"]
     # the one-batch check, 6 training batches (180 / 32), then 2 validation batches (60 / 32)
     assert calls == [True] * 7 + [False] * 2
 
