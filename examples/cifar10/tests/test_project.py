@@ -42,7 +42,8 @@ def test_one_dev_epoch_trains(dev_run):
 
 def test_evaluate_runs(dev_run, tmp_path):
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(dev_run), "--json", str(out)]) == 0
+    # the run lies outside this folder: name the project whose code evaluates it
+    assert main(["evaluate", str(dev_run), "--json", str(out), "--project", str(PROJECT)]) == 0
     result = json.loads(out.read_text())
     assert result["num_samples"] > 0
     assert all(math.isfinite(v) for v in result["metrics"].values())
