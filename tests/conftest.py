@@ -42,7 +42,9 @@ def write_config(project: Path, name: str = "config.yml", **changes: object) -> 
     return path
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = HANG_GUARD_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m dlscaffold ARGS`` as a user would, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "dlscaffold", *args],
@@ -50,7 +52,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=HANG_GUARD_S,
+        timeout=timeout,
+        env=env,
     )
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -146,14 +145,7 @@ def test_an_exception_while_importing_the_project_names_the_file_and_line(toy: P
 
 def run_briefly(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The CLI with a timeout far shorter than run_cli's: a command that blocks fails the test."""
-    return subprocess.run(
-        [sys.executable, "-m", "dlscaffold", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    return run_cli(*args, cwd=cwd, timeout=60)
 
 
 def test_a_fifo_as_the_config_is_refused_without_opening_it(toy: Path) -> None:

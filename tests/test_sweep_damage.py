@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import HANG_GUARD_S, copy_project, signalling_config
+from conftest import HANG_GUARD_S, copy_project, run_cli, signalling_config
 
 # what a refusal must be quick at: no training, no unbounded read (a guard, far above its duration)
 REFUSAL_GUARD_S = 300
@@ -21,15 +21,7 @@ REFUSAL_GUARD_S = 300
 
 def sweep_cli(*args: str, cwd: Path, timeout: float = HANG_GUARD_S) -> subprocess.CompletedProcess:
     """``python -m dlscaffold ARGS`` with ``RESUMED`` set: the signalling model fires only once."""
-    return subprocess.run(
-        [sys.executable, "-m", "dlscaffold", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-        env={**os.environ, "RESUMED": "1"},
-    )
+    return run_cli(*args, cwd=cwd, timeout=timeout, env={**os.environ, "RESUMED": "1"})
 
 
 def write_sweep_file(project: Path, config: str = "signal.yml", **fields: object) -> Path:

@@ -344,27 +344,6 @@ def runs_output(rows: list[dict[str, Any]], fmt: str, group: bool, where: Path) 
     return groups_table(stats) if fmt == "table" else format_groups(stats, fmt)
 
 
-def show_runs(
-    logging_dir: Path,
-    as_json: bool,
-    sort: str,
-    columns: str | None,
-    group: bool,
-    fmt: str | None,
-    lineage: Path | None,
-    echo: Callable[..., None],
-) -> None:
-    """``dlscaffold runs``: the runs of ``logging_dir`` as ``--format`` / ``--json`` / ``--group`` /
-    ``--columns`` ask (``--lineage``: one run's tree instead), then a note per stale run; ``echo``
-    is called as ``echo(line)`` or ``echo(line, err=True)``.
-
-    Raises:
-        UserError: options that ask for two things at once, or an unknown format, column or sort key.
-    """
-    with escaped_errors():
-        _show_runs(logging_dir, as_json, sort, columns, group, fmt, lineage, escaping(echo))
-
-
 def escaping(echo: Callable[..., None]) -> Callable[..., None]:
     """``echo`` that escapes the control characters of what it prints (:func:`printable`; the lines
     of a table stay lines), so that no text of a run folder reaches the terminal as it is."""
@@ -385,7 +364,8 @@ def escaped_errors() -> Iterator[None]:
         raise UserError(*(printable(problem) for problem in exc.problems)) from None
 
 
-def _show_runs(
+@escaped_errors()
+def show_runs(
     logging_dir: Path,
     as_json: bool,
     sort: str,
@@ -395,8 +375,16 @@ def _show_runs(
     lineage: Path | None,
     echo: Callable[..., None],
 ) -> None:
+    """``dlscaffold runs``: the runs of ``logging_dir`` as ``--format`` / ``--json`` / ``--group`` /
+    ``--columns`` ask (``--lineage``: one run's tree instead), then a note per stale run; ``echo``
+    is called as ``echo(line)`` or ``echo(line, err=True)``, its text escaped (:func:`escaping`).
+
+    Raises:
+        UserError: options that ask for two things at once, or an unknown format, column or sort key.
+    """
     from dlscaffold.run.summary import program
 
+    echo = escaping(echo)
     if lineage is not None:
         show_lineage(lineage, bool(as_json or group or fmt is not None or columns is not None or sort != "run"), echo)
         return

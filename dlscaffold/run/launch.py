@@ -42,19 +42,11 @@ _SIGNALS_ENV = "TORCHELASTIC_SIGNALS_TO_HANDLE"  # torchrun's record of the sign
 
 
 def launch_train(
-    nproc: int,
-    config: Path | None,
-    overrides: list[str],
-    *,
-    project: Path | None = None,
-    resume: Path | None = None,
-    dev: bool = False,
-    no_save: bool = False,
-    debug: bool = False,
-    device: str | None = None,
+    nproc: int, config: Path | None, overrides: list[str], *, resume: Path | None = None, **flags: Any
 ) -> int:
     """``dlscaffold train --nproc N``: train in ``nproc`` processes started through torchrun;
     returns the exit code (0, the first failed process's, or a stop signal's: :func:`launch`).
+    ``flags``: the other ``train`` options, as :func:`launch_args` takes them.
 
     Raises:
         UserError: what :func:`check_launch` refuses, before any process starts.
@@ -62,9 +54,7 @@ def launch_train(
     from dlscaffold.run.summary import ARGV0_ENV
 
     check_launch(nproc, config, overrides, resume)  # what every process would refuse: said once, first
-    args = launch_args(
-        config, overrides, project=project, resume=resume, dev=dev, no_save=no_save, debug=debug, device=device
-    )
+    args = launch_args(config, overrides, resume=resume, **flags)
     before = os.environ.get(ARGV0_ENV)
     os.environ[ARGV0_ENV] = before or sys.argv[0]  # the processes print a --resume command like this one
     try:
