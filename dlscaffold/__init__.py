@@ -19,7 +19,7 @@ __all__ = ["__version__", "load_run", "load_runs"]
 
 
 def load_run(
-    run_dir: str | Path, epoch: str | int = "best", device: str | None = "cpu", project: str | Path | None = None
+    run_dir: str | Path, epoch: str | int | None = None, device: str | None = "cpu", project: str | Path | None = None
 ) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
@@ -28,7 +28,8 @@ def load_run(
 
     Args:
         run_dir: a folder printed by ``dlscaffold train``.
-        epoch: ``"best"``, ``"last"`` or an epoch number.
+        epoch: ``"best"``, ``"last"`` or an epoch number; default ``"best"``, or ``"last"`` for a run
+            trained with ``training_params.monitor: none`` (it has no best epoch).
         device: ``"cpu"`` (default), ``"cuda"``, ...; None chooses as training did.
         project: the project folder whose code to import, instead of the one the run recorded.
     """

@@ -27,10 +27,10 @@ from dlscaffold.evaluate import evaluate_run, set_clock
 from dlscaffold.parts.flow import Flow
 from dlscaffold.parts.seeding import forked_rng
 from dlscaffold.prepare import prepare
-from dlscaffold.records.checkpoint import resolve_epoch
+from dlscaffold.records.checkpoint import resolve_epoch, trained_without_monitor
 from dlscaffold.records.lineage import warn_changed
 from dlscaffold.records.rundir import CONFIG_FILE, read_metrics
-from dlscaffold.records.runfiles import BEST, check_run_dir, epoch_number, parse_epoch
+from dlscaffold.records.runfiles import BEST, LAST, check_run_dir, epoch_number, parse_epoch
 from dlscaffold.run.builder import Run, build_run
 from dlscaffold.run.progress import Progress
 
@@ -122,7 +122,7 @@ class LoadedRun:
 
 
 def load_run(
-    run_dir: str | Path, epoch: str | int = BEST, device: str | None = "cpu", project: str | Path | None = None
+    run_dir: str | Path, epoch: str | int | None = None, device: str | None = "cpu", project: str | Path | None = None
 ) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
@@ -137,7 +137,9 @@ def load_run(
     Args:
         run_dir: a folder printed by ``dlscaffold train``.
         epoch: ``"best"`` (the epoch ``run.json`` records as best, from its ``<Model>_best.pt``
-            weights), ``"last"`` (the newest epoch saved for every model) or an epoch number.
+            weights), ``"last"`` (the newest epoch saved for every model) or an epoch number; None
+            (the default): ``"best"``, or ``"last"`` for a run trained with ``training_params.monitor:
+            none``, which has no best epoch.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; None chooses as training did (``use_GPU``).
         project: the project folder whose code to import as it is, instead of the one the run
             recorded (needed for a run outside its project folder, or after the code changed).
@@ -146,11 +148,14 @@ def load_run(
         A :class:`LoadedRun`.
 
     Raises:
-        UserError: one line: not a run folder, no such epoch, no best epoch recorded, missing code,
-            a recorded project folder that does not hold the run or whose code changed.
+        UserError: one line: not a run folder, no such epoch, no best epoch recorded (or ``"best"`` of a
+            run trained with ``monitor: none``), missing code, a recorded project folder that does not
+            hold the run or whose code changed.
     """
-    epoch = parse_epoch(epoch, "epoch")
+    epoch = None if epoch is None else parse_epoch(epoch, "epoch")
     run_dir = check_run_dir(Path(run_dir))
+    if epoch is None:  # a run trained with training_params.monitor: none has no best epoch
+        epoch = LAST if trained_without_monitor(run_dir) else BEST
     project_dir = Path(project).expanduser().resolve() if project is not None else None
     prepared = prepare(run_dir / CONFIG_FILE, [], project_dir, run_dir=run_dir, splits=(), training=False)
     warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model

@@ -3,9 +3,9 @@
 :func:`prepare` reads the config (paths resolved once, in :func:`~dlscaffold.config.load_raw`),
 imports the project, reads earlier runs' configs once, and checks the one against the other:
 schema, model / loss / eval names, ``init_args`` and ``forward`` signatures, tensor sources, loss
-inputs bound to arguments by name, duplicate logging names, ``model_dir`` / ``epoch``, the splits
-the command will use and, when the command trains, the optimizer and scheduler settings
-(:func:`dlscaffold.parts.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
+inputs bound to arguments by name, duplicate logging names, hook names and options, ``model_dir`` /
+``epoch``, the splits the command will use and, when the command trains, the optimizer and scheduler
+settings (:func:`dlscaffold.parts.optim.check_settings`). It raises one :class:`~dlscaffold.errors.ConfigError`
 holding every problem, one line each. The last check, once models exist, is
 :func:`dlscaffold.run.first_batch.check_batch`.
 
@@ -37,7 +37,8 @@ from dlscaffold.config import (
     split_source,
     validate_raw,
 )
-from dlscaffold.config.monitor import TOTAL
+from dlscaffold.config.monitor import NONE, TOTAL
+from dlscaffold.config.phases import phase_problems
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
 from dlscaffold.parts.signatures import input_order, kwargs_problem, options_problem
 from dlscaffold.parts.tm_metrics import TORCHMETRICS, build_metric
@@ -118,6 +119,9 @@ def prepare(
     earlier = _EarlierRuns()
     problems += _check_paths(raw)
     problems += _check_info_flow(raw, project, losses, evals, earlier)
+    from dlscaffold.parts.hooks import hook_problems  # imports torch
+
+    problems += hook_problems(raw, project.hooks)
     saved_split, split_problems = _load_split(raw, run_dir)
     problems += split_problems
     if config is not None:
@@ -556,11 +560,24 @@ def _check_training(config: Config) -> list[str]:
                         f"{where}: unknown model '{name}'; {did_you_mean(name, choices)}expected models of info_flow: "
                         f"{', '.join(choices)}"
                     )
-    monitor = config.training_params.monitor
-    if monitor is not None and monitor not in (*names, TOTAL):
+    tp = config.training_params
+    monitor = tp.monitor
+    if monitor is not None and monitor not in (*names, TOTAL, NONE):
         problems.append(
-            f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, [*names, TOTAL])}expected "
-            f"<Model>/<logging_name> of a loss or eval, or {TOTAL} (the weighted sum of the losses): {', '.join(names)}"
+            f"training_params.monitor: found '{monitor}'; {did_you_mean(monitor, [*names, TOTAL, NONE])}expected "
+            f"<Model>/<logging_name> of a loss or eval, {TOTAL} (the weighted sum of the losses) or {NONE} "
+            f"(no best epoch): {', '.join(names)}"
+        )
+    if monitor == NONE and tp.early_stopping_patience is not None:
+        problems.append(
+            f"training_params.early_stopping_patience: found {tp.early_stopping_patience}, but "
+            f"training_params.monitor is {NONE}, so no value is watched for improvement; "
+            "leave early_stopping_patience out, or set monitor to a loss or eval"
+        )
+    if monitor == NONE and tp.monitor_mode is not None:
+        problems.append(
+            f"training_params.monitor_mode: found {tp.monitor_mode}, but training_params.monitor is {NONE}, "
+            "so there is no best epoch to pick; leave monitor_mode out, or set monitor to a loss or eval"
         )
     return problems
 
@@ -596,7 +613,7 @@ def _unreached(config: Config, unknown: set[str]) -> list[str]:
         for model, spec in flow.items()
         for key, loss in spec.losses.items()
     ]
-    return gradient_path_problems(reaches, trained, known=set(flow))
+    return gradient_path_problems(reaches, trained, known=set(flow)) + phase_problems(config, reaches, trained)
 
 
 def gradient_path_problems(

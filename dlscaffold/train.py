@@ -27,6 +27,7 @@ from dlscaffold.errors import CodeError, QuietExit, UserError
 from dlscaffold.parts import distributed
 from dlscaffold.parts.device import kept_cpu_memory
 from dlscaffold.parts.ema import attach as attach_ema
+from dlscaffold.parts.hooks import build_hooks
 from dlscaffold.parts.init_data import init_from_data
 from dlscaffold.prepare import Prepared, prepare
 from dlscaffold.project.code import MODULE_NAMES
@@ -330,16 +331,22 @@ def _build_session(
     if state is None:  # a fresh run: models with init_from_data set their weights from training points
         init_from_data(run, run.idx_dict[splits[0]], echo)
     wrap_for_training(run, world)
-    trainer = build_trainer(run, len(run.loaders["train"]))
-    attach_ema(run, trainer, len(run.loaders["train"]))  # EMA models follow their source's optimizer steps
+    steps_per_epoch = -(-len(run.loaders["train"]) // tp.accumulate)  # a step: accumulate batches
+    trainer = build_trainer(run, steps_per_epoch)
+    attach_ema(run, trainer, steps_per_epoch)  # EMA models follow their source's optimizer steps
+    _warn_batchnorm(run, tp.accumulate)
     from dlscaffold.run.first_batch import check_batch  # two samples through the built run, before anything is written
 
     check_batch(run, run.idx_dict[splits[0]])
     torch.autograd.set_detect_anomaly(options.debug)  # global: also switch it off after an earlier --debug run
     monitor = Monitor(*monitored(prepared.config))
+    hooks = build_hooks(prepared.config, prepared.project, world.main)
+    trainer.keep_outputs = bool(tp.hooks)  # the hooks' ctx.outputs
     position = _restore(run, trainer, monitor, state, overrides, world) if state is not None else Position()
+    if state is not None:
+        hooks.load_state_dict(state.get("hooks") or {})
     start = state["epoch"] + 1 if state else 1
-    session = Session(run, trainer, monitor, Trackers(), None, start, options, position, world=world)
+    session = Session(run, trainer, monitor, Trackers(), None, start, options, position, world=world, hooks=hooks)
     _open_run_folder(session, prepared, resume, state)
     echo(
         "Debug run: dev set, anomaly detection on, nothing is written."
@@ -381,6 +388,22 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
         session.log = open_run_log(run_dir, prepared, session.run, state, session.options.run_info, world.world_size)
     if state is None and session.saves:  # epoch 0: the initial weights, and a state to resume from
         save_state(session, 0)
+
+
+def _warn_batchnorm(run: Run, accumulate: int) -> None:
+    """Under gradient accumulation, BatchNorm's statistics are of each batch, not of the step's."""
+    if accumulate == 1:
+        return
+    for name in run.flow.trained:
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in run.flow.models[name].modules()):
+            logging.getLogger("dlscaffold").warning(
+                "warning: info_flow.%s has BatchNorm: with training_params.accumulate: %d its statistics are those "
+                "of each batch of %d, not of the step's %d samples (use GroupNorm or LayerNorm for exact equality)",
+                name,
+                accumulate,
+                run.config.dataloading_params.batch_size,
+                accumulate * run.config.dataloading_params.batch_size,
+            )
 
 
 def _run_notes(notes: str, options: TrainOptions) -> str:

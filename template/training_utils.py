@@ -31,3 +31,22 @@ def get_project_loss_and_eval_dict():
     losses = {"LabelSmoothingNLL": label_smoothing_nll}
     evals = {}
     return losses, evals
+
+
+# Hooks: functions that config.yml's training_params.hooks calls by name during a run, as
+# fn(ctx, **options), with the models in eval mode and no gradients (dlscaffold's docs/hooks.md). E.g.
+#   hooks: [{name: StemFeatures, event: step, every: 200}]
+# with this hook, which logs the first convolution's feature maps of one fixed digit as images:
+#
+# from sklearn.datasets import load_digits
+#
+# def stem_features(ctx, count=8):
+#     model = ctx.models["DigitClassifier"]
+#     digit = torch.tensor(load_digits().images[:1] / 16.0, dtype=torch.float32)[:, None]  # (1, 1, 8, 8)
+#     features = model.stem(digit.to(next(model.parameters()).device))  # (1, stem_channels, 8, 8)
+#     ctx.log_image("stem_features", features[0, :count, None])  # (count, 1, 8, 8), one image each
+
+
+def get_project_hooks():
+    """``{name: function}``: the hooks config.yml's ``training_params.hooks`` may name."""
+    return {}  # e.g. {"StemFeatures": stem_features}

@@ -16,6 +16,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     field_validator,
     model_serializer,
     model_validator,
@@ -79,6 +81,60 @@ class SchedulerSpec(_Section):
     _empty_kwargs = field_validator("kwargs", mode="before")(_none_is_empty)
 
 
+class Every(_Section):
+    """An interval in training steps, ``{steps: N}`` (``val_every``, ``save_every``). A step is one
+    optimizer step of the run: one batch, or one group of ``accumulate`` batches."""
+
+    steps: Int = Field(ge=1, le=INT64_MAX)
+
+
+def _interval(value: Any) -> Any:
+    """A number of epochs, ``{epochs: N}`` (written back as the plain number N) or ``{steps: N}``."""
+    if isinstance(value, Every):
+        return value
+    if isinstance(value, dict):
+        unit = next(iter(value)) if len(value) == 1 else None
+        number = value.get(unit)
+        if unit not in ("steps", "epochs") or isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ValueError("a number of epochs, {steps: N} or {epochs: N} with N >= 1")
+        return number if unit == "epochs" else Every(steps=number)
+    if isinstance(value, int) and not isinstance(value, bool) and value > INT64_MAX:
+        raise ValueError(f"less than or equal to {INT64_MAX}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("a number of epochs (1 or more), or {steps: N}")
+    return value
+
+
+Interval = Annotated[
+    int | Every, PlainValidator(_interval), PlainSerializer(lambda v: v if isinstance(v, int) else {"steps": v.steps})
+]
+
+
+def every_steps(value: int | Every) -> int | None:
+    """N of ``{steps: N}``; None for an interval in epochs."""
+    return value.steps if isinstance(value, Every) else None
+
+
+def every_epochs(value: int | Every) -> int | None:
+    """N of an interval in epochs (a plain number); None for ``{steps: N}``."""
+    return value if isinstance(value, int) else None
+
+
+EVENTS = ("step", "validation", "epoch", "end")  # when a hook runs: after each of these
+
+
+class HookSpec(_Section):
+    """One project hook of ``training_params.hooks``: a function from ``get_project_hooks()`` by
+    name, called as ``fn(ctx, **options)`` after every ``every``-th ``event``."""
+
+    name: str
+    event: Literal["step", "validation", "epoch", "end"]
+    every: Int = Field(1, ge=1, le=INT64_MAX)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _empty_options = field_validator("options", mode="before")(_none_is_empty)
+
+
 class TrainingParams(_Section):
     seed: Int = Field(4321, ge=0, le=INT64_MAX)
     regularization_weight: Float = Field(0.0, ge=0.0)
@@ -89,8 +145,9 @@ class TrainingParams(_Section):
     use_dev: bool = False
     use_GPU: bool = True
     # New keys; their defaults keep the older tool's behaviour.
-    val_every: Int = Field(1, ge=1, le=INT64_MAX)
-    save_every: Int = Field(1, ge=1, le=INT64_MAX)
+    # Validate / checkpoint every N epochs, or {steps: N}: every N training steps (mid-epoch too).
+    val_every: Interval = 1
+    save_every: Interval = 1
     log_every: Int = Field(50, ge=1, le=INT64_MAX)
     optimizer: OptimizerSpec | None = None
     lr_scheduler: SchedulerSpec | None = None
@@ -103,7 +160,8 @@ class TrainingParams(_Section):
     on_nonfinite: Literal["stop", "skip"] = "stop"
     # The best checkpoint: "<Model>/<logging_name>" of a loss or eval, or "total" (the weighted sum
     # of the losses, logged as total_loss), read on the validation split; default: the first loss of
-    # the first trained model. monitor_mode: min for a loss or total, max for an eval.
+    # the first trained model; "none": no best epoch (a GAN's). monitor_mode: min for a loss or
+    # total, max for an eval.
     monitor: str | None = None
     monitor_mode: Literal["min", "max"] | None = None
     # Stop after this many validations without improvement of the monitored value; empty: never.
@@ -122,6 +180,16 @@ class TrainingParams(_Section):
     # Test-time augmentation: "<Model>.<output>" averaged over CustomDataSet.tta_views(batch) in
     # validation and evaluation; empty: none.
     tta_outputs: list[str] = Field(default_factory=list)
+    # Gradient accumulation: k batches make one optimizer step (the gradient of the mean over all
+    # their samples).
+    accumulate: Int = Field(1, ge=1, le=INT64_MAX)
+    # Ordered update phases: each a list of trained models, run in this order every step; a phase
+    # runs forward what its losses need, back-propagates them into its models and steps their
+    # optimizers before the next phase. Empty: one phase of every trained model.
+    phases: list[list[str]] | None = None
+    # Project functions (training_utils.get_project_hooks) called after steps, validations, epochs
+    # or the run's end: [{name, event, every, options}].
+    hooks: list[HookSpec] = Field(default_factory=list)
     # In a cluster job whose environment has SLURM_JOB_END_TIME: stop this many seconds before it,
     # saving the run's exact position, in case the scheduler's signal never comes.
     stop_before_end: Float = Field(120.0, ge=0.0)
@@ -181,6 +249,9 @@ class LossSpec(_Section):
     trains: list[str] | None = None
     # Keyword options of the function (``label_smoothing`` of MultinomialNLL), checked against its signature.
     options: dict[str, Any] = Field(default_factory=dict)
+    # How the batch's per-sample values make the objective: their mean, or their sum (a short last
+    # batch and data-parallel training stay exact). Logged values are per-sample means either way.
+    reduction: Literal["mean", "sum"] = "mean"
 
     _empty_options = field_validator("options", mode="before")(_none_is_empty)
 

@@ -48,6 +48,10 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("patience", "early_stopping"), ("early_stopping_patience",)),
     **dict.fromkeys(("eval_every", "validate_every", "val_interval", "check_val_every_n_epoch"), ("val_every",)),
     **dict.fromkeys(("checkpoint_every", "save_interval", "save_freq"), ("save_every",)),
+    **dict.fromkeys(
+        ("accumulate_grad_batches", "gradient_accumulation_steps", "grad_accum", "accumulation_steps"), ("accumulate",)
+    ),
+    **dict.fromkeys(("callbacks", "callback", "hook"), ("hooks",)),
     **dict.fromkeys(("log_interval", "log_freq", "log_every_n_steps"), ("log_every",)),
     # dataloading_params
     **dict.fromkeys(("batchsize", "bs", "batch"), ("batch_size",)),

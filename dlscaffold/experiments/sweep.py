@@ -100,6 +100,12 @@ def check_against_config(spec: SweepSpec, project_dir: Path | None) -> tuple[Any
             raise ConfigError(*(f"{spec.path}: {problem}" for problem in exc.problems)) from None
     prepared = checked[0]
     name, mode = monitored(prepared.config)
+    if name is None:  # training_params.monitor: none, from the config or the sweep's metric
+        why = "found none" if spec.metric else "not set, and the config's training_params.monitor is none"
+        raise ConfigError(
+            f"{spec.path}: metric: {why}, so the trials have no value to optimise; set metric to "
+            "<Model>/<logging_name> of a loss or eval, or total"
+        )
     direction = spec.direction or ("minimize" if mode == "min" else "maximize")
     return prepared, name, direction
 

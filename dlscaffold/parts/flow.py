@@ -53,6 +53,7 @@ class Term:
     sources: list[Route]  # (argument, source, tensor name), in call order (bound_routes)
     members: Callable[..., torch.Tensor] | None = None  # an ensemble eval's per-member values (B, E)
     num_members: int = 0  # E, known after the first batch
+    reduction: str = "mean"  # a loss's objective: the mean or the sum of its per-sample values
 
     @property
     def names(self) -> list[str]:
@@ -130,22 +131,50 @@ class Flow:
         """Run every model in order (``needed_only``: those in :attr:`needed`); returns each model's
         dict of named outputs."""
         outputs: dict[str, dict[str, torch.Tensor]] = {}
-        for name, model in self.models.items():
+        for name in self.models:
             if needed_only and self.needed is not None and name not in self.needed:
                 continue
-            kwargs = {
-                arg: self.fetch(batch, outputs, tensor, src, f"info_flow.{name}.inputs.{arg}")
-                for arg, src, tensor in self.inputs[name]
-            }
-            call = self.wrapped.get(name, model) if self.training else model
-            with blame(f"info_flow.{name}: {name}.forward"):
-                out = call(**kwargs)
-            if not isinstance(out, dict):
-                raise UserError(
-                    f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors"
-                )
-            outputs[name] = out
+            outputs[name] = self.run_model(name, batch, outputs)
         return outputs
+
+    def forward_missing(self, batch: dict[str, Any], outputs: dict, models: set[str], wrapped: bool = True) -> None:
+        """Run, in order, the models of ``models`` that ``outputs`` does not hold yet, adding theirs
+        (an update phase recomputes only what an earlier phase's update made stale)."""
+        for name in self.models:
+            if name in models and name not in outputs:
+                outputs[name] = self.run_model(name, batch, outputs, wrapped)
+
+    def run_model(self, name: str, batch: dict[str, Any], outputs: dict, wrapped: bool = True) -> dict:
+        """One model's forward on its inputs from ``batch`` and ``outputs``: its dict of named tensors."""
+        kwargs = {
+            arg: self.fetch(batch, outputs, tensor, src, f"info_flow.{name}.inputs.{arg}")
+            for arg, src, tensor in self.inputs[name]
+        }
+        model = self.models[name]
+        call = self.wrapped.get(name, model) if self.training and wrapped else model
+        with blame(f"info_flow.{name}: {name}.forward"):
+            out = call(**kwargs)
+        if not isinstance(out, dict):
+            raise UserError(
+                f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors"
+            )
+        return out
+
+    def readers(self, name: str) -> set[str]:
+        """The models that read ``name``'s outputs, directly or through other models (and itself)."""
+        found = {name}
+        for model, routes in self.inputs.items():  # in info_flow order: a model's sources come before it
+            if any(src in found for _, src, _ in routes):
+                found.add(model)
+        return found
+
+    def sources(self, names: set[str]) -> set[str]:
+        """The models ``names`` read from, directly or through other models (and themselves)."""
+        found = set(names)
+        for model in reversed(list(self.models)):
+            if model in found:
+                found.update(src for _, src, _ in self.inputs[model] if src in self.models)
+        return found
 
     def update_metrics(self, batch: dict[str, Any], outputs: dict) -> None:
         """Add one batch to every torchmetrics eval's state (no gradients; nothing is read back)."""
@@ -280,6 +309,7 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                     weight=getattr(term, "weight", 0.0),
                     sources=bound_routes(term.inputs, list(config.info_flow), fn, term.function or key),
                     members=members_fn(fn) if kind == "evals" else None,
+                    reduction=getattr(term, "reduction", "mean"),
                 )
             )
     return terms

@@ -1,4 +1,5 @@
-"""Find and import a project's own code: ``models.py``, ``dataloader.py``, ``training_utils.py``.
+"""Find and import a project's own code: ``models.py``, ``dataloader.py``, ``training_utils.py``
+(its losses and evals, and its hooks from the optional ``get_project_hooks()``).
 
 The modules are imported under their plain names with the project folder on ``sys.path``, so that
 the project's files can import each other (``from models import Encoder``) and DataLoader workers
@@ -11,7 +12,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,6 +31,7 @@ class Project:
     dataset_class: type
     losses: dict[str, Callable[..., Any]]
     evals: dict[str, Callable[..., Any]]
+    hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)  # get_project_hooks(); empty without one
 
 
 def _import(root: Path, name: str) -> ModuleType | None:
@@ -59,6 +61,17 @@ def _where(exc: BaseException, file: Path) -> str:
     """``file:line`` of the deepest line of the project's ``file`` in ``exc``'s traceback."""
     lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == file.resolve()]
     return f"{file}:{lines[-1]}" if lines else str(file)
+
+
+def project_line(exc: BaseException, root: Path) -> str | None:
+    """``path:line`` (relative to ``root``) of the innermost frame of ``exc``'s traceback that lies
+    in the project folder ``root`` (not in a virtual environment inside it); None when no frame does."""
+    root = root.resolve()
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(root) and not {"site-packages", "dist-packages"} & set(path.parts):
+            return f"{path.relative_to(root)}:{frame.lineno}"
+    return None
 
 
 def _call(file: Path, what: str, function: Callable[[], Any], expected: str) -> Any:
@@ -110,4 +123,21 @@ def load_project(root: Path) -> Project:
         losses, evals = _call(
             root / "training_utils.py", "get_project_loss_and_eval_dict()", both, "two dicts, (losses, evals)"
         )
-    return Project(root, model_classes, dataloader.CustomDataSet, losses, evals)
+    hooks = _hooks(root / "training_utils.py", utils) if utils is not None else {}
+    return Project(root, model_classes, dataloader.CustomDataSet, losses, evals, hooks)
+
+
+def _hooks(file: Path, utils: ModuleType) -> dict[str, Callable[..., Any]]:
+    """``get_project_hooks()`` of ``training_utils.py``: ``{name: function}`` (empty without one)."""
+    if not hasattr(utils, "get_project_hooks"):
+        return {}
+    expected = "a dict {'Name': function}"
+    if not callable(utils.get_project_hooks):
+        raise UserError(f"{file}: get_project_hooks is a {type(utils.get_project_hooks).__name__}; expected a function")
+    hooks = _call(file, "get_project_hooks()", utils.get_project_hooks, expected)
+    if not isinstance(hooks, dict):
+        raise UserError(f"{file}: get_project_hooks() returned a {type(hooks).__name__}; expected {expected}")
+    for name, fn in hooks.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise UserError(f"{file}: get_project_hooks() maps {name!r} to a {type(fn).__name__}; expected {expected}")
+    return dict(hooks)

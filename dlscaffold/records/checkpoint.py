@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+from dlscaffold.config.monitor import NONE
 from dlscaffold.errors import UserError, first_line
-from dlscaffold.records.rundir import atomic_file
+from dlscaffold.records.rundir import CONFIG_FILE, atomic_file
+from dlscaffold.records.summaries import read_run_config
 
 FORMAT_VERSION = 1
 TRAINER = "trainer"  # the trainer state files: trainer_<epoch:06d>.pt
@@ -63,16 +65,34 @@ def weights_path(run_or_folder: Path, name: str, epoch: int | str) -> Path:
     return checkpoint_folder(run_or_folder) / f"{name}_{'best' if epoch == 'best' else f'{epoch:06d}'}.pt"
 
 
+def trained_without_monitor(run_or_folder: Path) -> bool:
+    """Whether a run was trained with ``training_params.monitor: none`` (its ``config.yml`` says so), so
+    that it has no best epoch. ``run_or_folder``: a run folder or its checkpoints folder; False for a
+    folder without a readable config."""
+    if (run_or_folder / CONFIG_FILE).is_file() or run_or_folder.name != CHECKPOINT_DIR:
+        run = run_or_folder
+    else:
+        run = run_or_folder.parent
+    params = read_run_config(run, lambda _: None).get("training_params")
+    return isinstance(params, dict) and params.get("monitor") == NONE
+
+
 def resolve_epoch(run_dir: Path, models: list[str], epoch: int | str | None, what: str = "--epoch") -> int | str:
     """Which saved weights to load: ``"last"`` / None -> the newest epoch saved for every model;
     ``"best"`` -> the best validation's (``run.json`` records which epoch that was); a number.
 
     Raises:
-        UserError: when the run holds no such weights, naming what it holds.
+        UserError: when the run holds no such weights, naming what it holds, and for ``"best"`` of a run
+            trained with ``training_params.monitor: none``, which has no best epoch.
     """
     if epoch in (None, "last"):
         return last_common_epoch(run_dir, models)
     if epoch == "best":
+        if trained_without_monitor(run_dir):
+            raise UserError(
+                f"{what}: found best; {run_dir} was trained with training_params.monitor: {NONE}, so it has no "
+                "best epoch: use last or an epoch number"
+            )
         if not all(weights_path(run_dir, m, "best").is_file() for m in models):
             raise UserError(f"{what}: {run_dir} records no best epoch (no <Model>_best.pt); use last or a number")
         return "best"

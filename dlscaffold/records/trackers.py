@@ -54,14 +54,16 @@ class MetricsFile:
 
     Args:
         run_dir: the run folder.
-        resume: the epoch of the checkpoint a resumed run starts from: rows after it (written before
-            the interruption, past the checkpoint) are dropped.
+        resume: the ``(epoch, step)`` of the checkpoint a resumed run starts from: rows after it
+            (written before the interruption, past the checkpoint) are dropped; a validation inside
+            the next epoch (``val_every: {steps: N}``) at or before the checkpoint's step is kept.
     """
 
-    def __init__(self, run_dir: Path, resume: int | None = None):
+    def __init__(self, run_dir: Path, resume: tuple[int, int] | None = None):
         self.path = run_dir / METRICS_FILE
         if resume is not None:
-            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= resume]
+            epoch, step = resume
+            kept = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch or _at_or_before(r, step)]
             write_text_atomic(self.path, "".join(_row_json(r) for r in kept))
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
@@ -220,7 +222,7 @@ class Trackers:
 def open_trackers(run_dir: Path, config: Any, resume: tuple[int, int] | None = None) -> Trackers:
     """``metrics.jsonl`` and the trackers ``config.logging_params.trackers`` names, for a run folder;
     ``resume``: the ``(epoch, step)`` of the checkpoint a resumed run starts from."""
-    opened: list[tuple[str, Tracker]] = [(METRICS_FILE, MetricsFile(run_dir, resume[0] if resume else None))]
+    opened: list[tuple[str, Tracker]] = [(METRICS_FILE, MetricsFile(run_dir, resume))]
     for name in config.logging_params.trackers:
         try:
             opened.append((name, _open(name, run_dir, config, resume)))
@@ -232,7 +234,11 @@ def open_trackers(run_dir: Path, config: Any, resume: tuple[int, int] | None = N
 
 
 def _open_tensorboard(run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:
-    return TensorBoard(run_dir, resume[1] if resume else None)
+    return TensorBoard(run_dir, resume[1] + 1 if resume else None)  # events at the checkpoint's step stay
+
+
+def _at_or_before(row: dict[str, Any], step: int) -> bool:
+    return isinstance(row.get("step"), int) and not isinstance(row.get("step"), bool) and row["step"] <= step
 
 
 def _open_mlflow(run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:

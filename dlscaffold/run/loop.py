@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from dlscaffold.config.monitor import TOTAL_LOSS, logs_total
+from dlscaffold.config.schema import every_epochs, every_steps
 from dlscaffold.errors import blame
 from dlscaffold.parts import distributed
 from dlscaffold.parts.flow import batch_size_of
+from dlscaffold.parts.hooks import HookContext, Hooks
 from dlscaffold.records.checkpoint import rng_state, save_best, save_checkpoint, set_rng_state
 from dlscaffold.records.images import collect_images, image_grids
 from dlscaffold.records.rundir import RunLock, read_run_info, update_run_info
@@ -52,13 +54,13 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
                 save_state(session, epoch - 1, session.position)
             end_stopped(session, stop)
         train_values, val_values = values
-        last_val, last_epoch = val_values or last_val, epoch
-        (improved, stopping), signalled = _judge(session, epoch, val_values), agreed_stop(session, stop)
-        pruned = _pruned(session, epoch, val_values)  # a sweep's pruner ends its trial after this validation
+        last_val, last_epoch = val_values or session.last_val or last_val, epoch
+        improved = _after_validation(session, epoch, val_values, epoch)  # may end the run: session.ending
+        if session.ending is None:
+            _fire(session, "epoch", train_values)  # a hook may ask to stop
+        signalled = agreed_stop(session, stop)
         saved = None  # True / False: the epoch's checkpoint was written / refused (non-finite weights)
-        if session.saves and (
-            epoch % tp.save_every == 0 or epoch == tp.max_training_epochs or stopping or signalled or pruned
-        ):
+        if session.saves and (_save_due(session, epoch) or signalled or session.ending):
             saved = save_state(session, epoch)
         if improved and saved is not False:  # refused: one warning said why; no best of these weights either
             _keep_best(session, epoch)  # after the epoch's checkpoint: its weights are linked, not written twice
@@ -70,16 +72,14 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         session.position = Position()
         if signalled:  # a signal during validation: the epoch's checkpoint is saved above
             end_stopped(session, stop)
-        if stopping:
-            echo(
-                f"Early stopping: {session.monitor.name} has not improved for {session.monitor.bad} validations "
-                f"(best {session.monitor.best:.6g} at epoch {session.monitor.best_epoch})."
-            )
+        if session.ending is not None:
+            echo(_ending_line(session, epoch))
+            status = "pruned" if session.ending == "pruned" else status
             break
-        if pruned:
-            echo(f"Pruned after epoch {epoch}: the sweep's pruner ends this trial; its checkpoints are kept.")
-            status = "pruned"
-            break
+    if status == "completed":
+        _fire(session, "end", last_val)
+    if session.stop_reason and session.writes:
+        update_run_info(session.run_dir, stop_reason=session.stop_reason)
     session.log.hparams(_hparams(run.config), {f"val/{k}": v for k, v in last_val.items()})
     record_end(session, status, epoch=last_epoch if status == "completed" else None)
     _summary(echo, session, last_epoch, last_val)
@@ -89,10 +89,40 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
     )
 
 
+def _save_due(session: Session, epoch: int) -> bool:
+    """Whether an epoch's end saves a checkpoint: every ``save_every`` epochs, and after the last."""
+    tp = session.run.config.training_params
+    every = every_epochs(tp.save_every)
+    return epoch == tp.max_training_epochs or (every is not None and epoch % every == 0)
+
+
+def _after_validation(session: Session, epoch: int, val_values: dict[str, float], at: int) -> bool:
+    """Judge a validation: whether it is the best so far; patience running out or a sweep's pruner
+    (told ``at``: the epoch, or the step of a step validation) end the run (``session.ending``)."""
+    improved, stopping = _judge(session, epoch, val_values)
+    pruned = _pruned(session, at, val_values)
+    if stopping or pruned:
+        session.ending = "early_stop" if stopping else "pruned"
+    return improved
+
+
+def _ending_line(session: Session, epoch: int) -> str:
+    """What the log says when early stopping, a sweep's pruner or a hook ends the run."""
+    monitor, step = session.monitor, session.trainer.step
+    if session.ending == "early_stop":
+        return (
+            f"Early stopping: {monitor.name} has not improved for {monitor.bad} validations "
+            f"(best {monitor.best:.6g} at epoch {monitor.best_epoch})."
+        )
+    if session.ending == "pruned":
+        return f"Pruned after epoch {epoch}: the sweep's pruner ends this trial; its checkpoints are kept."
+    return f"Stopped in epoch {epoch} after step {step}: {session.stop_reason}"
+
+
 def _pruned(session: Session, epoch: int, val_values: dict[str, float]) -> bool:
     """Report a validation to ``options.on_validation`` (rank 0); whether it pruned the run."""
     report, pruned = session.options.on_validation, False
-    if report is None or not val_values:
+    if report is None or not val_values or session.monitor.name is None:
         return False
     if session.world.main:
         try:
@@ -125,26 +155,36 @@ def _train_and_validate(
     if trainer.precision.scaler.is_enabled():
         rates["fp16_skipped_steps"] = float(trainer.precision.skipped_steps)
     session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
-    val_values: dict[str, float] = {}
-    if epoch % tp.val_every == 0 or epoch == tp.max_training_epochs:
-        specs, images = run.config.logging_params.log_images, {}
-        keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
-        run.flow.clock["step"] = trainer.step  # the steps done, as evaluate gives these weights (the row's step)
-        val_values, _ = run_epoch(
-            run.flow,
-            run.loaders["val"],
-            run.placement,
-            run.precision,
-            run.transform,
-            progress,
-            "val",
-            first_batch=keep,
-            views=run.views,
-        )
-        val_values = _with_total(session, val_values)
-        session.log.epoch_row(epoch, "val", trainer.step, val_values)
-        session.log.images(trainer.step, image_grids(images))
-    return train_values, val_values
+    val_epochs = every_epochs(tp.val_every)
+    if val_epochs and (epoch % val_epochs == 0 or epoch == tp.max_training_epochs):
+        return train_values, validate(session, epoch, progress)
+    return train_values, {}
+
+
+def validate(session: Session, epoch: int, progress: Progress) -> dict[str, float]:
+    """One pass over the validation split: its values (with ``total_loss``), its row, its images;
+    then the validation hooks."""
+    run, step = session.run, session.trainer.step
+    specs, images = run.config.logging_params.log_images, {}
+    keep = (lambda batch, outputs: images.update(collect_images(specs, batch, outputs))) if specs else None
+    run.flow.clock["step"] = step  # the steps done, as evaluate gives these weights (the row's step)
+    val_values, _ = run_epoch(
+        run.flow,
+        run.loaders["val"],
+        run.placement,
+        run.precision,
+        run.transform,
+        progress,
+        "val",
+        first_batch=keep,
+        views=run.views,
+    )
+    val_values = _with_total(session, val_values)
+    session.log.epoch_row(epoch, "val", step, val_values)
+    session.log.images(step, image_grids(images))
+    session.last_val = val_values
+    _fire(session, "validation", val_values)
+    return val_values
 
 
 def _with_total(session: Session, values: dict[str, float]) -> dict[str, float]:
@@ -157,9 +197,10 @@ def _with_total(session: Session, values: dict[str, float]) -> dict[str, float]:
 
 def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[str, float] | None:
     """One pass over the training loader; returns the epoch's sample means (over every rank's
-    samples), or None when a signal stopped it (the caller saves the exact position)."""
-    run, trainer, log, position = session.run, session.trainer, session.log, session.position
-    names, device, log_every = trainer.flow.term_names, run.placement.device, run.config.training_params.log_every
+    samples), or None when a signal stopped it (the caller saves the exact position). A step is one
+    batch, or ``accumulate`` batches: what happens between steps (logging, step validations and
+    checkpoints, hooks, a signal's stop) happens after a step's last batch only."""
+    run, trainer, position = session.run, session.trainer, session.position
     epoch_sums, window = _running_sums(session)
     trainer.flow.set_mode(training=True)
     trainer.begin_epoch(session.epoch)  # parameter groups outside their epochs: no gradient work
@@ -169,33 +210,126 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
         position.rng = None
     done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
     last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
+    steps = _Steps(sampler, trainer.accumulate, last_batch, session.world.world_size)
+    pending: list[tuple[dict, int]] = []  # the step's batches' values, counted once the step is applied
     for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step, done=done):
-        # --- the step
+        # --- the step (or one batch of it)
         batch = run.transform(run.placement.move(batch), True)
-        mine, total = sampler.share(position.batches)  # this rank's points of the global batch
-        values = trainer.train_step(batch, share=mine * session.world.world_size / total)
+        share, mine, last = steps.of(position.batches)
+        values = trainer.train_step(batch, share=share, last=last)
         position.batches += 1
-        # --- the epoch's sums and the log window
-        if values is not None and mine > 0:  # None: a skipped non-finite step; mine 0: a padding batch
-            epoch_sums.add(values, batch_size_of(batch))
-            window.add(values, batch_size_of(batch))
-        if trainer.step % log_every == 0:  # reading the window's means is a GPU sync: only at log points
-            means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
-            log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
-            running = epoch_sums.means(across_ranks=False)  # the epoch so far (the GPU is in sync already)
-            parts = {t.name.partition("/")[2]: running[t.name] for t in trainer.flow.losses}
-            total = sum(t.weight * running[t.name] for t in trainer.flow.losses)
-            progress.show(loss=total, parts=parts if len(parts) == len(trainer.flow.losses) else None)
-            window = Sums(names, device)
+        if values is not None and mine > 0:  # mine 0: a padding batch
+            pending.append((values, batch_size_of(batch)))
+        if not last:
+            continue
+        # --- the epoch's sums and the log window (None: a skipped non-finite step, counted nowhere)
+        pending = pending if values is not None else []
+        for batch_values, size in pending:
+            epoch_sums.add(batch_values, size)
+            window.add(batch_values, size)
+        pending = []
+        if trainer.step % run.config.training_params.log_every == 0:  # a GPU sync: only at log points
+            window = _log_step(session, progress, epoch_sums, window)
+        if _between_steps(session, progress, epoch_sums, window, position.batches < last_batch):
+            break  # early stopping, a sweep's pruner or a hook ended the run here
         # --- a signal: a single process stops after any step; data-parallel ranks agree at log points
-        at_log_point = trainer.step % log_every == 0
+        at_log_point = trainer.step % run.config.training_params.log_every == 0
         stopping = agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed
         if stopping and position.batches < last_batch:
-            position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
-            position.metrics = trainer.flow.metrics_state_dict()
+            _keep_position(session, epoch_sums, window)
             return None
     trainer.end_epoch()
     return {**epoch_sums.means(), **trainer.flow.compute_metrics()}
+
+
+class _Steps:
+    """Which step each batch of the epoch belongs to, and its weight in it: ``accumulate``
+    consecutive batches from the epoch's first make a step (the last step may have fewer)."""
+
+    def __init__(self, sampler: Any, accumulate: int, batches: int, world_size: int):
+        self.sampler, self.accumulate, self.batches, self.world_size = sampler, accumulate, batches, world_size
+        self.group: tuple[int, int] = (-1, 0)  # (first batch, points of every rank) of the current step
+
+    def of(self, index: int) -> tuple[float, int, bool]:
+        """For the epoch's ``index``-th batch: ``(share, this rank's points, whether it ends its step)``;
+        share: this rank's points x ranks / the points of the step's batches on every rank."""
+        first = index - index % self.accumulate
+        end = min(first + self.accumulate, self.batches)
+        if self.group[0] != first:
+            self.group = (first, sum(self.sampler.share(i)[1] for i in range(first, end)))
+        mine = self.sampler.share(index)[0]
+        return mine * self.world_size / self.group[1], mine, index + 1 == end
+
+
+def _log_step(session: Session, progress: Progress, epoch_sums: Sums, window: Sums) -> Sums:
+    """A log point: the window's means to the trackers, the epoch so far to the progress bar; a new window."""
+    trainer = session.trainer
+    means = window.means(across_ranks=False)  # rank 0's window; epoch values are over every rank
+    session.log.step_scalars(trainer.step, {**means, **trainer.learning_rates()})
+    running = epoch_sums.means(across_ranks=False)  # the epoch so far (the GPU is in sync already)
+    parts = {t.name.partition("/")[2]: running[t.name] for t in trainer.flow.losses}
+    total = sum(t.weight * running[t.name] for t in trainer.flow.losses)
+    progress.show(loss=total, parts=parts if len(parts) == len(trainer.flow.losses) else None)
+    return Sums(trainer.flow.term_names, session.run.placement.device)
+
+
+def _between_steps(session: Session, progress: Progress, epoch_sums: Sums, window: Sums, mid_epoch: bool) -> bool:
+    """After a step: the step hooks, and with ``{steps: N}`` intervals a validation and a checkpoint.
+    Returns whether the run ends here (``session.ending``)."""
+    tp, step = session.run.config.training_params, session.trainer.step
+    val_steps, save_steps = every_steps(tp.val_every), every_steps(tp.save_every)
+    if val_steps and step % val_steps == 0:
+        _step_validation(session)
+    if session.hooks is not None and session.hooks.wants("step") and session.ending is None:
+        _fire(session, "step", {})
+    if save_steps and step % save_steps == 0 and session.saves and mid_epoch and session.ending is None:
+        _keep_position(session, epoch_sums, window)
+        save_state(session, session.epoch - 1, session.position)
+        session.position.sums = session.position.window = session.position.metrics = None
+    return session.ending is not None
+
+
+def _step_validation(session: Session) -> None:
+    """A validation inside the epoch (``val_every: {steps: N}``): its row, the best weights, early
+    stopping and a sweep's pruner, as after an epoch; training then goes on where it was."""
+    flow, epoch = session.trainer.flow, session.epoch
+    training_metrics = flow.metrics_state_dict()  # the validation pass resets the torchmetrics evals
+    quiet = Progress(False, every=0)  # the training bar is still open
+    val_values = validate(session, epoch, quiet)
+    if _after_validation(session, epoch, val_values, session.trainer.step):
+        _keep_best(session, epoch)
+    flow.load_metrics_state_dict(training_metrics)
+    flow.set_mode(training=True)
+
+
+def _keep_position(session: Session, epoch_sums: Sums, window: Sums) -> None:
+    """What a mid-epoch checkpoint saves beside the batches done: the running sums and metric states."""
+    position = session.position
+    position.sums, position.window = epoch_sums.state_dict(), window.state_dict()
+    position.metrics = session.trainer.flow.metrics_state_dict()
+
+
+def _fire(session: Session, event: str, values: dict[str, float]) -> None:
+    """Run the project's hooks of ``event`` (rank 0 unless a hook asks for every rank); a hook's stop
+    request ends the run cleanly (``session.ending``), every rank with rank 0."""
+    hooks = session.hooks
+    if hooks is None or not hooks.wants(event):
+        return
+    context = HookContext(
+        event=event,
+        epoch=session.epoch,
+        step=session.trainer.step,
+        models=session.run.flow.models,
+        outputs=session.trainer.outputs,
+        values=dict(values),
+        run_dir=session.run_dir,
+        trackers=session.log,
+    )
+    reason = hooks.fire(event, context)
+    if session.world.distributed:
+        reason = distributed.broadcast(reason)
+    if reason is not None and session.ending is None:
+        session.ending, session.stop_reason = "hook", reason
 
 
 def _running_sums(session: Session) -> tuple[Sums, Sums]:
@@ -236,7 +370,7 @@ def end_stopped(session: Session, stop: StopFlag) -> None:
 def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[bool, bool]:
     """Record a validation with the monitor: whether it is the best so far, whether patience ran out."""
     monitor, patience = session.monitor, session.run.config.training_params.early_stopping_patience
-    if monitor.name not in val_values:
+    if monitor.name is None or monitor.name not in val_values:  # monitor: none, or no validation
         return False, False
     improved = monitor.update(val_values[monitor.name], epoch)
     return improved, patience is not None and monitor.bad >= patience
@@ -245,8 +379,9 @@ def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[
 def _keep_best(session: Session, epoch: int) -> None:
     """The best epoch's weights as ``<Model>_best.pt`` and its record in ``run.json``."""
     if session.saves and session.writes and save_best(session.run_dir, epoch, session.run.flow.models):
-        monitor = session.monitor
-        update_run_info(session.run_dir, best={"epoch": epoch, "metric": monitor.name, "value": monitor.best})
+        monitor, by_steps = session.monitor, every_steps(session.run.config.training_params.val_every)
+        step = {"step": session.trainer.step} if by_steps else {}  # validations by steps: which one
+        update_run_info(session.run_dir, best={"epoch": epoch, **step, "metric": monitor.name, "value": monitor.best})
 
 
 def save_state(session: Session, epoch: int, position: Position | None = None) -> bool:
@@ -254,6 +389,8 @@ def save_state(session: Session, epoch: int, position: Position | None = None) -
     (their RNG states are gathered); rank 0 writes. False: refused, a model holds NaN or inf (one
     warning line; the checkpoints saved before are kept)."""
     state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+    if session.hooks is not None:
+        state["hooks"] = session.hooks.state_dict()
     saved = None if position is None else {k: v for k, v in vars(position).items() if k not in ("rng", "ranks")}
     if session.world.distributed:
         state["rng_ranks"] = distributed.gather(rng_state())
@@ -355,7 +492,7 @@ class TrainOptions:
 class Monitor:
     """The best validation value so far of ``training_params.monitor``, and early stopping."""
 
-    name: str
+    name: str | None  # None: training_params.monitor: none, no best epoch
     mode: str  # "min" or "max"
     best: float | None = None
     best_epoch: int = 0
@@ -405,6 +542,10 @@ class Session:
     world: distributed.World = field(default_factory=distributed.World)
     status: str | None = None  # how the run ended: completed, failed, interrupted
     seconds_before: float = 0.0  # the training time of the run's earlier sessions (a resumed run)
+    hooks: Hooks | None = None  # the project's hooks (training_params.hooks)
+    ending: str | None = None  # the run ends after this step or epoch: "early_stop", "pruned" or "hook"
+    stop_reason: str | None = None  # a hook's stop request (run.json's stop_reason)
+    last_val: dict[str, float] = field(default_factory=dict)  # the last validation's values
     started: float | None = None  # time.perf_counter() when this session's epoch loop began
 
     @property
@@ -435,7 +576,7 @@ class RunResult:
     run_dir: Path | None  # None: a --debug run wrote nothing
     status: str
     epochs: int  # the last epoch trained
-    monitor: str  # training_params.monitor: the value "best" is judged by
+    monitor: str | None  # training_params.monitor: the value "best" is judged by (None: monitor: none)
     best_epoch: int | None  # None: never validated
     best_value: float | None
     last_val: dict[str, float]  # the last validation's values, ``<Model>/<logging_name>`` keys

@@ -131,7 +131,8 @@ def summary_lines(
 def best_epoch_line(config: Config) -> str | None:
     """Which value picks the best epoch, for a run with two or more losses and no
     ``training_params.monitor``: the first loss of the first trained model, which may improve while
-    the objective does not (a VAE's KL term, which a collapsing posterior minimises). None otherwise."""
+    the objective does not (a VAE's KL term, which a collapsing posterior minimises). None otherwise,
+    ``monitor: none`` included (that run has no best epoch)."""
     from dlscaffold.config.monitor import monitored
     from dlscaffold.config.names import metric_name
 

@@ -13,10 +13,20 @@ When a model of ``info_flow`` sets its own ``grad_clip_norm`` or ``update_every`
 (:meth:`Trainer._model_step`): only the models due this step (``step % update_every == 0``) update,
 each from the losses that train it, and gradients go only into those models' parameters. Otherwise
 it is the joint step above, unchanged.
+
+``training_params.accumulate: k`` makes k batches one step: each batch's forward and backward add
+to the gradients (each batch's losses weighted by its share of the group's samples, so the gradient
+is the mean over every sample of the group, across data-parallel ranks too, whose gradients are
+all-reduced on the group's last batch only), and the optimizers step after the group's last batch.
+
+``training_params.phases`` runs a step as ordered update phases (:meth:`Trainer._phased_step`):
+each phase runs forward what its losses need, back-propagates them into its models and steps
+their optimizers before the next phase; outputs of models no earlier phase updated are reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +35,7 @@ import torch
 
 from dlscaffold.config import metric_name
 from dlscaffold.errors import UserError
-from dlscaffold.parts.flow import Flow
+from dlscaffold.parts.flow import Flow, Term, batch_size_of
 from dlscaffold.parts.optim import build_optimizer, build_scheduler, model_params, param_groups
 from dlscaffold.parts.precision import Precision
 
@@ -65,6 +75,16 @@ class BufferSnapshot:
 
 
 @dataclass
+class Phase:
+    """One update phase of a step: the models it trains, the losses that train them, and the models
+    those losses read (with the models they read from)."""
+
+    models: list[str]
+    losses: list[Term]
+    needed: set[str]
+
+
+@dataclass
 class Trainer:
     """What the loop steps: the models and their optimizers and schedulers."""
 
@@ -91,33 +111,53 @@ class Trainer:
     clip: dict[str, float] = field(default_factory=dict)  # model -> its own grad_clip_norm
     trains: dict[str, list[str]] = field(default_factory=dict)  # loss name -> the models it updates
     intervals: dict[str, str] = field(default_factory=dict)  # model -> its scheduler's interval
+    accumulate: int = 1  # batches per step (training_params.accumulate)
+    world_size: int = 1  # data-parallel processes: a summed loss counts every rank's samples
+    phases: list[Phase] = field(default_factory=list)  # ordered update phases; empty: one step of every model
+    stale: dict[str, set[str]] = field(default_factory=dict)  # model -> what its update makes stale (phases)
+    micro: int = 0  # batches of the current step done so far (accumulate > 1)
+    loss_ok: torch.Tensor | None = None  # the step's losses so far were finite (a device flag, read at its end)
+    keep_outputs: bool = False  # keep the last batch's outputs (detached) for the hooks
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def train_step(self, batch: dict[str, Any], share: float = 1.0) -> dict[str, torch.Tensor] | None:
-        """One optimisation step; returns every loss's and eval's values, or None for a skipped step.
+    def train_step(
+        self, batch: dict[str, Any], share: float = 1.0, last: bool = True
+    ) -> dict[str, torch.Tensor] | None:
+        """One batch of a step: forward, backward, and on the step's ``last`` batch the optimizer
+        step. Returns every loss's and eval's values, or None for a skipped step.
 
         Args:
             batch: the batch, on the device.
-            share: under data-parallel training, (this rank's points x ranks / the global batch's
-                points): DDP averages the ranks' gradients, so scaling each rank's mean loss by it
-                gives exactly the gradient of the mean over the global batch, even for a short last
-                batch (0 for a padding batch). 1 in a single process.
+            share: (this rank's points x ranks / the points of the step's batches on every rank):
+                DDP averages the ranks' gradients, so scaling each rank's mean loss by it gives
+                exactly the gradient of the mean over the step's samples, even for a short last
+                batch (0 for a padding batch). 1 in a single process without accumulation.
+            last: whether this batch ends the step (always, unless ``accumulate > 1``).
         """
-        self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
-        self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
-        if self.per_model:
-            return self._model_step(batch, share)
+        if self.micro == 0:
+            self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
+            self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
+        if self.phases:
+            return self._phased_step(batch, share)
+        with self._no_sync(last):  # forward and backward: DDP decides in forward whether backward syncs
+            if self.per_model:
+                return self._model_step(batch, share, last)
+            return self._joint_step(batch, share, last)
+
+    def _joint_step(self, batch: dict[str, Any], share: float, last: bool) -> dict[str, torch.Tensor] | None:
+        """Every loss into every trained model, then every optimizer steps (the default step)."""
         with self.precision.forward_context():
             outputs = self.flow.forward(batch, needed_only=True)
             values = self.flow.values(self.flow.losses, batch, outputs)
-            objective = sum(t.weight * values[t.name].float().mean() for t in self.flow.losses)
-            if share != 1.0:
-                objective = objective * share
+            objective = self._objective(self.flow.losses, values, share, batch)
         self.precision.backward(objective)
+        if not self._ends_step(objective, last):
+            return self._evals(values, batch, outputs)
         optimizers = list(self.optimizers.values())
         self.precision.unscale(optimizers)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=objective.device)
-        loss_finite = torch.isfinite(objective.detach())
+        loss_finite = self.loss_ok
         finite = bool(loss_finite & torch.isfinite(norm))  # one host read per step, as GradScaler makes
         if not finite and not (self.precision.scaled and bool(loss_finite)):
             return self._skip_nonfinite(values, batch, optimizers)  # never applied; raises for "stop"
@@ -139,6 +179,35 @@ class Trainer:
                     scheduler.step()
         return self._evals(values, batch, outputs)
 
+    def _objective(self, terms: list[Term], values: dict[str, torch.Tensor], share: float, batch: dict) -> Any:
+        """The weighted sum of ``terms``: batch means scaled by ``share``; ``reduction: sum`` terms as
+        sums over this rank's samples times the ranks (DDP averages them back to the global sum)."""
+        objective = sum(t.weight * values[t.name].float().mean() for t in terms if t.reduction == "mean")
+        if share != 1.0:
+            objective = objective * share
+        summed = [t for t in terms if t.reduction == "sum"]
+        if summed:
+            scale = float(self.world_size) if share > 0 else 0.0  # a padding batch counts nothing
+            objective = objective + scale * sum(t.weight * _batch_sum(values[t.name], batch) for t in summed)
+        return objective
+
+    def _ends_step(self, objective: torch.Tensor, last: bool) -> bool:
+        """Note a batch's loss finiteness (kept on the device); whether the step's optimizers step now."""
+        finite = torch.isfinite(objective.detach())
+        self.loss_ok = finite if self.micro == 0 else self.loss_ok & finite
+        self.micro = 0 if last else self.micro + 1
+        return last
+
+    def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Under data-parallel training, no gradient all-reduce on a step's batches before its last."""
+        stack = contextlib.ExitStack()
+        if not last and self.distributed:
+            for wrapped in self.flow.wrapped.values():
+                ddp = getattr(wrapped, "_orig_mod", wrapped)  # torch.compile wraps the DDP module
+                if hasattr(ddp, "no_sync"):
+                    stack.enter_context(ddp.no_sync())
+        return stack
+
     def begin_epoch(self, epoch: int) -> None:
         """In one process, a parameter group outside its ``epochs`` stops requiring gradients for
         the epoch, so that backward skips its work. (Under data-parallel training, where DDP wants
@@ -158,30 +227,101 @@ class Trainer:
         with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
             values.update(self.flow.values(self.flow.evals, batch, outputs))
         self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
+        if self.keep_outputs:
+            self.outputs = {m: {k: _detached(v) for k, v in out.items()} for m, out in outputs.items()}
         return values
 
-    def _model_step(self, batch: dict[str, Any], share: float) -> dict[str, torch.Tensor] | None:
+    def _model_step(self, batch: dict[str, Any], share: float, last: bool) -> dict[str, torch.Tensor] | None:
         """The per-model step: the models due this step, each from the losses that train it."""
-        due = [n for n in self.optimizers if self.step % self.update_every.get(n, 1) == 0]
-        params = {n: list(self.flow.models[n].parameters()) for n in due}
+        due = self._due(self.optimizers)
         with self.precision.forward_context():
             outputs = self.flow.forward(batch, needed_only=True)
             values = self.flow.values(self.flow.losses, batch, outputs)  # every loss, for the logs
-            groups: dict[tuple[str, ...], list[torch.Tensor]] = {}  # the models a loss trains now -> its terms
-            for t in self.flow.losses:
-                models = tuple(n for n in due if n in self.trains.get(t.name, self.flow.trained))
-                if models:
-                    groups.setdefault(models, []).append(t.weight * values[t.name].float().mean() * share)
-        objective = sum((sum(terms) for terms in groups.values()), torch.zeros((), device=self.flow.device))
-        for i, (models, terms) in enumerate(groups.items()):  # gradients only into the models a loss trains
-            inputs = [p for n in models for p in params[n]]
-            self.precision.backward(sum(terms), inputs=inputs, retain_graph=i < len(groups) - 1)
+        objective = self._backward_into(due, self.flow.losses, values, share, batch, retain=False, last=last)
+        if not self._ends_step(objective, last):
+            return self._evals(values, batch, outputs)
+        stepped = self._apply(due, values, batch)
+        if stepped is None:
+            return None
+        self.step += 1
+        return self._evals(values, batch, outputs)
+
+    def _phased_step(self, batch: dict[str, Any], share: float) -> dict[str, torch.Tensor] | None:
+        """A step in ordered update phases. Each phase whose models are due runs forward what its
+        losses need (outputs of earlier phases are reused, their graphs kept, unless an earlier
+        phase's update made them stale), back-propagates its losses into its due models and steps
+        their optimizers. A phase with no model due is skipped; its losses are logged from the
+        outputs the step has. Evals read the step's last outputs."""
+        outputs: dict[str, dict] = {}
+        values: dict[str, torch.Tensor] = {}
+        stale: set[str] = set()
+        running = [(phase, due) for phase in self.phases if (due := self._due(phase.models))]
+        for i, (phase, due) in enumerate(running):
+            if i:
+                self.buffers.take()  # a dropped phase puts back only what its own forward changed
+            for name in stale & phase.needed:
+                del outputs[name]
+            stale -= phase.needed
+            with self.precision.forward_context():
+                self.flow.forward_missing(batch, outputs, phase.needed)
+                values.update(self.flow.values(phase.losses, batch, outputs))
+            more = i < len(running) - 1  # a later phase may reuse these outputs and their graphs
+            objective = self._backward_into(due, phase.losses, values, share, batch, retain=more, last=True)
+            self._ends_step(objective, last=True)
+            stepped = self._apply(due, values, batch)
+            if stepped is None:
+                return None
+            stale |= {m for name in stepped for m in self.stale.get(name, ())}
+        rest = [t for t in self.flow.losses if t.name not in values]  # the losses of skipped phases
+        if rest:
+            with torch.no_grad(), self.precision.forward_context():
+                self.flow.forward_missing(batch, outputs, self.flow.sources({s for t in rest for _, s, _ in t.sources}))
+                values.update(self.flow.values(rest, batch, outputs))
+        self.step += 1
+        with torch.no_grad(), self.precision.forward_context():  # what the evals read and no phase ran
+            self.flow.forward_missing(batch, outputs, self.flow.needed or set(self.flow.models))
+        return self._evals(values, batch, outputs)
+
+    def _due(self, models: Any) -> list[str]:
+        """The models of ``models`` whose optimizer steps this step (``update_every``)."""
+        return [n for n in models if self.step % self.update_every.get(n, 1) == 0]
+
+    def _backward_into(
+        self,
+        due: list[str],
+        terms: list[Term],
+        values: dict[str, torch.Tensor],
+        share: float,
+        batch: dict[str, Any],
+        retain: bool,
+        last: bool,
+    ) -> torch.Tensor:
+        """Back-propagate each loss of ``terms`` into the parameters of the due models it trains
+        (one backward per set of models); returns the objective (their weighted sum)."""
+        groups: dict[tuple[str, ...], list[Term]] = {}  # the models a loss trains now -> its terms
+        for t in terms:
+            models = tuple(n for n in due if n in self.trains.get(t.name, self.flow.trained))
+            if models:
+                groups.setdefault(models, []).append(t)
+        with self.precision.forward_context():
+            objectives = {models: self._objective(group, values, share, batch) for models, group in groups.items()}
+        objective = sum(objectives.values(), torch.zeros((), device=self.flow.device))
+        for i, (models, loss) in enumerate(objectives.items()):  # gradients only into the models a loss trains
+            inputs = [p for n in models for p in self.flow.models[n].parameters()]
+            self.precision.backward(loss, inputs=inputs, retain_graph=retain or i < len(objectives) - 1)
+        return objective
+
+    def _apply(self, due: list[str], values: dict[str, torch.Tensor], batch: dict[str, Any]) -> set[str] | None:
+        """The end of a per-model step or phase: unscale, the finiteness check, clipping, the due
+        models' optimizer steps, EMA and step schedulers. Returns the models that stepped, or
+        None when the step was dropped as non-finite."""
+        params = {n: list(self.flow.models[n].parameters()) for n in due}
         due = [n for n in due if any(p.grad is not None for p in params[n])]
         optimizers = [self.optimizers[n] for n in due]
         self.precision.unscale(optimizers)
         grads = [p.grad for n in due for p in params[n] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=objective.device)
-        loss_finite = torch.isfinite(objective.detach())
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.flow.device)
+        loss_finite = self.loss_ok
         finite = bool(loss_finite & torch.isfinite(norm))
         if not finite and not (self.precision.scaled and bool(loss_finite)):
             return self._skip_nonfinite(values, batch, list(self.optimizers.values()))
@@ -193,11 +333,10 @@ class Trainer:
             self.stepped[name] = self.stepped.get(name, 0) + 1
         if stepped and self.on_stepped is not None:
             self.on_stepped(stepped)
-        self.step += 1
         for name in stepped:  # a scheduler counts its own model's updates
             if name in self.schedulers and self.intervals.get(name, self.scheduler_interval) == "step":
                 self.schedulers[name].step()
-        return self._evals(values, batch, outputs)
+        return stepped
 
     def _clip(self, due: list[str], params: dict[str, list[torch.nn.Parameter]]) -> None:
         """A model with its own grad_clip_norm on its own norm; the others jointly, as training_params says."""
@@ -289,10 +428,12 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         and torch.distributed.is_initialized()
         and torch.distributed.get_world_size() > 1
     )
-    if per_model and distributed:
+    phases = build_phases(run.config, flow, trains)
+    if distributed and (phases and any(_backwards(p, trains, flow) > 1 for p in phases) or per_model and not phases):
         raise UserError(
-            "info_flow: update_every, a model's own grad_clip_norm and a loss's trains need one process "
-            "(each model steps on its own); train without torchrun, or remove them"
+            "info_flow: update_every, a model's own grad_clip_norm and a loss's trains need one process (each "
+            "model steps on its own), or training_params.phases in which each phase's losses train the same "
+            "models; train without torchrun, or change them"
         )
     params = [p for n in flow.trained for p in flow.models[n].parameters()]
     buffers = BufferSnapshot([flow.models[n] for n in flow.trained])  # frozen models run in eval mode
@@ -320,4 +461,48 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         clip={n: spec.grad_clip_norm for n, spec in specs.items() if spec.grad_clip_norm is not None},
         trains=trains,
         intervals={n: o.lr_scheduler.interval for n, o in own.items() if o.lr_scheduler is not None},
+        accumulate=tp.accumulate,
+        world_size=torch.distributed.get_world_size() if distributed else 1,
+        phases=phases,
+        stale=_stale(run.config, flow) if phases else {},
     )
+
+
+def build_phases(config: Any, flow: Flow, trains: dict[str, list[str]]) -> list[Phase]:
+    """``training_params.phases`` as :class:`Phase` objects (none without the key). Each loss goes
+    to the phase of the models it trains (prepare has checked that they lie in one phase)."""
+    if not config.training_params.phases:
+        return []
+    phases = [Phase(list(models), [], set()) for models in config.training_params.phases]
+    for term in flow.losses:
+        models = trains.get(term.name) or sorted(flow.sources({s for _, s, _ in term.sources}) & set(flow.trained))
+        phase = next((p for p in phases if any(n in p.models for n in models)), None)
+        if phase is not None:  # a loss reaching no trained model is logged, never back-propagated
+            phase.losses.append(term)
+    for phase in phases:
+        phase.needed = flow.sources({s for t in phase.losses for _, s, _ in t.sources}) & set(flow.models)
+    return phases
+
+
+def _backwards(phase: Phase, trains: dict[str, list[str]], flow: Flow) -> int:
+    """How many backward passes a phase makes at most: one per distinct set of models its losses train."""
+    return len({tuple(n for n in phase.models if n in trains.get(t.name, flow.trained)) for t in phase.losses})
+
+
+def _stale(config: Any, flow: Flow) -> dict[str, set[str]]:
+    """For each trained model, the models whose outputs its update makes stale within a step: itself,
+    its EMA models, and every model reading from those."""
+    stale = {}
+    for name in flow.trained:
+        updated = {name} | {m for m, spec in config.info_flow.items() if spec.ema_of == name}
+        stale[name] = set().union(*(flow.readers(m) for m in updated))
+    return stale
+
+
+def _batch_sum(values: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """A loss's sum over the batch's samples (a scalar batch mean counts once per sample)."""
+    return values.float().sum() if values.dim() else values.float() * batch_size_of(batch)
+
+
+def _detached(value: Any) -> Any:
+    return value.detach() if isinstance(value, torch.Tensor) else value
