@@ -38,7 +38,7 @@ from dlscaffold.config import (
     validate_raw,
 )
 from dlscaffold.config.monitor import NONE, TOTAL
-from dlscaffold.config.phases import phase_problems
+from dlscaffold.config.phases import accumulate_problems, phase_problems
 from dlscaffold.errors import ConfigError, UserError, available, did_you_mean
 from dlscaffold.parts.signatures import input_order, kwargs_problem, options_problem
 from dlscaffold.parts.tm_metrics import TORCHMETRICS, build_metric
@@ -613,7 +613,11 @@ def _unreached(config: Config, unknown: set[str]) -> list[str]:
         for model, spec in flow.items()
         for key, loss in spec.losses.items()
     ]
-    return gradient_path_problems(reaches, trained, known=set(flow)) + phase_problems(config, reaches, trained)
+    return [
+        *gradient_path_problems(reaches, trained, known=set(flow)),
+        *phase_problems(config, reaches, trained),
+        *accumulate_problems(config, reaches, trained),
+    ]
 
 
 def gradient_path_problems(

@@ -332,7 +332,7 @@ def _build_session(
         init_from_data(run, run.idx_dict[splits[0]], echo)
     wrap_for_training(run, world)
     steps_per_epoch = -(-len(run.loaders["train"]) // tp.accumulate)  # a step: accumulate batches
-    trainer = build_trainer(run, steps_per_epoch)
+    trainer = build_trainer(run, len(run.loaders["train"]))
     attach_ema(run, trainer, steps_per_epoch)  # EMA models follow their source's optimizer steps
     _warn_batchnorm(run, tp.accumulate)
     from dlscaffold.run.first_batch import check_batch  # two samples through the built run, before anything is written

@@ -1,8 +1,10 @@
-"""The checks of ``training_params.phases``: ordered update phases, each a list of trained models.
+"""The checks of how a step updates the models: ``training_params.phases`` (ordered update phases,
+each a list of trained models) and a model's own ``accumulate``.
 
 Every trained model is in exactly one phase, and a loss trains models of one phase only (its
-``trains``, or every trained model it reaches): that phase back-propagates it. All problems come
-as one line each, with the config's other problems.
+``trains``, or every trained model it reaches): that phase back-propagates it. A model's own
+``accumulate`` is a multiple of ``training_params.accumulate``, and a loss trains models that
+accumulate alike. All problems come as one line each, with the config's other problems.
 """
 
 from __future__ import annotations
@@ -63,3 +65,36 @@ def phase_of_loss(models: list[str], phases: list[list[str]]) -> int | None:
         if any(n in phase for n in models):
             return i
     return None
+
+
+def accumulate_problems(config: Config, reaches: list[Reach], trained: list[str]) -> list[str]:
+    """One line per problem of the models' own ``accumulate`` (none when no model sets it)."""
+    tp, flow = config.training_params, config.info_flow
+    own = {n: spec.accumulate for n, spec in flow.items() if spec.accumulate is not None and n in trained}
+    if not own:
+        return []
+    problems = []
+    for name, k in own.items():
+        where = f"info_flow.{name}.accumulate"
+        if k % tp.accumulate:
+            problems.append(f"{where}: {k} is not a multiple of training_params.accumulate ({tp.accumulate})")
+        if k != tp.accumulate and flow[name].update_every != 1:
+            problems.append(f"{where}: cannot be combined with update_every on one model; use one of them")
+    if any(k != tp.accumulate for k in own.values()):
+        if tp.phases is not None:
+            problems.append("training_params.phases: cannot be combined with a model's own accumulate; use one of them")
+        if tp.precision == "fp16":
+            problems.append(
+                "training_params.precision: fp16 cannot be combined with a model's own accumulate (its gradient "
+                "scale changes between its batches); use bf16 or fp32"
+            )
+    for path, reached, trains in reaches:
+        models = [n for n in (trains if trains is not None else sorted(reached)) if n in trained]
+        counts = {n: own.get(n, tp.accumulate) for n in models}
+        if len(set(counts.values())) > 1:
+            named = ", ".join(f"{n} ({k})" for n, k in counts.items())
+            problems.append(
+                f"{path}: trains models that accumulate different numbers of batches: {named}; set its trains to "
+                "models that accumulate alike"
+            )
+    return problems

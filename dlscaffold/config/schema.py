@@ -302,6 +302,9 @@ class ModelSpec(_Section):
     lr_scheduler: SchedulerSpec | None = None
     grad_clip_norm: Float | None = Field(None, gt=0.0)
     update_every: Int = Field(1, ge=1, le=INT64_MAX)
+    # Gradient accumulation for this model alone: its optimizer steps every N batches (a multiple of
+    # training_params.accumulate), from the mean gradient over their samples; default: training_params'.
+    accumulate: Int | None = Field(None, ge=1, le=INT64_MAX)
     param_groups: list[ParamGroupSpec] = Field(default_factory=list)
     # An EMA model (dlscaffold.parts.ema): a copy of the model ``ema_of`` names holding its moving average.
     ema_of: str | None = None

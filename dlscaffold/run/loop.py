@@ -216,7 +216,8 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
         # --- the step (or one batch of it)
         batch = run.transform(run.placement.move(batch), True)
         share, mine, last = steps.of(position.batches)
-        values = trainer.train_step(batch, share=share, last=last)
+        groups = {k: steps.of(position.batches, k)[::2] for k in set(trainer.own_accumulate.values())}
+        values = trainer.train_step(batch, share=share, last=last, groups=groups)
         position.batches += 1
         if values is not None and mine > 0:  # mine 0: a padding batch
             pending.append((values, batch_size_of(batch)))
@@ -248,17 +249,19 @@ class _Steps:
 
     def __init__(self, sampler: Any, accumulate: int, batches: int, world_size: int):
         self.sampler, self.accumulate, self.batches, self.world_size = sampler, accumulate, batches, world_size
-        self.group: tuple[int, int] = (-1, 0)  # (first batch, points of every rank) of the current step
+        self.groups: dict[int, tuple[int, int]] = {}  # size -> (first batch, points of every rank) of the current
 
-    def of(self, index: int) -> tuple[float, int, bool]:
+    def of(self, index: int, size: int | None = None) -> tuple[float, int, bool]:
         """For the epoch's ``index``-th batch: ``(share, this rank's points, whether it ends its step)``;
-        share: this rank's points x ranks / the points of the step's batches on every rank."""
-        first = index - index % self.accumulate
-        end = min(first + self.accumulate, self.batches)
-        if self.group[0] != first:
-            self.group = (first, sum(self.sampler.share(i)[1] for i in range(first, end)))
+        share: this rank's points x ranks / the points of the step's batches on every rank.
+        ``size``: for groups of that many batches instead (a model's own ``accumulate``)."""
+        size = size or self.accumulate
+        first = index - index % size
+        end = min(first + size, self.batches)
+        if self.groups.get(size, (-1,))[0] != first:
+            self.groups[size] = (first, sum(self.sampler.share(i)[1] for i in range(first, end)))
         mine = self.sampler.share(index)[0]
-        return mine * self.world_size / self.group[1], mine, index + 1 == end
+        return mine * self.world_size / self.groups[size][1], mine, index + 1 == end
 
 
 def _log_step(session: Session, progress: Progress, epoch_sums: Sums, window: Sums) -> Sums:

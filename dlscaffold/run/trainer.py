@@ -110,8 +110,10 @@ class Trainer:
     update_every: dict[str, int] = field(default_factory=dict)  # model -> its optimizer steps every N steps
     clip: dict[str, float] = field(default_factory=dict)  # model -> its own grad_clip_norm
     trains: dict[str, list[str]] = field(default_factory=dict)  # loss name -> the models it updates
+    reaches: dict[str, set[str]] = field(default_factory=dict)  # loss name -> the trained models it reaches
     intervals: dict[str, str] = field(default_factory=dict)  # model -> its scheduler's interval
     accumulate: int = 1  # batches per step (training_params.accumulate)
+    own_accumulate: dict[str, int] = field(default_factory=dict)  # model -> its own batches per update
     world_size: int = 1  # data-parallel processes: a summed loss counts every rank's samples
     phases: list[Phase] = field(default_factory=list)  # ordered update phases; empty: one step of every model
     stale: dict[str, set[str]] = field(default_factory=dict)  # model -> what its update makes stale (phases)
@@ -121,7 +123,11 @@ class Trainer:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def train_step(
-        self, batch: dict[str, Any], share: float = 1.0, last: bool = True
+        self,
+        batch: dict[str, Any],
+        share: float = 1.0,
+        last: bool = True,
+        groups: dict[int, tuple[float, bool]] | None = None,
     ) -> dict[str, torch.Tensor] | None:
         """One batch of a step: forward, backward, and on the step's ``last`` batch the optimizer
         step. Returns every loss's and eval's values, or None for a skipped step.
@@ -133,6 +139,8 @@ class Trainer:
                 exactly the gradient of the mean over the step's samples, even for a short last
                 batch (0 for a padding batch). 1 in a single process without accumulation.
             last: whether this batch ends the step (always, unless ``accumulate > 1``).
+            groups: for models with their own ``accumulate`` N: ``{N: (share, ends)}``, this batch's
+                share of their N batches' samples and whether it is the last of them.
         """
         if self.micro == 0:
             self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
@@ -141,7 +149,7 @@ class Trainer:
             return self._phased_step(batch, share)
         with self._no_sync(last):  # forward and backward: DDP decides in forward whether backward syncs
             if self.per_model:
-                return self._model_step(batch, share, last)
+                return self._model_step(batch, share, last, groups or {})
             return self._joint_step(batch, share, last)
 
     def _joint_step(self, batch: dict[str, Any], share: float, last: bool) -> dict[str, torch.Tensor] | None:
@@ -231,16 +239,21 @@ class Trainer:
             self.outputs = {m: {k: _detached(v) for k, v in out.items()} for m, out in outputs.items()}
         return values
 
-    def _model_step(self, batch: dict[str, Any], share: float, last: bool) -> dict[str, torch.Tensor] | None:
-        """The per-model step: the models due this step, each from the losses that train it."""
+    def _model_step(
+        self, batch: dict[str, Any], share: float, last: bool, groups: dict[int, tuple[float, bool]]
+    ) -> dict[str, torch.Tensor] | None:
+        """The per-model step: the models due this step, each from the losses that train it; a
+        model with its own ``accumulate`` steps after the last batch of its own group."""
         due = self._due(self.optimizers)
+        own = {n: groups[k] for n, k in self.own_accumulate.items()}  # (share, ends) of the model's group
         with self.precision.forward_context():
             outputs = self.flow.forward(batch, needed_only=True)
             values = self.flow.values(self.flow.losses, batch, outputs)  # every loss, for the logs
-        objective = self._backward_into(due, self.flow.losses, values, share, batch, retain=False, last=last)
+        shares = {n: own[n][0] if n in own else share for n in due}
+        objective = self._backward_into(due, self.flow.losses, values, shares, batch, retain=False)
         if not self._ends_step(objective, last):
             return self._evals(values, batch, outputs)
-        stepped = self._apply(due, values, batch)
+        stepped = self._apply([n for n in due if n not in own or own[n][1]], values, batch)
         if stepped is None:
             return None
         self.step += 1
@@ -266,7 +279,7 @@ class Trainer:
                 self.flow.forward_missing(batch, outputs, phase.needed)
                 values.update(self.flow.values(phase.losses, batch, outputs))
             more = i < len(running) - 1  # a later phase may reuse these outputs and their graphs
-            objective = self._backward_into(due, phase.losses, values, share, batch, retain=more, last=True)
+            objective = self._backward_into(due, phase.losses, values, dict.fromkeys(due, share), batch, retain=more)
             self._ends_step(objective, last=True)
             stepped = self._apply(due, values, batch)
             if stepped is None:
@@ -291,22 +304,23 @@ class Trainer:
         due: list[str],
         terms: list[Term],
         values: dict[str, torch.Tensor],
-        share: float,
+        shares: dict[str, float],
         batch: dict[str, Any],
         retain: bool,
-        last: bool,
     ) -> torch.Tensor:
         """Back-propagate each loss of ``terms`` into the parameters of the due models it trains
-        (one backward per set of models); returns the objective (their weighted sum)."""
-        groups: dict[tuple[str, ...], list[Term]] = {}  # the models a loss trains now -> its terms
+        (one backward per set of models, each weighted by the models' ``shares``: the models a loss
+        trains accumulate alike); returns the objective (their weighted sum)."""
+        groups: dict[tuple[tuple[str, ...], float], list[Term]] = {}  # (models a loss trains now, share) -> terms
         for t in terms:
             models = tuple(n for n in due if n in self.trains.get(t.name, self.flow.trained))
             if models:
-                groups.setdefault(models, []).append(t)
+                reached = [n for n in models if n in self.reaches.get(t.name, models)] or models
+                groups.setdefault((models, shares[reached[0]]), []).append(t)
         with self.precision.forward_context():
-            objectives = {models: self._objective(group, values, share, batch) for models, group in groups.items()}
+            objectives = {key: self._objective(group, values, key[1], batch) for key, group in groups.items()}
         objective = sum(objectives.values(), torch.zeros((), device=self.flow.device))
-        for i, (models, loss) in enumerate(objectives.items()):  # gradients only into the models a loss trains
+        for i, ((models, _), loss) in enumerate(objectives.items()):  # gradients only into the models a loss trains
             inputs = [p for n in models for p in self.flow.models[n].parameters()]
             self.precision.backward(loss, inputs=inputs, retain_graph=retain or i < len(objectives) - 1)
         return objective
@@ -408,13 +422,14 @@ class Trainer:
         self.stepped = dict(state.get("stepped") or {})
 
 
-def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
+def build_trainer(run: Any, batches_per_epoch: int) -> Trainer:
     """One optimizer (and scheduler) per trained model of a built run (:class:`dlscaffold.run.builder.Run`)."""
     tp, flow = run.config.training_params, run.flow
     specs = {n: run.config.info_flow[n] for n in flow.trained}
     own = {n: model_params(tp, spec) for n, spec in specs.items()}  # a model's own settings, else training_params'
     optimizers = {n: build_optimizer(param_groups(flow.models[n], specs[n], n), own[n]) for n in flow.trained}
-    schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, own[n], steps_per_epoch)) is not None}
+    updates = {n: -(-batches_per_epoch // (spec.accumulate or tp.accumulate)) for n, spec in specs.items()}
+    schedulers = {n: s for n, o in optimizers.items() if (s := build_scheduler(o, own[n], updates[n])) is not None}
     interval = tp.lr_scheduler.interval if tp.lr_scheduler else "epoch"
     trains = {
         metric_name(m, key, loss): loss.trains
@@ -422,7 +437,12 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         for key, loss in spec.losses.items()
         if loss.trains is not None
     }
-    per_model = bool(trains) or any(s.update_every != 1 or s.grad_clip_norm is not None for s in specs.values())
+    own_accumulate = {n: s.accumulate for n, s in specs.items() if s.accumulate not in (None, tp.accumulate)}
+    per_model = (
+        bool(trains)
+        or bool(own_accumulate)
+        or any(s.update_every != 1 or s.grad_clip_norm is not None for s in specs.values())
+    )
     distributed = (
         torch.distributed.is_available()
         and torch.distributed.is_initialized()
@@ -462,6 +482,8 @@ def build_trainer(run: Any, steps_per_epoch: int) -> Trainer:
         trains=trains,
         intervals={n: o.lr_scheduler.interval for n, o in own.items() if o.lr_scheduler is not None},
         accumulate=tp.accumulate,
+        own_accumulate=own_accumulate,
+        reaches={t.name: flow.sources({s for _, s, _ in t.sources}) & set(flow.trained) for t in flow.losses},
         world_size=torch.distributed.get_world_size() if distributed else 1,
         phases=phases,
         stale=_stale(run.config, flow) if phases else {},
