@@ -52,7 +52,9 @@ def test_a_models_accumulate_is_checked_with_the_other_problems(toy: Path) -> No
     done = run_cli("train", str(config), cwd=toy)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert any("info_flow.Decoder.accumulate: 3 is not a multiple of training_params.accumulate (2)" in e for e in errors)
+    assert any(
+        "info_flow.Decoder.accumulate: 3 is not a multiple of training_params.accumulate (2)" in e for e in errors
+    )
     assert any("info_flow.Classifier.accumulate: cannot be combined with update_every" in e for e in errors)
     # the reconstruction loss reaches Encoder (2) and Decoder (3): one loss, two groups of batches
     assert any("losses.MSE: trains models that accumulate different numbers" in e for e in errors), errors
