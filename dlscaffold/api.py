@@ -57,7 +57,9 @@ class LoadedRun:
 
     @property
     def split(self) -> dict[str, Any]:
-        """The run's ``idx_dict``: dataset indices under ``train``, ``val``, ``dev`` (and ``test``)."""
+        """The run's ``idx_dict``: dataset indices under ``train``, ``val``, ``dev`` (and ``test``), with the
+        points' ``ids`` (a dataset with ``point_id(i)``: the indices are those of the ids today) or the
+        dataset's ``fingerprint``."""
         return self._run.idx_dict
 
     @property

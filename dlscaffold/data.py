@@ -297,7 +297,13 @@ class EpochSampler(Sampler[int]):
     ``k``-th batch a single process with an ``N`` times larger batch would draw, and no point is
     repeated. With ``batch_size`` given (training), a rank whose share ends a batch early gets one
     padding batch (a repeated point that :meth:`share` weighs 0), so every rank takes the same
-    number of steps.
+    number of steps. Without it (validation, evaluation) there is no padding: each point of the
+    split is read once, by one rank.
+
+    With a global batch of ``G = N x batch_size`` points, the epoch's ``k``-th global batch is
+    positions ``[kG, (k+1)G)`` of its order whatever ``N`` (any that divides ``G``), so a run
+    resumed on another number of processes with the same global batch goes on with exactly the
+    points it had not trained on (:meth:`skip_batches`).
     """
 
     def __init__(
@@ -322,6 +328,12 @@ class EpochSampler(Sampler[int]):
         """Use the order of ``epoch``, from position ``start`` of this process's share (a run
         resumed mid-epoch continues where it stopped)."""
         self.epoch, self.start = epoch, start
+
+    def skip_batches(self, batches: int) -> None:
+        """Start the epoch after its first ``batches`` global batches (a run resumed mid-epoch, on
+        this number of processes or another with the same global batch): ``batches`` of this
+        process's batches into its share."""
+        self.start = batches * (self.batch_size or len(self.indices))
 
     def share(self, batch: int) -> tuple[int, int]:
         """``(points of this rank, points of all ranks)`` in the epoch's ``batch``-th batch; a padding
@@ -351,6 +363,18 @@ def epoch_sampler(
     return EpochSampler(indices, shuffle, seed, rank, world_size, batch_size if shuffle else None)
 
 
+class _Loader(DataLoader):
+    """A DataLoader whose every ``iter()`` draws the one number from torch's RNG that a new iterator
+    draws for its workers' seeds, also when ``persistent_workers`` reuses the iterator (and its
+    workers): the main process's RNG stream (dropout, ``transform_batch``) is then the same with and
+    without persistent workers, in an uninterrupted run and in a resumed one."""
+
+    def __iter__(self) -> Any:
+        if self.persistent_workers and self._iterator is not None:  # torch reuses it: no draw of its own
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return super().__iter__()
+
+
 def make_loader(
     dataset: Dataset,
     indices: Sequence[int],
@@ -361,18 +385,28 @@ def make_loader(
     pin_memory: bool,
     rank: int = 0,
     world_size: int = 1,
+    *,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
 ) -> DataLoader:
-    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and :func:`epoch_sampler`."""
-    return DataLoader(
+    """A DataLoader over ``indices`` of ``dataset`` with :func:`collate` and :func:`epoch_sampler`.
+
+    ``pin_memory``: page-locked batches (for copies to a CUDA device). ``persistent_workers`` and
+    ``prefetch_factor`` act on worker processes: without workers (``num_workers`` 0) they are left
+    out. Workers that are not persistent restart each epoch and draw their seeds from the
+    (checkpointed) torch RNG, so a resumed run sees the same augmentation as an uninterrupted one;
+    persistent workers keep their RNG streams from their first epoch.
+    """
+    workers = num_workers > 0
+    return _Loader(
         _NamedErrors(dataset),
         batch_size=batch_size,
         sampler=epoch_sampler(indices, batch_size, shuffle, seed, rank, world_size),
         num_workers=num_workers,
         collate_fn=Collate(),
         pin_memory=pin_memory,
-        # Workers restart each epoch and draw their seeds from the (checkpointed) torch RNG, so a
-        # resumed run sees the same augmentation as an uninterrupted one.
-        persistent_workers=False,
+        persistent_workers=persistent_workers and workers,
+        prefetch_factor=prefetch_factor if workers else None,
         worker_init_fn=quiet_worker,
     )
 

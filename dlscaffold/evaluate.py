@@ -15,14 +15,14 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from dlscaffold.data import split_indices
-from dlscaffold.parts import device_data
+from dlscaffold.parts.distributed import World
 from dlscaffold.prepare import prepare
 from dlscaffold.records.checkpoint import resolve_epoch
 from dlscaffold.records.lineage import warn_changed
 from dlscaffold.records.rundir import CONFIG_FILE, read_metrics, write_text_atomic
 from dlscaffold.records.runfiles import LAST, check_run_dir, epoch_number, parse_epoch
 from dlscaffold.records.summaries import to_json
-from dlscaffold.run.builder import Run, build_run
+from dlscaffold.run.builder import Run, build_run, loader_of
 from dlscaffold.run.epoch import run_epoch
 from dlscaffold.run.progress import Progress
 
@@ -41,6 +41,10 @@ def evaluate(
     tta: bool = True,
 ) -> dict[str, Any]:
     """Load a run's config, split and weights and compute its losses and evals over ``split``.
+
+    The split follows its points' ids where the dataset defines ``point_id(i)``: a data folder whose
+    listing changed since (points at other indices) gives the same points, with a note; a point gone
+    is one error line (:func:`dlscaffold.parts.point_ids.reuse_split`).
 
     Args:
         run_dir: the run folder.
@@ -174,6 +178,5 @@ def split_loader(run: Run, split: str) -> DataLoader:
     if split in run.loaders:
         return run.loaders[split]
     indices = split_indices(run.idx_dict, split, "split")
-    dl, tp = run.config.dataloading_params, run.config.training_params
-    args = (run.dataset, indices, dl.batch_size, False, tp.seed, dl.num_workers, run.placement.pin_memory)
-    return device_data.split_loader(dl.device_data, *args, split=split, device=run.placement.device)
+    dl, seed = run.config.dataloading_params, run.config.training_params.seed
+    return loader_of(dl, run.dataset, indices, False, seed, run.placement, World(), split)

@@ -117,7 +117,7 @@ def prepare(
     losses, evals = build_registries(project.losses, project.evals)
     config, problems = validate_raw(raw)
     earlier = _EarlierRuns()
-    problems += _check_paths(raw)
+    problems += _check_paths(raw) + (_check_batch_sizes(raw) if run_dir is None else [])  # not a run's own config
     problems += _check_info_flow(raw, project, losses, evals, earlier)
     from dlscaffold.parts.hooks import hook_problems  # imports torch
 
@@ -136,14 +136,26 @@ def prepare(
         used = splits or (("dev",) if config.training_params.use_dev else ("train", "val"))
         problems += _check_splits(config, saved_split, used)
         if splits is None:  # training
-            problems += _check_training(config)
-            unknown = {n for n, s in config.info_flow.items() if not s.ema_of and n not in project.model_classes}
-            problems += _unreached(config, unknown)
-            problems += _check_resume_overrides(config_path, raw, overrides, config) if run_dir is not None else []
+            problems += _check_run(config, project, raw, overrides, config_path, run_dir)
     if problems:
         raise ConfigError(*problems)
     _complete_specs(config, earlier)
     return Prepared(config, project, losses, evals, config_path, saved_split, run_dir)
+
+
+def _check_run(
+    config: Config, project: Project, raw: dict[str, Any], overrides: list[str], config_path: Path, run_dir: Path | None
+) -> list[str]:
+    """What only training checks: something to optimise and the monitor, what gradients can reach,
+    a new run's loading options, and a resumed run's overrides."""
+    problems = _check_training(config)
+    unknown = {n for n, s in config.info_flow.items() if not s.ema_of and n not in project.model_classes}
+    problems += _unreached(config, unknown)
+    if run_dir is None:
+        problems += _check_loading(config, project)  # a new run's options
+    else:
+        problems += _check_resume_overrides(config_path, raw, overrides, config)
+    return problems
 
 
 def _complete_specs(config: Config, earlier: _EarlierRuns) -> None:
@@ -697,6 +709,51 @@ def _lookup(raw: dict[str, Any], key: str) -> Any:
 # ------------------------------------------------------------------------------ files, splits
 
 
+def _check_loading(config: Config, project: Project) -> list[str]:
+    """A new run's DataLoader options each have something to act on: worker processes
+    (``prefetch_factor``, ``persistent_workers``), a CUDA device (``pin_memory``), a DataLoader at all
+    (not with ``device_data``). Where they have not, the loader leaves them out; a resume that sets
+    ``num_workers`` to 0, or an evaluation, is not refused for them."""
+    dl, key = config.dataloading_params, "dataloading_params"
+    asked = {  # the options set, each as the message shows it
+        name: shown
+        for name, on, shown in (
+            ("persistent_workers", dl.persistent_workers, "true"),
+            ("pin_memory", dl.pin_memory, "true"),
+            ("prefetch_factor", dl.prefetch_factor is not None, f"found {dl.prefetch_factor}"),
+        )
+        if on
+    }
+    if dl.device_data:
+        return [
+            f"{key}.{name}: {found}, but device_data: true stacks each split on the device once and loads no batch "
+            f"through a DataLoader, so {name} does not apply; remove it or set device_data: false"
+            for name, found in asked.items()
+        ]
+    problems = []
+    if dl.num_workers == 0:
+        problems += [
+            f"{key}.{name}: {asked[name]}, but num_workers is 0 (batches are loaded in the main process), so there "
+            f"are no worker processes for it to act on; set num_workers above 0 or remove {name}"
+            for name in ("persistent_workers", "prefetch_factor")
+            if name in asked
+        ]
+    elif dl.persistent_workers and callable(getattr(project.dataset_class, "set_epoch", None)):
+        problems.append(
+            f"{key}.persistent_workers: CustomDataSet defines set_epoch, whose changes to the dataset would not "
+            "reach workers kept from the first epoch (each holds its own copy); set persistent_workers: false"
+        )
+    if dl.pin_memory:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(
+                f"{key}.pin_memory: true, but CUDA is not available here; pin_memory only helps copies of "
+                "batches to a CUDA device: set pin_memory: false"
+            )
+    return problems
+
+
 def _check_paths(raw: dict[str, Any]) -> list[str]:
     dl = raw.get("dataloading_params")
     problems = []
@@ -707,6 +764,21 @@ def _check_paths(raw: dict[str, Any]) -> list[str]:
                 f"dataloading_params.{key}: found '{value}', which does not exist; expected an existing path"
             )
     return problems
+
+
+def _check_batch_sizes(raw: dict[str, Any]) -> list[str]:
+    """``batch_size`` (per process) and ``global_batch_size`` (over every process) say the same
+    thing two ways: a config sets one. Read from the YAML and overrides as written, where the
+    schema's default ``batch_size`` is not there yet (a run's config.yml, which records the resolved
+    config, holds both: it is not checked here)."""
+    dl = raw.get("dataloading_params")
+    if not isinstance(dl, dict) or dl.get("batch_size") is None or dl.get("global_batch_size") is None:
+        return []
+    found = f"batch_size: {dl['batch_size']} (per process) and global_batch_size: {dl['global_batch_size']}"
+    return [
+        f"dataloading_params: found {found} (over every process); set only one: global_batch_size keeps the "
+        "global batch on any number of processes (remove batch_size), batch_size is per process"
+    ]
 
 
 def _load_split(raw: dict[str, Any], run_dir: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
@@ -731,9 +803,10 @@ def _load_split(raw: dict[str, Any], run_dir: Path | None) -> tuple[dict[str, An
         return None, [f"{key}: '{path}' has no {' or '.join(missing)} list; expected a saved idx_dict.json"]
     idx_dict.setdefault("dev", idx_dict["train"][:20])
     from dlscaffold.data import split_problem  # imports torch
+    from dlscaffold.parts.point_ids import ids_problem
 
     recorded = idx_dict.get("num_points")
-    problem = split_problem(idx_dict, recorded if isinstance(recorded, int) else None)
+    problem = split_problem(idx_dict, recorded if isinstance(recorded, int) else None) or ids_problem(idx_dict)
     return (None, [f"{key}: {problem}"]) if problem else (idx_dict, [])
 
 

@@ -319,7 +319,7 @@ def _build_session(
     echo: Echo,
     world: distributed.World,
 ) -> Session:
-    tp, dl = prepared.config.training_params, prepared.config.dataloading_params
+    tp = prepared.config.training_params
     splits = ("dev", "dev") if tp.use_dev else ("train", "val")
     if resume is not None:
         echo(f"Resuming {resume} with the code of the project in {prepared.project.root}")
@@ -356,8 +356,8 @@ def _build_session(
     echo(
         f"Training {', '.join(run.flow.trained) or 'nothing'} on {run.placement.device} "
         f"({len(run.idx_dict[splits[0]])} train / {len(run.idx_dict[splits[1]])} val points"
-        f"{', dev set' if tp.use_dev else ''}); {world.world_size} process(es) x batch {dl.batch_size} "
-        f"= global batch {world.world_size * dl.batch_size}"
+        f"{', dev set' if tp.use_dev else ''}); {world.world_size} process(es) x batch "
+        f"{run.loaders['train'].batch_size} = global batch {world.world_size * run.loaders['train'].batch_size}"
     )
     if run.placement.cpu_fallback and resume is None:  # said once per run: not again on --resume
         from dlscaffold.parts.device import CPU_FALLBACK
@@ -398,11 +398,10 @@ def _warn_batchnorm(run: Run, accumulate: int) -> None:
         if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in run.flow.models[name].modules()):
             logging.getLogger("dlscaffold").warning(
                 "warning: info_flow.%s has BatchNorm: with training_params.accumulate: %d its statistics are those "
-                "of each batch of %d, not of the step's %d samples (use GroupNorm or LayerNorm for exact equality)",
+                "of each batch, not of the step's %d batches (use GroupNorm or LayerNorm for exact equality)",
                 name,
                 accumulate,
-                run.config.dataloading_params.batch_size,
-                accumulate * run.config.dataloading_params.batch_size,
+                accumulate,
             )
 
 
@@ -429,9 +428,15 @@ def _show_models(run: Run, state: dict[str, Any] | None, options: TrainOptions, 
 def _restore(
     run: Run, trainer: Trainer, monitor: Monitor, state: dict[str, Any], overrides: list[str], world: distributed.World
 ) -> Position:
-    """Put a checkpoint's state back: trainer, monitor, mid-epoch weights and position, RNGs (last)."""
+    """Put a checkpoint's state back: trainer, monitor, mid-epoch weights and position, RNGs (last).
+
+    Each rank takes its own RNG states. Resumed on more processes than saved the checkpoint (with a
+    ``global_batch_size``: :func:`_check_world_size`), a new rank's RNGs are seeded from the seed,
+    its rank and the steps done: its own streams, the same on every resume of that checkpoint."""
     from dlscaffold.records.checkpoint import load_state_dict
 
+    ranks = state.get("rng_ranks") or [state["rng"]]  # every process's RNG states, by rank
+    _check_world_size(run, state.get("world_size") or len(ranks), world)
     trainer.load_state_dict(state)
     if any(item.partition("=")[0].strip() == "training_params.lrn_rate" for item in overrides):
         trainer.set_learning_rate(run.config.training_params.lrn_rate)  # the resumed run trains on at the new rate
@@ -439,15 +444,35 @@ def _restore(
     monitor.best, monitor.best_epoch, monitor.bad = saved.get("best"), saved.get("best_epoch", 0), saved.get("bad", 0)
     for name, weights in (state.get("models") or {}).items():
         load_state_dict(run.flow.models[name], weights, f"info_flow.{name}")
-    ranks = state.get("rng_ranks") or []
-    if len(ranks) == world.world_size > 1:  # each rank draws its own dropout: restore its own RNGs
+    if world.rank < len(ranks):  # each rank draws its own dropout: restore its own RNGs
         state = {**state, "rng": ranks[world.rank]}
+    else:  # a rank the earlier session did not have: its RNGs seeded from (seed, rank, steps done)
+        from dlscaffold.parts.seeding import forked_rng, seed_everything
+        from dlscaffold.records.checkpoint import rng_state
+
+        with forked_rng():
+            seed_everything((run.config.training_params.seed + 1_000_003 * world.rank + state["step"]) % 2**63)
+            state = {**state, "rng": rng_state()}
     if not state.get("position"):
         set_rng_state(state["rng"])  # last: building and checking above drew from the RNGs
         return Position()
     # Mid-epoch: the RNGs are restored only after the epoch's loader iterator exists, because making
     # one draws a seed from torch's RNG, which the interrupted run had done before its first step.
     return Position(**{**state["position"], "rng": state["rng"]})
+
+
+def _check_world_size(run: Run, before: Any, world: distributed.World) -> None:
+    """A resume on another number of processes than the run's last session: fine with a global
+    batch (each process takes its part of the same global batches), refused with a per-process one."""
+    dl = run.config.dataloading_params
+    before = before if isinstance(before, int) and before >= 1 else world.world_size  # unknown: not checked
+    if before == world.world_size or dl.global_batch_size is not None:
+        return
+    raise UserError(
+        f"--resume: the run trained on {before} process{'es' if before > 1 else ''} with a per-process batch_size; "
+        f"resuming on {world.world_size} would change the global batch; set dataloading_params.global_batch_size "
+        "in a new run to resume on any number of processes"
+    )
 
 
 def open_run_log(

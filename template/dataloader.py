@@ -7,28 +7,19 @@ reuse one with ``dataloading_params.idx_dict_path``). ``__getitem__(i)`` returns
 dict of named values: NumPy arrays, numbers or tensors. The runtime stacks them into batches
 (floats -> float32, integers -> int64) and hands them to models, losses and evals by name.
 
-Two patterns cover most datasets.
+In memory (below): load everything in ``__init__``; ``__getitem__`` indexes arrays. Good for
+anything that fits in RAM, like scikit-learn's 8x8 digits (1797 images).
 
-1. In memory (below): load everything in ``__init__``; ``__getitem__`` indexes arrays. Good for
-   anything that fits in RAM, like scikit-learn's 8x8 digits (1797 images).
+For data that does not fit, ``__init__`` only finds the points and ``__getitem__`` reads one from
+disk; dlscaffold's docs/data.md has a complete, tested ``CustomDataSet`` for each layout:
 
-2. One file per point, for data that does not fit in memory: ``__init__`` only lists the files;
-   index ``i`` maps to a file, and ``__getitem__`` reads it (raise ``num_workers`` to read in
-   parallel)::
+- one HDF5 file per point (the older deep_learning tool's layout): ``__getitem__`` opens, reads and
+  closes one file; ``point_id(i)`` names the point by its path, to keep a saved split right;
+- one large HDF5 file, opened on the first ``__getitem__`` of each process, never in ``__init__``;
+- a ``.npy`` array read through ``np.load(path, mmap_mode="r")``, mapped the same way;
+- a folder of images, one subfolder per class, decoded with Pillow.
 
-       from pathlib import Path
-
-       class CustomDataSet(torch.utils.data.Dataset):
-           def __init__(self, cfg):
-               root = Path(cfg["dataloading_params"]["dataset_path"])  # absolute already
-               self.files = sorted(root.glob("*.npz"))                  # index i -> a file
-
-           def __len__(self):
-               return len(self.files)
-
-           def __getitem__(self, i):
-               with np.load(self.files[i]) as point:
-                   return {"image": point["image"], "class_idx": int(point["label"])}
+Raise ``dataloading_params.num_workers`` to read in parallel processes; each opens its own files.
 
 A dataset with a fixed test set may also define ``test_indices()`` (a list of indices): those
 points stay out of train / val / dev, and ``python evaluate.py RUN --split test`` reads them.
@@ -52,3 +43,9 @@ class CustomDataSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"image": self.images[i], "class_idx": self.labels[i]}
+
+    def point_id(self, i):
+        # What point i is, recorded in idx_dict.json so that a reused split finds its points even when
+        # the data's listing changes (for files: the path relative to dataset_path). The bundled
+        # digits never change order, so the index names them.
+        return f"digits/{i}"

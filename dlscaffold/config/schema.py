@@ -55,6 +55,14 @@ class DataloadingParams(_Section):
     device_data: bool = False
     # Training points a model's init_from_data(**inputs) receives once, before a fresh run's first epoch.
     init_samples: Int = Field(5000, ge=1, le=INT64_MAX)
+    # The DataLoader's worker options: keep workers between epochs and validations, page-locked
+    # batches for faster copies to a CUDA device, batches each worker loads ahead (needs workers).
+    persistent_workers: bool = False
+    pin_memory: bool | None = None  # None: pinned when the run computes on a CUDA device
+    prefetch_factor: Int | None = Field(None, ge=1, le=INT64_MAX)
+    # The batch over every process of a data-parallel run (instead of batch_size, per process): each
+    # of N processes takes global_batch_size / N, so a run resumes exactly on another number of them.
+    global_batch_size: Int | None = Field(None, ge=1, le=INT64_MAX)
     # Free-form options for the project's CustomDataSet (cfg["dataloading_params"]["dataset_args"]).
     dataset_args: dict[str, Any] = Field(default_factory=dict)
 

@@ -2,7 +2,8 @@
 
 A group's split is made once, before any of its runs starts, from the first seed (as that seed's
 run would make it), and written to ``<logging_dir>/groups/<group id>/idx_dict.json``; every run of
-the group, the first seed's included, reads it through ``dataloading_params.idx_dict_path``. So
+the group, the first seed's included, reads it through ``dataloading_params.idx_dict_path`` (and
+follows its points' ids, as every reuse of a split does: ``dlscaffold.parts.point_ids``). So
 the seed changes the initialisation and the data order only, the same way in one process, in
 worker processes (``--workers N``) and as cluster jobs (``dlscaffold submit --seeds``). A config
 that names an ``idx_dict_path`` already gives every run that split; ``--vary-split`` lets each

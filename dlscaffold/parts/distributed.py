@@ -70,6 +70,27 @@ def init(world: World, use_gpu: bool, backend: str | None) -> str | None:
     return device
 
 
+def process_batch_size(batch_size: int, global_batch_size: int | None, world_size: int) -> int:
+    """The batch each of ``world_size`` processes takes: ``global_batch_size / world_size`` when the
+    config sets a global batch, else ``batch_size`` (per process).
+
+    Raises:
+        UserError: ``world_size`` does not divide ``global_batch_size`` (one line naming both and
+            the process counts that do).
+    """
+    if global_batch_size is None:
+        return batch_size
+    if global_batch_size % world_size == 0:
+        return global_batch_size // world_size
+    limit = min(global_batch_size, max(64, 2 * world_size))  # the counts worth naming
+    counts = [str(n) for n in range(1, limit + 1) if global_batch_size % n == 0]
+    shown = ", ".join(counts) + (", ..." if limit < global_batch_size else "")
+    raise UserError(
+        f"dataloading_params.global_batch_size: {global_batch_size} does not divide among {world_size} processes; "
+        f"use a number of processes that divides it ({shown}), or a global_batch_size that {world_size} divides"
+    )
+
+
 def _on_cpu(use_gpu: bool, processes: int) -> int:
     """How many of a machine's ``processes`` take the CPU: all without ``use_GPU`` or CUDA, else
     those beyond its CUDA devices (process ``i`` takes ``cuda:i``, as :func:`init` does)."""

@@ -8,6 +8,9 @@ requested split.
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,20 +19,22 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from dlscaffold.config import Config
+from dlscaffold.config import Config, DataloadingParams
 from dlscaffold.data import (
     batch_transform,
     dataset_size,
     make_idx_dict,
+    make_loader,
     project_test_indices,
     split_indices,
     split_problem,
 )
 from dlscaffold.errors import CodeError, UserError, first_line
 from dlscaffold.parts.device import Placement, select_placement
-from dlscaffold.parts.device_data import split_loader
-from dlscaffold.parts.distributed import World
+from dlscaffold.parts.device_data import DeviceLoader, split_loader
+from dlscaffold.parts.distributed import World, process_batch_size
 from dlscaffold.parts.flow import Flow, build_flow
+from dlscaffold.parts.point_ids import point_index, record_identity, reuse_split
 from dlscaffold.parts.precision import Precision
 from dlscaffold.parts.seeding import seed_everything
 from dlscaffold.parts.tta import Views, views_of
@@ -71,23 +76,12 @@ def build_run(
     """
     config, tp, dl = prepared.config, prepared.config.training_params, prepared.config.dataloading_params
     world = world or World()
+    process_batch_size(dl.batch_size, dl.global_batch_size, world.world_size)  # refused before any work
     dataset, idx_dict = dataset_and_split(prepared)
     placement = select_placement(tp.use_GPU, device, tp.channels_last)
+    warn_open_hdf5(dataset, dl)
     made = {
-        role: split_loader(
-            dl.device_data,
-            dataset,
-            split_indices(idx_dict, split),
-            dl.batch_size,
-            shuffle,
-            tp.seed,
-            dl.num_workers,
-            placement.pin_memory,
-            world.rank,
-            world.world_size,
-            split=split,
-            device=placement.device,
-        )
+        role: loader_of(dl, dataset, split_indices(idx_dict, split), shuffle, tp.seed, placement, world, split)
         for role, (split, shuffle) in loaders.items()
     }
     flow = build_flow(config, prepared.project, prepared.losses, prepared.evals, placement.device, weights)
@@ -105,6 +99,70 @@ def build_run(
         batch_transform(dataset),
         views_of(dataset, config),
     )
+
+
+def loader_of(
+    dl: DataloadingParams,
+    dataset: Any,
+    indices: list[int],
+    shuffle: bool,
+    seed: int,
+    placement: Placement,
+    world: World,
+    split: str,
+) -> DataLoader | DeviceLoader:
+    """The loader of ``indices`` (the points of ``split``) as the config says: a DataLoader with the
+    config's worker options (``pin_memory`` only when the run computes on a CUDA device, and there
+    by default), or with
+    ``device_data`` the split stacked on the device."""
+    batch_size = process_batch_size(dl.batch_size, dl.global_batch_size, world.world_size)  # this process's
+    if dl.device_data:
+        args = (dataset, indices, batch_size, shuffle, seed, 0, False, world.rank, world.world_size)
+        return split_loader(True, *args, split=split, device=placement.device)
+    return make_loader(
+        dataset,
+        indices,
+        batch_size,
+        shuffle,
+        seed,
+        dl.num_workers,
+        placement.is_cuda and dl.pin_memory is not False,  # default: pinned on a CUDA device
+        world.rank,
+        world.world_size,
+        persistent_workers=dl.persistent_workers,
+        prefetch_factor=dl.prefetch_factor,
+    )
+
+
+def warn_open_hdf5(dataset: Any, dl: DataloadingParams) -> None:
+    """One warning line when the dataset holds an open HDF5 file or dataset (an attribute ``__init__``
+    set) and the DataLoader will start workers: forked, each would read through the one handle the
+    main process opened, which HDF5 does not support (wrong values, errors or a crash); spawned,
+    none can start (h5py objects cannot be pickled). h5py is looked for only where the project has
+    imported it already."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None or dl.device_data or dl.num_workers == 0:
+        return
+    method = _start_method()
+    for name, value in vars(dataset).items() if hasattr(dataset, "__dict__") else ():
+        if isinstance(value, (h5py.File, h5py.Dataset)) and value:  # false once closed
+            logging.getLogger("dlscaffold").warning(
+                "warning: CustomDataSet.%s is an HDF5 %s opened in __init__, and num_workers: %d %s; open the "
+                "file lazily in __getitem__, once per process (docs/data.md, 'One large HDF5 file')",
+                name,
+                "file" if isinstance(value, h5py.File) else "dataset",
+                dl.num_workers,
+                "forks workers that would share its handle"
+                if method == "fork"
+                else f"starts workers by {method}, which cannot receive it (h5py objects cannot be pickled)",
+            )
+            return
+
+
+def _start_method() -> str:
+    """How DataLoader workers start: the multiprocessing start method set, else the platform's default."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    return method or multiprocessing.get_all_start_methods()[0]
 
 
 def dataset_and_split(prepared: Prepared) -> tuple[Any, dict[str, Any]]:
@@ -140,15 +198,19 @@ def build_dataset(prepared: Prepared) -> Any:
 
 
 def make_split(config: Config, dataset: Any, saved: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``idx_dict``: a saved one (checked against the dataset), or made from the seed.
+    """The ``idx_dict``: a saved one (mapped through its points' ids onto today's indices where it
+    can be, :func:`~dlscaffold.parts.point_ids.reuse_split`, then checked against the dataset), or
+    made from the seed.
 
     Points the project marks as test points (``test_indices()``) are left out of train / val / dev
-    and kept under ``test``. The dataset gets the split as its ``idx_dict`` attribute.
+    and kept under ``test``. The split records its points' ids (a dataset with ``point_id(i)``) or
+    the dataset's fingerprint. The dataset gets the split as its ``idx_dict`` attribute.
     """
     dl = config.dataloading_params
     test = project_test_indices(dataset)
+    by_id = point_index(dataset)
     if saved is not None:
-        idx_dict = dict(saved)
+        idx_dict = reuse_split(saved, dataset, by_id, keep=("test",) if test is not None else ())
         problem = split_problem(idx_dict, len(dataset))
         if idx_dict.get("num_points", len(dataset)) != len(dataset):
             problem = f"it splits {idx_dict['num_points']} points but the dataset has {len(dataset)}"
@@ -167,6 +229,7 @@ def make_split(config: Config, dataset: Any, saved: dict[str, Any] | None) -> di
         idx_dict.update(num_points=len(dataset), seed=split["seed"])
     if test is not None:
         idx_dict["test"] = sorted(test)
+    record_identity(idx_dict, dataset, by_id)
     dataset.idx_dict = idx_dict
     return idx_dict
 

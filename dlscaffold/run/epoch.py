@@ -61,6 +61,67 @@ class Sums:
         return dict(zip(self.names, values, strict=True))
 
 
+def rank_position(ranks: list[dict[str, Any]], rank: int, world_size: int, flow: Flow) -> dict[str, Any]:
+    """This rank's running sums, log window and torchmetrics states (``sums``, ``window``,
+    ``metrics``) from a mid-epoch checkpoint's ``ranks``, one entry per process of the session that
+    saved it.
+
+    The same number of processes: each rank its own. Another number (an elastic resume): every saved
+    rank's combined into rank 0's, and fresh ones (None) for the others. Epoch values are reduced
+    over every rank (:meth:`Sums.means` sums them; torchmetrics syncs its states), so they come out
+    as an uninterrupted run's: exactly for the sums and for torchmetrics states that are summed,
+    concatenated, or kept as a minimum or maximum (:func:`merged_metrics` says what is approximate).
+    The log window's values, rank 0's alone, then cover every saved rank's points.
+    """
+    if len(ranks) == world_size:
+        return ranks[rank]
+    if rank > 0:
+        return {"sums": None, "window": None, "metrics": None}
+    return {
+        "sums": combined_sums([r["sums"] for r in ranks]),
+        "window": combined_sums([r["window"] for r in ranks]),
+        "metrics": merged_metrics(flow, [r["metrics"] or {} for r in ranks]),
+    }
+
+
+def combined_sums(states: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Several :meth:`Sums.state_dict` as one: the totals and counts added."""
+    states = [s for s in states if s is not None]
+    if not states:
+        return None
+    totals = torch.stack([s["totals"] for s in states]).sum(dim=0)
+    return {"names": list(states[0]["names"]), "totals": totals, "count": sum(int(s["count"]) for s in states)}
+
+
+def merged_metrics(flow: Flow, states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several processes' torchmetrics states (:meth:`~dlscaffold.parts.flow.Flow.metrics_state_dict`)
+    as one process's, each state reduced as torchmetrics reduces it across processes: list states
+    concatenated, tensors stacked and reduced with the metric's ``dist_reduce_fx`` (added,
+    concatenated, minimum, maximum, mean or the metric's own function); update counts added.
+    Approximate: a state without a reduction keeps the first process's value, and a state averaged
+    over processes (``mean``, or a function of the metric's own that is not a sum) when it is later
+    spread over more processes than hold points."""
+    from torchmetrics.utilities.data import dim_zero_cat
+
+    merged = {}
+    for t in flow.metrics:
+        saved = [s[t.name] for s in states if s.get(t.name)]
+        if not saved:
+            continue
+        merged[t.name] = {"_update_count": sum(int(s.get("_update_count", 0)) for s in saved)}
+        for key in t.metric._defaults:
+            values, reduce = [s[key] for s in saved], t.metric._reductions.get(key)
+            if isinstance(values[0], list):
+                merged[t.name][key] = [v for value in values for v in value]
+            elif reduce is dim_zero_cat:
+                merged[t.name][key] = torch.cat([v.reshape(1) if v.dim() == 0 else v for v in values])
+            elif callable(reduce):
+                merged[t.name][key] = reduce(torch.stack(values))
+            else:
+                merged[t.name][key] = values[0]
+    return merged
+
+
 def evaluate_batch(
     flow: Flow,
     batch: dict[str, Any],

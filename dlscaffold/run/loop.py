@@ -28,7 +28,7 @@ from dlscaffold.records.images import collect_images, image_grids
 from dlscaffold.records.rundir import RunLock, read_run_info, update_run_info
 from dlscaffold.records.trackers import Trackers
 from dlscaffold.run.builder import Run
-from dlscaffold.run.epoch import Sums, run_epoch
+from dlscaffold.run.epoch import Sums, rank_position, run_epoch
 from dlscaffold.run.progress import Progress
 from dlscaffold.run.stops import Pruned, StopFlag
 from dlscaffold.run.summary import best_epoch_line, duration, epoch_lines, pack, program, values_text
@@ -137,8 +137,7 @@ def _train_and_validate(
 ) -> tuple[dict[str, float], dict[str, float]] | None:
     """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
     run, trainer, tp = session.run, session.trainer, session.run.config.training_params
-    batch_size = run.config.dataloading_params.batch_size
-    run.loaders["train"].sampler.set_epoch(epoch, start=session.position.batches * batch_size)  # order: (seed, epoch)
+    run.loaders["train"].sampler.set_epoch(epoch)  # order: (seed, epoch); a resumed epoch's start: _running_sums
     run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
     set_epoch = getattr(run.dataset, "set_epoch", None)
     if callable(set_epoch):  # e.g. an augmentation schedule; before the loader's iterator (and workers) start
@@ -336,12 +335,19 @@ def _fire(session: Session, event: str, values: dict[str, float]) -> None:
 
 
 def _running_sums(session: Session) -> tuple[Sums, Sums]:
-    """The epoch's and the log window's sums: fresh, or as a mid-epoch checkpoint left them."""
+    """The epoch's and the log window's sums: fresh, or as a mid-epoch checkpoint left them (saved by
+    this number of processes or another: :func:`~dlscaffold.run.epoch.rank_position`). A resumed
+    epoch's sampler starts after the global batches done, the same points for any number of them."""
     names, device, position = session.trainer.flow.term_names, session.run.placement.device, session.position
     epoch_sums, window = Sums(names, device), Sums(names, device)
     session.trainer.flow.reset_metrics()
-    if position.ranks is not None and len(position.ranks) == session.world.world_size:  # this rank's own
-        mine = position.ranks[session.world.rank]
+    session.run.loaders["train"].sampler.skip_batches(position.batches)  # batches: global ones, done by each rank
+    saved = position.ranks  # a data-parallel checkpoint's, by rank; a single process's are the top-level ones
+    if saved is None and position.sums is not None:
+        saved = [{"sums": position.sums, "window": position.window, "metrics": position.metrics}]
+    if saved is not None:
+        world = session.world
+        mine = rank_position(saved, world.rank, world.world_size, session.trainer.flow)
         position.sums, position.window, position.metrics = mine["sums"], mine["window"], mine["metrics"]
     position.ranks = None
     if position.sums is not None:
@@ -390,8 +396,10 @@ def _keep_best(session: Session, epoch: int) -> None:
 def save_state(session: Session, epoch: int, position: Position | None = None) -> bool:
     """A checkpoint after ``epoch`` (or inside the next one, at ``position``). Every rank takes part
     (their RNG states are gathered); rank 0 writes. False: refused, a model holds NaN or inf (one
-    warning line; the checkpoints saved before are kept)."""
+    warning line; the checkpoints saved before are kept). It records the number of processes: a
+    resume on another number continues the same global batches, or is refused without a global batch."""
     state = {**session.trainer.state_dict(), "monitor": session.monitor.state_dict()}
+    state["world_size"] = session.world.world_size
     if session.hooks is not None:
         state["hooks"] = session.hooks.state_dict()
     saved = None if position is None else {k: v for k, v in vars(position).items() if k not in ("rng", "ranks")}
@@ -436,6 +444,7 @@ def _hparams(config: Any) -> dict[str, Any]:
     return {
         "lrn_rate": tp.lrn_rate,
         "batch_size": dl.batch_size,
+        **({"global_batch_size": dl.global_batch_size} if dl.global_batch_size else {}),
         "regularization_weight": tp.regularization_weight,
         "seed": tp.seed,
         "optimizer": tp.optimizer.name if tp.optimizer else "Adam",

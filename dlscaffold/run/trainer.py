@@ -120,6 +120,7 @@ class Trainer:
     micro: int = 0  # batches of the current step done so far (accumulate > 1)
     loss_ok: torch.Tensor | None = None  # the step's losses so far were finite (a device flag, read at its end)
     keep_outputs: bool = False  # keep the last batch's outputs (detached) for the hooks
+    counted: bool = True  # the current batch has points of this rank (not a padding batch)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def train_step(
@@ -142,6 +143,7 @@ class Trainer:
             groups: for models with their own ``accumulate`` N: ``{N: (share, ends)}``, this batch's
                 share of their N batches' samples and whether it is the last of them.
         """
+        self.counted = share > 0
         if self.micro == 0:
             self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
             self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
@@ -234,7 +236,8 @@ class Trainer:
     def _evals(self, values: dict[str, torch.Tensor], batch: dict[str, Any], outputs: dict) -> dict:
         with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
             values.update(self.flow.values(self.flow.evals, batch, outputs))
-        self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
+        if self.counted:  # a padding batch (this rank's share 0) counts in no metric
+            self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
         if self.keep_outputs:
             self.outputs = {m: {k: _detached(v) for k, v in out.items()} for m, out in outputs.items()}
         return values
@@ -443,20 +446,10 @@ def build_trainer(run: Any, batches_per_epoch: int) -> Trainer:
         or bool(own_accumulate)
         or any(s.update_every != 1 or s.grad_clip_norm is not None for s in specs.values())
     )
-    distributed = (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    )
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if initialized else 1
     phases = build_phases(run.config, flow, trains)
-    if distributed and (phases and any(_backwards(p, trains, flow) > 1 for p in phases) or per_model and not phases):
-        raise UserError(
-            "info_flow: update_every, a model's own grad_clip_norm and a loss's trains need one process (each "
-            "model steps on its own), or training_params.phases in which each phase's losses train the same "
-            "models; train without torchrun, or change them"
-        )
-    params = [p for n in flow.trained for p in flow.models[n].parameters()]
-    buffers = BufferSnapshot([flow.models[n] for n in flow.trained])  # frozen models run in eval mode
+    _check_one_process(world_size > 1, per_model, phases, trains, flow)
     return Trainer(
         flow,
         optimizers,
@@ -465,8 +458,8 @@ def build_trainer(run: Any, batches_per_epoch: int) -> Trainer:
         tp.grad_clip_norm,
         run.precision,
         tp.on_nonfinite,
-        params,
-        buffers=buffers,
+        [p for n in flow.trained for p in flow.models[n].parameters()],
+        buffers=BufferSnapshot([flow.models[n] for n in flow.trained]),  # frozen models run in eval mode
         per_model=per_model,
         windowed=[  # the parameters the model lets train (requires_grad) in groups with epochs
             (p, *group["epochs"])
@@ -476,7 +469,7 @@ def build_trainer(run: Any, batches_per_epoch: int) -> Trainer:
             for p in group["params"]
             if p.requires_grad
         ],
-        distributed=distributed,
+        distributed=world_size > 1,
         update_every={n: spec.update_every for n, spec in specs.items()},
         clip={n: spec.grad_clip_norm for n, spec in specs.items() if spec.grad_clip_norm is not None},
         trains=trains,
@@ -484,10 +477,23 @@ def build_trainer(run: Any, batches_per_epoch: int) -> Trainer:
         accumulate=tp.accumulate,
         own_accumulate=own_accumulate,
         reaches={t.name: flow.sources({s for _, s, _ in t.sources}) & set(flow.trained) for t in flow.losses},
-        world_size=torch.distributed.get_world_size() if distributed else 1,
+        world_size=world_size,
         phases=phases,
         stale=_stale(run.config, flow) if phases else {},
     )
+
+
+def _check_one_process(
+    distributed: bool, per_model: bool, phases: list[Phase], trains: dict[str, list[str]], flow: Flow
+) -> None:
+    """Per-model steps need one process, unless phases make each phase one backward pass (DDP
+    reduces each model's gradients once per forward)."""
+    if distributed and (phases and any(_backwards(p, trains, flow) > 1 for p in phases) or per_model and not phases):
+        raise UserError(
+            "info_flow: update_every, a model's own grad_clip_norm and accumulate, and a loss's trains need one "
+            "process (each model steps on its own), or training_params.phases in which each phase's losses "
+            "train the same models; train without torchrun, or change them"
+        )
 
 
 def build_phases(config: Any, flow: Flow, trains: dict[str, list[str]]) -> list[Phase]:
