@@ -19,7 +19,11 @@ __all__ = ["__version__", "load_run", "load_runs"]
 
 
 def load_run(
-    run_dir: str | Path, epoch: str | int | None = None, device: str | None = "cpu", project: str | Path | None = None
+    run_dir: str | Path,
+    epoch: str | int | None = None,
+    device: str | None = "cpu",
+    project: str | Path | None = None,
+    precision: str | None = None,
 ) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
@@ -32,10 +36,11 @@ def load_run(
             trained with ``training_params.monitor: none`` (it has no best epoch).
         device: ``"cpu"`` (default), ``"cuda"``, ...; None chooses as training did.
         project: the project folder whose code to import, instead of the one the run recorded.
+        precision: compute in this precision; default: the run's (fp32 where it is slow on this CPU).
     """
     from dlscaffold.api import load_run as _load_run
 
-    return _load_run(run_dir, epoch, device, project)
+    return _load_run(run_dir, epoch, device, project, precision)
 
 
 def load_runs(logging_dir: str | Path) -> pandas.DataFrame:

@@ -124,7 +124,11 @@ class LoadedRun:
 
 
 def load_run(
-    run_dir: str | Path, epoch: str | int | None = None, device: str | None = "cpu", project: str | Path | None = None
+    run_dir: str | Path,
+    epoch: str | int | None = None,
+    device: str | None = "cpu",
+    project: str | Path | None = None,
+    precision: str | None = None,
 ) -> LoadedRun:
     """Load a run folder's models at one epoch, with its config, split and metrics.
 
@@ -145,6 +149,9 @@ def load_run(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; None chooses as training did (``use_GPU``).
         project: the project folder whose code to import as it is, instead of the one the run
             recorded (needed for a run outside its project folder, or after the code changed).
+        precision: compute in this precision (``fp32``, ``bf16``, ``fp16``, ``auto``); default: the
+            run's, except that a run trained in bf16 (or fp16) runs in fp32 on a CPU without native
+            support for it, with a note (its weights are fp32 already).
 
     Returns:
         A :class:`LoadedRun`.
@@ -159,11 +166,12 @@ def load_run(
     if epoch is None:  # a run trained with training_params.monitor: none has no best epoch
         epoch = LAST if trained_without_monitor(run_dir) else BEST
     project_dir = Path(project).expanduser().resolve() if project is not None else None
-    prepared = prepare(run_dir / CONFIG_FILE, [], project_dir, run_dir=run_dir, splits=(), training=False)
+    overrides = [] if precision is None else [f"training_params.precision={precision}"]
+    prepared = prepare(run_dir / CONFIG_FILE, overrides, project_dir, run_dir=run_dir, splits=(), training=False)
     warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model
     saved = resolve_epoch(run_dir, list(prepared.config.info_flow), epoch, "epoch")  # a number or "best"
     with forked_rng():  # building seeds every RNG, as training did; the caller's states are restored after
-        run = build_run(prepared, {}, device, weights=(run_dir, saved))
+        run = build_run(prepared, {}, device, weights=(run_dir, saved), keep_precision=precision is not None)
     run.flow.set_mode(training=False)
     set_clock(run, run_dir, saved)
     return LoadedRun(run_dir, prepared.project.root, epoch_number(run_dir, saved), run, requested_epoch=epoch)

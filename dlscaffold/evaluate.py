@@ -76,7 +76,8 @@ def evaluate(
     warn_changed(run_dir)  # a weights file this run was loaded from changed since: one warning per model
     models = list(prepared.config.info_flow)
     saved = resolve_epoch(run_dir, models, requested)
-    run = build_run(prepared, {split: (split, False)}, device, weights=(run_dir, saved))
+    asked = any(item.partition("=")[0].strip() == "training_params.precision" for item in overrides)
+    run = build_run(prepared, {split: (split, False)}, device, weights=(run_dir, saved), keep_precision=asked)
     set_clock(run, run_dir, saved)
     every = prepared.config.logging_params.progress_every
     result = evaluate_run(run, split, Progress(progress_bar, console, every=every, echo=echo), tta)

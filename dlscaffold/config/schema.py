@@ -162,7 +162,9 @@ class TrainingParams(_Section):
     grad_clip_norm: Float | None = Field(None, gt=0.0)
     # "bf16": forward and losses under torch.autocast with bfloat16 (CPU or GPU; no loss scaling needed);
     # "fp16": autocast with float16 and a gradient scaler (its state is in the trainer checkpoint).
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # "auto": bf16 where the device computes it natively (CUDA with bf16, CPUs with AVX-512 BF16 or
+    # AMX), fp32 elsewhere.
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     # A step whose loss or gradients are NaN/inf is never applied; "stop" ends the run (saving the
     # batch as nonfinite_batch.pt), "skip" drops the step and counts it.
     on_nonfinite: Literal["stop", "skip"] = "stop"

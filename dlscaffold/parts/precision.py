@@ -9,17 +9,80 @@ checkpoint, so a resumed fp16 run continues exactly.
 - ``bf16``: forward and losses under ``torch.autocast`` with bfloat16 (CPU or GPU); no scaling.
 - ``fp16``: autocast with float16 and a ``torch.amp.GradScaler``; steps with inf/NaN gradients are
   skipped by the scaler (and counted), the scale adapts.
+- ``auto``: bf16 where the device computes it natively, fp32 elsewhere (:func:`choose`).
+
+A CPU without native bf16 (AVX2 only, common in laptops and older servers) emulates it: a bf16
+convolution there is an order of magnitude slower than fp32. :func:`choose` says so at the start of
+a training run, and evaluates such a run in fp32 (its weights are fp32 already) unless asked not to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import torch
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# /proc/cpuinfo flags of native bfloat16 arithmetic: x86's AVX-512 BF16 and AMX, Arm's BF16.
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+# Set to 0 or 1 to say whether the CPU computes bf16 natively, where detection cannot tell (or to try).
+CPU_BF16_ENV = "DLSCAFFOLD_CPU_BF16"
+
+
+def native_bf16(device: torch.device) -> bool | None:
+    """Whether ``device`` computes bfloat16 natively; None where that cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return None
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return None
+    flags = {f for line in lines if line.startswith(("flags", "Features")) for f in line.partition(":")[2].split()}
+    return bool(flags & _BF16_FLAGS) if flags else None
+
+
+def choose(name: str, device: torch.device, training: bool, keep: bool = False) -> tuple[str, str | None]:
+    """The precision a run computes in, and one line to print about it (None: nothing to say).
+
+    Args:
+        name: ``training_params.precision``.
+        device: where the run computes.
+        training: a training run (else evaluation: ``evaluate``, ``load_run``).
+        keep: evaluate in ``name`` even where it is slow (the user asked for it).
+    """
+    native = native_bf16(device)
+    if name == "auto":
+        chosen = "bf16" if native else "fp32"
+        why = "native" if native else "not native" if native is False else "not known to be native"
+        return chosen, f"note: precision: auto computes in {chosen} (bf16 is {why} on this {_device_text(device)})"
+    slow = device.type == "cpu" and (name == "fp16" or (name == "bf16" and native is False))
+    if not slow:
+        return name, None
+    if not training and not keep:
+        return "fp32", (
+            f"note: evaluating in fp32, not {name}: this {_device_text(device)} has no native {name}, which runs "
+            "several times slower; the weights are fp32 already "
+            f"(training_params.precision={name} evaluates as trained)"
+        )
+    return name, (
+        f"warning: precision: {name} on this {_device_text(device)} (no native {name}) is emulated and runs several "
+        "times slower than fp32 (a 3x3 convolution about 12x); set training_params.precision: fp32, or auto"
+    )
+
+
+def _device_text(device: torch.device) -> str:
+    if device.type == "cpu":
+        return f"CPU ({torch.backends.cpu.get_cpu_capability()})"
+    return f"{device.type} device"
 
 
 class Precision:

@@ -35,7 +35,7 @@ from dlscaffold.parts.device_data import DeviceLoader, split_loader
 from dlscaffold.parts.distributed import World, process_batch_size
 from dlscaffold.parts.flow import Flow, build_flow
 from dlscaffold.parts.point_ids import point_index, record_identity, reuse_split
-from dlscaffold.parts.precision import Precision
+from dlscaffold.parts.precision import Precision, choose
 from dlscaffold.parts.seeding import seed_everything
 from dlscaffold.parts.tta import Views, views_of
 from dlscaffold.prepare import Prepared
@@ -63,6 +63,7 @@ def build_run(
     device: str | None = None,
     weights: tuple[Path, int | str] | None = None,
     world: World | None = None,
+    keep_precision: bool = False,
 ) -> Run:
     """Build a run's data, models and loaders.
 
@@ -73,6 +74,8 @@ def build_run(
         weights: ``(run_dir, epoch)`` to load every model from (evaluation, resume); by default only
             models with a ``model_dir`` load weights.
         world: this process's rank among data-parallel processes: its loaders take its share.
+        keep_precision: evaluate in the config's precision even where it is slow on this device
+            (by default such a run is evaluated in fp32: :func:`~dlscaffold.parts.precision.choose`).
     """
     config, tp, dl = prepared.config, prepared.config.training_params, prepared.config.dataloading_params
     world = world or World()
@@ -93,7 +96,7 @@ def build_run(
         dataset,
         idx_dict,
         placement,
-        Precision(tp.precision, placement.device),
+        Precision(_precision(tp.precision, placement, "train" in loaders, keep_precision), placement.device),
         flow,
         made,
         batch_transform(dataset),
@@ -132,6 +135,14 @@ def loader_of(
         persistent_workers=dl.persistent_workers,
         prefetch_factor=dl.prefetch_factor,
     )
+
+
+def _precision(name: str, placement: Placement, training: bool, keep: bool) -> str:
+    """The precision the run computes in (``auto`` resolved; a slow one said, or in evaluation replaced)."""
+    chosen, line = choose(name, placement.device, training, keep)
+    if line is not None:
+        logging.getLogger("dlscaffold").warning(line)
+    return chosen
 
 
 def warn_open_hdf5(dataset: Any, dl: DataloadingParams) -> None:
