@@ -28,7 +28,7 @@ from types import FrameType
 from typing import Any
 
 from dlscaffold.errors import UserError
-from dlscaffold.parts.distributed import sync_batchnorm_problem
+from dlscaffold.parts.distributed import process_batch_size, sync_batchnorm_problem
 from dlscaffold.records.rundir import CONFIG_FILE
 from dlscaffold.run.stops import EXIT_CODES, STOP_SIGNALS, first_reason
 
@@ -70,7 +70,8 @@ def check_launch(nproc: int, config: Path | None, overrides: list[str], resume: 
     which say why.
 
     Raises:
-        UserError: ``sync_batchnorm`` with processes that would train on the CPU.
+        UserError: ``sync_batchnorm`` with processes that would train on the CPU; a
+            ``global_batch_size`` that ``nproc`` does not divide.
     """
     from dlscaffold.config import load_raw, validate_raw
 
@@ -84,6 +85,8 @@ def check_launch(nproc: int, config: Path | None, overrides: list[str], resume: 
         problem = sync_batchnorm_problem(tp.sync_batchnorm, tp.use_GPU, nproc)
         if problem is not None:
             raise UserError(problem)
+        dl = checked.dataloading_params
+        process_batch_size(dl.batch_size, dl.global_batch_size, nproc)  # raises when nproc does not divide it
 
 
 def launch_args(
