@@ -7,6 +7,12 @@ same ``CustomDataSet``, items and normalisation), same split sizes, loss (cross 
 backward, step, accuracy, sums kept on the device; TensorBoard scalars every ``--log-every`` steps;
 per epoch: a validation pass, epoch scalars, and a checkpoint (weights, optimizer, scaler).
 
+With ``--accumulate K`` (as ``training_params.accumulate: K``) K consecutive batches from the epoch's
+first make one optimizer step (the epoch's last step may have fewer): each batch's mean loss is scaled
+by its share of the group's samples before its backward, so that the step's gradient is that of the
+mean over the group's samples; the optimizer steps after the group's last batch. Steps, and so
+``--log-every``, count optimizer steps.
+
 ``python benchmarks/handwritten.py --epochs 3 [--precision bf16] [--compile] [--device cuda] --out DIR``
 
 Plain PyTorch: nothing of the dlscaffold runtime runs here (the example's ``models.py`` imports
@@ -42,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--widths", default="32,64,128,256", help="Cifar10ResNet widths")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/handwritten"))
@@ -89,27 +96,32 @@ def main(argv: list[str] | None = None) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     args.out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(args.out))
-    step = 0
+    step, k, n = 0, args.accumulate, len(train_loader.dataset)
+    sizes = [min(args.batch_size, n - start) for start in range(0, n, args.batch_size)]  # the epoch's batches
     for epoch in range(1, args.epochs + 1):
         model.train()
         epoch_sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss and accuracy, sample-weighted
         window, count, window_count = epoch_sums.clone(), 0, 0
-        for batch in train_loader:
+        for i, batch in enumerate(train_loader):
             images, labels = batch_to(batch, device)
+            first = i - i % k  # the step's first batch
+            share = len(labels) / sum(sizes[first : first + k])  # its share of the step's samples
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = step_model(images)["class_logits"]
                 loss = F.cross_entropy(logits, labels)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            scaler.scale(loss * share if share != 1.0 else loss).backward()
             with torch.no_grad():
                 accuracy = (logits.argmax(-1) == labels).float().mean()
                 values = torch.stack([loss.detach().float(), accuracy]).double() * len(labels)
             epoch_sums += values
             window += values
             count, window_count = count + len(labels), window_count + len(labels)
+            if i + 1 < min(first + k, len(sizes)):
+                continue  # not the step's last batch: no optimizer step yet
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
             if step % args.log_every == 0:  # the only host reads inside an epoch
                 ce, acc = (window / window_count).tolist()
                 writer.add_scalar("train_step/CE", ce, step)

@@ -7,7 +7,12 @@ every step, Adam, TensorBoard every 50 steps, validation and a checkpoint every 
 ``handwritten`` is ``python benchmarks/handwritten.py ...``. ``--recipe fast``: the example's
 ``config_fast.yml`` recipe (``Cifar10Airbench``, data on the device, Lookahead, test-time
 augmentation in validation, bf16) on the same kind of data; ``benchmarks/project_fast/config.yml``
-against ``benchmarks/handwritten_fast.py``.
+against ``benchmarks/handwritten_fast.py``. ``--recipe gan``: a DCGAN on synthetic 32x32 images in
+ordered update phases (the discriminator's step, then the generator's through the updated
+discriminator), ``benchmarks/project_gan/config.yml`` against ``benchmarks/handwritten_gan.py`` (the
+training step of pytorch/examples' dcgan/main.py). ``--recipe accumulate``: the resnet recipe with
+batches of 16 and 4 batches an optimizer step (``training_params.accumulate=4`` against
+``handwritten.py --accumulate 4``).
 
 Each arm runs as whole processes, a short one (E1 epochs) and a long one (E2 epochs), the arms
 alternated (short A, short B, long A, long B; the next repeat starts with B), R times. The per-epoch
@@ -22,6 +27,8 @@ asserted. With ``--compile`` one untimed run of each arm goes first, to fill tor
     python benchmarks/overhead.py --device cuda --precision bf16   # on a GPU
     python benchmarks/overhead.py --quick                          # a smoke test (seconds per process)
     python benchmarks/overhead.py --recipe fast                    # the fast recipe (bf16)
+    python benchmarks/overhead.py --recipe gan                     # the DCGAN recipe (fp32)
+    python benchmarks/overhead.py --recipe accumulate              # the resnet recipe, 4 batches a step
 """
 
 from __future__ import annotations
@@ -45,22 +52,40 @@ except ImportError:  # pragma: no cover - Windows
 
 HERE = Path(__file__).resolve().parent
 ARMS = ("dlscaffold", "handwritten")
-# Per recipe: the dlscaffold arm's project, the hand-written arm's script, the model and the default
-# sizes (--points, --batch-size, --widths) and the sizes of --quick.
+# Per recipe: the dlscaffold arm's project, the hand-written arm's script, the models --widths sets, the
+# precision the recipe trains in (absent: --precision and --compile apply), further arguments of each
+# arm, and the default sizes (--points, --batch-size, --widths) and the sizes of --quick.
 RECIPES = {
     "resnet": {
         "project": HERE / "project",
         "handwritten": HERE / "handwritten.py",
-        "model": "Cifar10ResNet",
+        "models": ("Cifar10ResNet",),
         "sizes": {"points": 5120, "batch_size": 64, "widths": "32,64,128,256"},
         "quick": {"points": 1280, "batch_size": 64, "widths": "8,16,32,64"},
     },
     "fast": {
         "project": HERE / "project_fast",
         "handwritten": HERE / "handwritten_fast.py",
-        "model": "Cifar10Airbench",
+        "models": ("Cifar10Airbench",),
+        "precision": "bf16",
         "sizes": {"points": 10752, "batch_size": 1024, "widths": "64,256,256"},
         "quick": {"points": 1280, "batch_size": 128, "widths": "8,16,16"},
+    },
+    "gan": {
+        "project": HERE / "project_gan",
+        "handwritten": HERE / "handwritten_gan.py",
+        "models": ("Generator", "Discriminator"),
+        "precision": "fp32",
+        "sizes": {"points": 2560, "batch_size": 64, "widths": "64,128,256"},
+        "quick": {"points": 320, "batch_size": 64, "widths": "8,16,32"},
+    },
+    "accumulate": {
+        "project": HERE / "project",
+        "handwritten": HERE / "handwritten.py",
+        "models": ("Cifar10ResNet",),
+        "args": {"dlscaffold": ["training_params.accumulate=4"], "handwritten": ["--accumulate", "4"]},
+        "sizes": {"points": 5120, "batch_size": 16, "widths": "32,64,128,256"},
+        "quick": {"points": 640, "batch_size": 16, "widths": "8,16,32,64"},
     },
 }
 
@@ -71,27 +96,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recipe",
         choices=tuple(RECIPES),
         default="resnet",
-        help="resnet: the example's Cifar10ResNet with Adam; fast: its config_fast.yml recipe (bf16)",
+        help="resnet: the example's Cifar10ResNet with Adam; fast: its config_fast.yml recipe (bf16); gan: a DCGAN in "
+        "two update phases (fp32); accumulate: resnet with batch 16 and 4 batches an optimizer step",
     )
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="resnet only [fp32]")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default=None, help="resnet and accumulate only [fp32]"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in both arms")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (arm, length)")
     parser.add_argument(
         "--epochs", type=int, nargs=2, default=(1, 3), metavar=("E1", "E2"), help="epochs of the short and the long run"
     )
-    parser.add_argument("--points", type=int, help="synthetic points (resnet: 5120, 80%% train; fast: 10752, 95%%)")
-    parser.add_argument("--batch-size", type=int, help="resnet: 64; fast: 1024")
-    parser.add_argument("--widths", help="the model's widths (the example's: resnet 32,64,128,256; fast 64,256,256)")
+    parser.add_argument(
+        "--points",
+        type=int,
+        help="synthetic points (resnet, accumulate: 5120, 80%% train; fast: 10752, 95%%; gan: 2560, 80%%)",
+    )
+    parser.add_argument("--batch-size", type=int, help="resnet: 64; fast: 1024; gan: 64; accumulate: 16")
+    parser.add_argument(
+        "--widths",
+        help="the model's widths (the example's: resnet, accumulate 32,64,128,256; fast 64,256,256; gan 64,128,256, "
+        "the discriminator's, mirrored by the generator)",
+    )
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both arms (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--keep", type=Path, help="keep the runs' folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.recipe]
-    if args.recipe == "fast" and (args.compile or args.precision not in (None, "bf16")):
-        parser.error("--recipe fast: the recipe trains in bf16 without torch.compile")
-    args.precision = args.precision or ("bf16" if args.recipe == "fast" else "fp32")
+    fixed = recipe.get("precision")
+    if fixed and (args.compile or args.precision not in (None, fixed)):
+        parser.error(f"--recipe {args.recipe}: the recipe trains in {fixed} without torch.compile")
+    args.precision = args.precision or fixed or "fp32"
     for key, value in (recipe["quick"] if args.quick else recipe["sizes"]).items():
         if args.quick or getattr(args, key) is None:
             setattr(args, key, value)
@@ -119,7 +156,8 @@ def command(arm: str, epochs: int, args: argparse.Namespace, out: Path) -> list[
             f"training_params.compile={'true' if args.compile else 'false'}",
             f"dataloading_params.batch_size={args.batch_size}",
             f"dataloading_params.dataset_args.num_points={args.points}",
-            f"info_flow.{recipe['model']}.init_args.widths=[{args.widths}]",
+            *(f"info_flow.{model}.init_args.widths=[{args.widths}]" for model in recipe["models"]),
+            *recipe.get("args", {}).get(arm, []),
             f"logging_params.logging_dir={out}",
             "--device",
             args.device,
@@ -129,7 +167,8 @@ def command(arm: str, epochs: int, args: argparse.Namespace, out: Path) -> list[
         str(recipe["handwritten"]),
         "--epochs",
         str(epochs),
-        *(["--precision", args.precision] if args.recipe == "resnet" else []),
+        *(["--precision", args.precision] if "precision" not in recipe else []),
+        *recipe.get("args", {}).get(arm, []),
         "--device",
         args.device,
         "--points",
@@ -286,7 +325,7 @@ def report(summary: dict[str, dict[str, float | None]], args: argparse.Namespace
 
     lines = [
         f"{args.device} {args.precision}{' compile' if args.compile else ''}: recipe {args.recipe}, "
-        f"{RECIPES[args.recipe]['model']} widths {args.widths}, "
+        f"{'/'.join(RECIPES[args.recipe]['models'])} widths {args.widths}, "
         f"{args.points} points, batch {args.batch_size}, epochs {e1} vs {e2}, {args.repeats} repeat(s)",
         f"machine: {info['cpu']}, {info.get('gpu', 'no GPU used')}, torch {info['torch']} "
         f"({info['torch_threads']} threads), dlscaffold {info['dlscaffold']}",
