@@ -9,6 +9,13 @@ Collation rule (:func:`collate`): values of a sample dict are stacked per name. 
 Python numbers become tensors by kind: floating -> ``float32``, signed/unsigned integer -> ``int64``,
 bool -> ``bool``. Torch tensors keep their dtype (the project chose it, e.g. ``uint8`` images).
 Strings are gathered into a list.
+
+A dataset that defines ``__getitems__(indices)`` returning a dict of batched values (arrays, tensors
+or lists whose first dimension is the batch) is read a batch at a time: the DataLoader calls it with
+each batch's indices (torch's batched fetch), and :func:`collate_batch` applies the same rule to the
+whole batch. It must give what :func:`collate` gives for ``[dataset[i] for i in indices]`` (the
+runtime reads single points through ``__getitem__`` too: the pre-run check, ``device_data``). A
+``__getitems__`` returning a list of sample dicts (torch's own convention) is collated point by point.
 """
 
 from __future__ import annotations
@@ -216,6 +223,40 @@ class DatasetItemError(CodeError):
     where = "the dataset"  # a class attribute: it survives a DataLoader worker's re-raise
 
 
+_BATCH_DTYPES = {"f": np.float32, "i": np.int64, "u": np.int64, "b": np.bool_}  # by kind, as _to_tensor
+
+
+def _batch_to_tensor(value: Any, name: str) -> Any:
+    """One value of a batch read whole (``__getitems__``), by :func:`_to_tensor`'s rule. A view of
+    other memory (a slice of the dataset's array) is copied, as stacking points copies: a batch never
+    shares memory with the dataset (``transform_batch`` may change it in place)."""
+    if isinstance(value, torch.Tensor):  # the project's dtype
+        return value.clone() if value._base is not None else value
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return list(value)
+    array = np.asarray(value)
+    if array.ndim == 0:
+        raise DatasetItemError(
+            f"CustomDataSet.__getitems__: '{name}' is a single {array.dtype} value; expected one value per point "
+            "of the batch (an array, a tensor or a list whose first dimension is the batch)"
+        )
+    if array.dtype.kind == "U":  # strings: a list, as points' strings are gathered
+        return array.tolist()
+    dtype = _BATCH_DTYPES.get(array.dtype.kind)
+    if dtype is None:
+        raise UserError(
+            f"dataset item '{name}': found values of dtype {array.dtype}; expected numbers, arrays, tensors or strings"
+        )
+    fresh = array.base is None and array.flags.c_contiguous  # its own memory, laid out as a stack's
+    return torch.from_numpy(array.astype(dtype, order="C", copy=not fresh))
+
+
+def collate_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch read whole (a dict of batched values from ``__getitems__``) as tensors, by the rule of
+    :func:`collate`: the same tensors as collating its points one by one."""
+    return {name: _batch_to_tensor(value, name) for name, value in batch.items()}
+
+
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of sample dicts into a dict of batched tensors (see the module's rule)."""
     first = samples[0]
@@ -250,8 +291,8 @@ class Collate:
         if name not in self.limits or k < self.limits[name][0]:
             self.limits[name] = (k, owner, where)
 
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        batch = collate(samples)
+    def __call__(self, samples: Sequence[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
+        batch = collate_batch(samples) if isinstance(samples, dict) else collate(samples)
         self.check(batch)
         return batch
 
@@ -283,6 +324,38 @@ class _NamedErrors(Dataset):
             return self.dataset[index]
         except Exception as exc:
             raise DatasetItemError(f"CustomDataSet[{index}] failed: {first_line(exc)}") from exc
+
+
+class _NamedBatchErrors(_NamedErrors):
+    """:class:`_NamedErrors` for a dataset with ``__getitems__``: the DataLoader reads a batch at a
+    time through it (see the module); a batch whose values do not hold one entry per point is refused."""
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        try:
+            batch = self.dataset.__getitems__(indices)
+        except Exception as exc:
+            raise DatasetItemError(f"CustomDataSet.__getitems__({_shown(indices)}) failed: {first_line(exc)}") from exc
+        if isinstance(batch, dict):
+            for name, value in batch.items():
+                size = len(value) if hasattr(value, "__len__") and getattr(value, "ndim", 1) else None
+                if size != len(indices):
+                    raise DatasetItemError(
+                        f"CustomDataSet.__getitems__({_shown(indices)}): '{name}' holds "
+                        f"{'no batch' if size is None else size} value(s) for {len(indices)} points; "
+                        "expected one per point, in the order of the indices"
+                    )
+        return batch
+
+
+def _shown(indices: list[int]) -> str:
+    """A batch's indices for a message: ``[4, 17, 3, ...]``."""
+    return f"[{', '.join(map(str, indices[:3]))}{', ...' if len(indices) > 3 else ''}]"
+
+
+def named_errors(dataset: Dataset) -> _NamedErrors:
+    """The dataset as the loaders read it: errors name the point (or batch); a dataset with
+    ``__getitems__`` is read a batch at a time."""
+    return _NamedBatchErrors(dataset) if callable(getattr(dataset, "__getitems__", None)) else _NamedErrors(dataset)
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -399,7 +472,7 @@ def make_loader(
     """
     workers = num_workers > 0
     return _Loader(
-        _NamedErrors(dataset),
+        named_errors(dataset),
         batch_size=batch_size,
         sampler=epoch_sampler(indices, batch_size, shuffle, seed, rank, world_size),
         num_workers=num_workers,

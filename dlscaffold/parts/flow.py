@@ -23,14 +23,14 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
 
 from dlscaffold.config import DATASET, TRAINER, Config, metric_name, split_source
 from dlscaffold.errors import UserError, blame, closest, first_line
-from dlscaffold.losses import members_fn, per_sample
+from dlscaffold.losses import members_fn, per_sample, spec_of
 from dlscaffold.parts.signatures import input_order
 from dlscaffold.parts.tm_metrics import build_metric, is_torchmetric
 from dlscaffold.project.code import Project
@@ -40,6 +40,7 @@ from dlscaffold.records.runfiles import model_weights
 
 # An input as routed: (argument name, source: "dataset", "trainer" or a model, the source's tensor name).
 Route = tuple[str, str, str]
+GUARD_MEMORY = 16  # input kinds a term remembers its guard passed (Term.compute)
 
 
 @dataclass
@@ -54,6 +55,23 @@ class Term:
     members: Callable[..., torch.Tensor] | None = None  # an ensemble eval's per-member values (B, E)
     num_members: int = 0  # E, known after the first batch
     reduction: str = "mean"  # a loss's objective: the mean or the sum of its per-sample values
+    # A declared built-in's function without its input guard (dlscaffold.losses.declare), and the
+    # inputs (type, shape, dtype) the guard has passed: the guard reads nothing else, so inputs of a
+    # kind it has passed skip it (up to GUARD_MEMORY kinds; more, e.g. varying lengths, are checked).
+    unguarded: Callable[..., torch.Tensor] | None = None
+    passed: set[tuple] = field(default_factory=set, repr=False)
+
+    def compute(self, args: list[Any]) -> torch.Tensor:
+        """``fn(*args)``: the function's values, its inputs' shapes and dtypes checked once for each kind."""
+        if self.unguarded is None:
+            return self.fn(*args)
+        kind = tuple([(type(a), getattr(a, "shape", None), getattr(a, "dtype", None)) for a in args])
+        if kind in self.passed:
+            return self.unguarded(*args)
+        value = self.fn(*args)  # raises for inputs that do not fit
+        if len(self.passed) < GUARD_MEMORY:
+            self.passed.add(kind)
+        return value
 
     @property
     def names(self) -> list[str]:
@@ -152,8 +170,10 @@ class Flow:
         }
         model = self.models[name]
         call = self.wrapped.get(name, model) if self.training and wrapped else model
-        with blame(f"info_flow.{name}: {name}.forward"):
+        try:
             out = call(**kwargs)
+        except Exception:
+            _reraise_blamed(f"info_flow.{name}: {name}.forward")
         if not isinstance(out, dict):
             raise UserError(
                 f"info_flow.{name}: {name}.forward returned {type(out).__name__}; expected a dict of named tensors"
@@ -178,6 +198,8 @@ class Flow:
 
     def update_metrics(self, batch: dict[str, Any], outputs: dict) -> None:
         """Add one batch to every torchmetrics eval's state (no gradients; nothing is read back)."""
+        if not self.metrics:
+            return
         with torch.no_grad():
             for t in self.metrics:
                 args = [a.detach() if isinstance(a, torch.Tensor) else a for a in self.term_args(t, batch, outputs)]
@@ -233,12 +255,14 @@ class Flow:
         values = {}
         for t in terms:
             args = self.term_args(t, batch, outputs)
-            with blame(t.path):
-                values[t.name] = per_sample(t.fn(*args))
+            try:
+                values[t.name] = per_sample(t.compute(args))
                 if t.members is not None:
                     members = t.members(*args)  # (B, E)
                     t.num_members = members.shape[1]
                     values.update({f"{t.name}_{i}": members[:, i] for i in range(t.num_members)})
+            except Exception:
+                _reraise_blamed(t.path)
         return values
 
     def fetch(self, batch: dict, outputs: dict, tensor: str, source: str, who: str) -> Any:
@@ -255,6 +279,13 @@ class Flow:
                 f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: {', '.join(pool) or 'nothing'}"
                 + (f"; did you mean '{source}.{close}'?" if close else "")
             ) from None
+
+
+def _reraise_blamed(where: str) -> NoReturn:
+    """Inside an ``except`` block: re-raise the exception as :func:`~dlscaffold.errors.blame` turns
+    it (the project's code named), so that a call that does not raise enters no context manager."""
+    with blame(where):
+        raise  # the exception the caller's except block handles
 
 
 def routes(inputs: dict[str, str], models: list[str]) -> list[Route]:
@@ -301,6 +332,7 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
             if is_torchmetric(term.function or key):
                 continue  # a MetricTerm (_metric_terms)
             fn = registry.get(term.function or key)
+            unguarded = getattr(fn, "__wrapped__", None) if spec_of(fn) is not None else None
             terms.append(
                 Term(
                     name=metric_name(model_name, key, term),
@@ -310,6 +342,7 @@ def _terms(config: Config, kind: str, registry: Registry) -> list[Term]:
                     sources=bound_routes(term.inputs, list(config.info_flow), fn, term.function or key),
                     members=members_fn(fn) if kind == "evals" else None,
                     reduction=getattr(term, "reduction", "mean"),
+                    unguarded=_with_options(unguarded, term.options) if unguarded is not None else None,
                 )
             )
     return terms

@@ -36,9 +36,18 @@ class Sums:
         self.count = 0
 
     def add(self, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.add_totals(self.batch_totals(values, batch_size), batch_size)
+
+    def batch_totals(self, values: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+        """One batch's sums of ``values``, in this object's order and dtype: what :meth:`add` adds.
+        Computed once, they can go into several ``Sums`` of the same names (the epoch's, the log window's)."""
         # A scalar is a batch mean: weigh it by the batch size so epoch values are sample means.
         totals = [v.detach().sum() if v.dim() else v.detach() * batch_size for v in map(values.get, self.names)]
-        self.totals += torch.stack(totals).to(self.dtype)
+        return torch.stack(totals).to(self.dtype)
+
+    def add_totals(self, totals: torch.Tensor, batch_size: int) -> None:
+        """Add what :meth:`batch_totals` gave for a batch of ``batch_size`` points."""
+        self.totals += totals
         self.count += batch_size
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dlscaffold.config.monitor import TOTAL_LOSS, logs_total
 from dlscaffold.config.schema import every_epochs, every_steps
 from dlscaffold.errors import blame
 from dlscaffold.parts import distributed
+from dlscaffold.parts.device_data import DeviceLoader
 from dlscaffold.parts.flow import batch_size_of
 from dlscaffold.parts.hooks import HookContext, Hooks
 from dlscaffold.records.checkpoint import rng_state, save_best, save_checkpoint, set_rng_state
@@ -62,10 +63,11 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         saved = None  # True / False: the epoch's checkpoint was written / refused (non-finite weights)
         if session.saves and (_save_due(session, epoch) or signalled or session.ending):
             saved = save_state(session, epoch)
-        if improved and saved is not False:  # refused: one warning said why; no best of these weights either
-            _keep_best(session, epoch)  # after the epoch's checkpoint: its weights are linked, not written twice
+        # The best weights after the epoch's checkpoint (linked, not written twice); none when it was refused
+        # (one warning said why). Their run.json record goes with the training time: one write.
+        record = _keep_best(session, epoch) if improved and saved is not False else {}
         if session.writes:  # the run's training time so far, over all its sessions
-            update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3))
+            update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3), **record)
         seconds = time.perf_counter() - epoch_start
         for line in epoch_lines(epoch, tp.max_training_epochs, train_values, val_values, seconds):
             echo(line)
@@ -210,12 +212,15 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
     done, epochs = position.batches, (session.epoch, run.config.training_params.max_training_epochs)
     last_batch = done + len(run.loaders["train"])  # a stop after it saves the epoch's end instead
     steps = _Steps(sampler, trainer.accumulate, last_batch, session.world.world_size)
+    # fixed for the run: looked up once, not at every step
+    sizes, log_every = sorted(set(trainer.own_accumulate.values())), run.config.training_params.log_every
+    move, between, alone = _mover(run), _between_steps_due(session), not session.world.distributed
     pending: list[tuple[dict, int]] = []  # the step's batches' values, counted once the step is applied
     for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step, done=done):
         # --- the step (or one batch of it)
-        batch = run.transform(run.placement.move(batch), True)
+        batch = run.transform(move(batch), True)
         share, mine, last = steps.of(position.batches)
-        groups = {k: steps.of(position.batches, k)[::2] for k in set(trainer.own_accumulate.values())}
+        groups = {k: steps.of(position.batches, k)[::2] for k in sizes}
         values = trainer.train_step(batch, share=share, last=last, groups=groups)
         position.batches += 1
         if values is not None and mine > 0:  # mine 0: a padding batch
@@ -223,18 +228,18 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
         if not last:
             continue
         # --- the epoch's sums and the log window (None: a skipped non-finite step, counted nowhere)
-        pending = pending if values is not None else []
-        for batch_values, size in pending:
-            epoch_sums.add(batch_values, size)
-            window.add(batch_values, size)
+        for batch_values, size in pending if values is not None else ():
+            totals = epoch_sums.batch_totals(batch_values, size)  # once, for both
+            epoch_sums.add_totals(totals, size)
+            window.add_totals(totals, size)
         pending = []
-        if trainer.step % run.config.training_params.log_every == 0:  # a GPU sync: only at log points
+        at_log_point = trainer.step % log_every == 0
+        if at_log_point:  # a GPU sync: only at log points
             window = _log_step(session, progress, epoch_sums, window)
-        if _between_steps(session, progress, epoch_sums, window, position.batches < last_batch):
+        if between and _between_steps(session, progress, epoch_sums, window, position.batches < last_batch):
             break  # early stopping, a sweep's pruner or a hook ended the run here
         # --- a signal: a single process stops after any step; data-parallel ranks agree at log points
-        at_log_point = trainer.step % run.config.training_params.log_every == 0
-        stopping = agreed_stop(session, stop) if at_log_point else stop.requested and not session.world.distributed
+        stopping = agreed_stop(session, stop) if at_log_point else stop.requested and alone
         if stopping and position.batches < last_batch:
             _keep_position(session, epoch_sums, window)
             return None
@@ -255,6 +260,9 @@ class _Steps:
         share: this rank's points x ranks / the points of the step's batches on every rank.
         ``size``: for groups of that many batches instead (a model's own ``accumulate``)."""
         size = size or self.accumulate
+        if size == 1:  # a step of one batch: its own points are the step's
+            mine, total = self.sampler.share(index)
+            return mine * self.world_size / total, mine, True
         first = index - index % size
         end = min(first + size, self.batches)
         if self.groups.get(size, (-1,))[0] != first:
@@ -273,6 +281,24 @@ def _log_step(session: Session, progress: Progress, epoch_sums: Sums, window: Su
     total = sum(t.weight * running[t.name] for t in trainer.flow.losses)
     progress.show(loss=total, parts=parts if len(parts) == len(trainer.flow.losses) else None)
     return Sums(trainer.flow.term_names, session.run.placement.device)
+
+
+def _mover(run: Run) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What brings a training batch to the device: ``placement.move``, or nothing for the batches of
+    a :class:`~dlscaffold.parts.device_data.DeviceLoader`, which are there already (unless the
+    placement also changes their memory format)."""
+    on_device = isinstance(run.loaders["train"], DeviceLoader) and not run.placement.channels_last
+    return _as_it_is if on_device else run.placement.move
+
+
+def _as_it_is(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+def _between_steps_due(session: Session) -> bool:
+    """Whether :func:`_between_steps` has anything to do in this run: ``{steps: N}`` intervals or step hooks."""
+    tp, hooks = session.run.config.training_params, session.hooks
+    return bool(every_steps(tp.val_every) or every_steps(tp.save_every) or (hooks is not None and hooks.wants("step")))
 
 
 def _between_steps(session: Session, progress: Progress, epoch_sums: Sums, window: Sums, mid_epoch: bool) -> bool:
@@ -298,8 +324,8 @@ def _step_validation(session: Session) -> None:
     training_metrics = flow.metrics_state_dict()  # the validation pass resets the torchmetrics evals
     quiet = Progress(False, every=0)  # the training bar is still open
     val_values = validate(session, epoch, quiet)
-    if _after_validation(session, epoch, val_values, session.trainer.step):
-        _keep_best(session, epoch)
+    if _after_validation(session, epoch, val_values, session.trainer.step) and (record := _keep_best(session, epoch)):
+        update_run_info(session.run_dir, **record)
     flow.load_metrics_state_dict(training_metrics)
     flow.set_mode(training=True)
 
@@ -385,12 +411,14 @@ def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[
     return improved, patience is not None and monitor.bad >= patience
 
 
-def _keep_best(session: Session, epoch: int) -> None:
-    """The best epoch's weights as ``<Model>_best.pt`` and its record in ``run.json``."""
-    if session.saves and session.writes and save_best(session.run_dir, epoch, session.run.flow.models):
-        monitor, by_steps = session.monitor, every_steps(session.run.config.training_params.val_every)
-        step = {"step": session.trainer.step} if by_steps else {}  # validations by steps: which one
-        update_run_info(session.run_dir, best={"epoch": epoch, **step, "metric": monitor.name, "value": monitor.best})
+def _keep_best(session: Session, epoch: int) -> dict[str, Any]:
+    """The best epoch's weights as ``<Model>_best.pt``; returns its record for ``run.json``
+    (``{"best": ...}``, for the caller to write; empty when nothing was saved)."""
+    if not (session.saves and session.writes and save_best(session.run_dir, epoch, session.run.flow.models)):
+        return {}
+    monitor, by_steps = session.monitor, every_steps(session.run.config.training_params.val_every)
+    step = {"step": session.trainer.step} if by_steps else {}  # validations by steps: which one
+    return {"best": {"epoch": epoch, **step, "metric": monitor.name, "value": monitor.best}}
 
 
 def save_state(session: Session, epoch: int, position: Position | None = None) -> bool:
@@ -475,7 +503,8 @@ def _summary(echo: Echo, session: Session, epochs: int, last_val: dict[str, floa
         echo(f"Run folder: {run_dir}")
         echo("  metrics:     metrics.jsonl (one row per epoch and split)")
         if session.saves:
-            echo("  checkpoints: checkpoints/<Model>_<epoch:06d>.pt, best: checkpoints/<Model>_best.pt")
+            best = ", best: checkpoints/<Model>_best.pt" if monitor.name is not None else " (monitor: none: no best)"
+            echo(f"  checkpoints: checkpoints/<Model>_<epoch:06d>.pt{best}")
         echo(f"  TensorBoard: tensorboard --logdir {run_dir}")
         echo(f"  evaluate:    {program('evaluate')} {shlex.quote(str(run_dir))}")
 

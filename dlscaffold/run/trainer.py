@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils._foreach_utils import _device_has_foreach_support
 
 from dlscaffold.config import metric_name
 from dlscaffold.errors import UserError
 from dlscaffold.parts.flow import Flow, Term, batch_size_of
 from dlscaffold.parts.optim import build_optimizer, build_scheduler, model_params, param_groups
 from dlscaffold.parts.precision import Precision
+
+_NOTHING = contextlib.nullcontext()  # a context that does nothing (reusable)
 
 
 class NonFiniteStep(Exception):
@@ -59,6 +62,8 @@ class BufferSnapshot:
         self.copies: list[torch.Tensor] = []
 
     def take(self) -> None:
+        if not self.slots:  # models without buffers
+            return
         current = [getattr(module, name) for module, name in self.slots]
         if len(current) != len(self.sources) or any(a is not b for a, b in zip(current, self.sources, strict=True)):
             self.sources, self.copies = current, [b.detach().clone() for b in current]  # first step, or replaced
@@ -118,10 +123,11 @@ class Trainer:
     phases: list[Phase] = field(default_factory=list)  # ordered update phases; empty: one step of every model
     stale: dict[str, set[str]] = field(default_factory=dict)  # model -> what its update makes stale (phases)
     micro: int = 0  # batches of the current step done so far (accumulate > 1)
-    loss_ok: torch.Tensor | None = None  # the step's losses so far were finite (a device flag, read at its end)
+    loss_ok: torch.Tensor | None = None  # 0: the step's losses so far were finite, NaN: not (read at its end)
     keep_outputs: bool = False  # keep the last batch's outputs (detached) for the hooks
     counted: bool = True  # the current batch has points of this rank (not a padding batch)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _one_group: bool | None = field(default=None, init=False, repr=False)  # see _total_norm
 
     def train_step(
         self,
@@ -165,11 +171,10 @@ class Trainer:
             return self._evals(values, batch, outputs)
         optimizers = list(self.optimizers.values())
         self.precision.unscale(optimizers)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=objective.device)
-        loss_finite = self.loss_ok
-        finite = bool(loss_finite & torch.isfinite(norm))  # one host read per step, as GradScaler makes
-        if not finite and not (self.precision.scaled and bool(loss_finite)):
+        grads = [g for p in self.params if (g := p.grad) is not None]
+        norm = self._total_norm(grads) if grads else torch.zeros((), device=objective.device)
+        finite = self._all_finite(norm)  # one host read per step, as GradScaler makes
+        if not finite and not (self.precision.scaled and self._losses_finite()):
             return self._skip_nonfinite(values, batch, optimizers)  # never applied; raises for "stop"
         if finite and self.grad_clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip_norm, norm)  # on true gradients
@@ -192,7 +197,13 @@ class Trainer:
     def _objective(self, terms: list[Term], values: dict[str, torch.Tensor], share: float, batch: dict) -> Any:
         """The weighted sum of ``terms``: batch means scaled by ``share``; ``reduction: sum`` terms as
         sums over this rank's samples times the ranks (DDP averages them back to the global sum)."""
-        objective = sum(t.weight * values[t.name].float().mean() for t in terms if t.reduction == "mean")
+        objective: Any = None
+        for t in terms:  # a weight of 1 multiplies nothing: x * 1 is x, and so are the gradients
+            if t.reduction == "mean":
+                mean = _as_float(values[t.name]).mean()
+                mean = mean if t.weight == 1 else t.weight * mean
+                objective = mean if objective is None else objective + mean
+        objective = 0 if objective is None else objective
         if share != 1.0:
             objective = objective * share
         summed = [t for t in terms if t.reduction == "sum"]
@@ -201,21 +212,41 @@ class Trainer:
             objective = objective + scale * sum(t.weight * _batch_sum(values[t.name], batch) for t in summed)
         return objective
 
+    def _total_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """``torch.nn.utils.get_total_norm(grads)``, the same value: when every trained parameter is on
+        one device in one dtype (known after the first call), one fused norm of them all without the
+        grouping and the per-tensor copies of the general function."""
+        if self._one_group is None:
+            kinds = {(p.device, p.dtype) for p in self.params}
+            self._one_group = len(kinds) == 1 and _device_has_foreach_support(next(iter(kinds))[0])
+        if self._one_group and all(type(g) is torch.Tensor for g in grads):  # what torch's foreach path takes
+            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        return torch.nn.utils.get_total_norm(grads)
+
     def _ends_step(self, objective: torch.Tensor, last: bool) -> bool:
         """Note a batch's loss finiteness (kept on the device); whether the step's optimizers step now."""
-        finite = torch.isfinite(objective.detach())
-        self.loss_ok = finite if self.micro == 0 else self.loss_ok & finite
+        flag = _zero_if_finite(objective.detach())
+        self.loss_ok = flag if self.micro == 0 else self.loss_ok + flag
         self.micro = 0 if last else self.micro + 1
         return last
 
+    def _all_finite(self, norm: torch.Tensor) -> bool:
+        """Whether the step's losses and its gradients' norm are all finite (the step's one host read)."""
+        return bool(self.loss_ok + _zero_if_finite(norm) == 0)
+
+    def _losses_finite(self) -> bool:
+        """Whether the step's losses were all finite (read only after :meth:`_all_finite` said no)."""
+        return bool(self.loss_ok == 0)
+
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Under data-parallel training, no gradient all-reduce on a step's batches before its last."""
+        if last or not self.distributed:
+            return _NOTHING
         stack = contextlib.ExitStack()
-        if not last and self.distributed:
-            for wrapped in self.flow.wrapped.values():
-                ddp = getattr(wrapped, "_orig_mod", wrapped)  # torch.compile wraps the DDP module
-                if hasattr(ddp, "no_sync"):
-                    stack.enter_context(ddp.no_sync())
+        for wrapped in self.flow.wrapped.values():
+            ddp = getattr(wrapped, "_orig_mod", wrapped)  # torch.compile wraps the DDP module
+            if hasattr(ddp, "no_sync"):
+                stack.enter_context(ddp.no_sync())
         return stack
 
     def begin_epoch(self, epoch: int) -> None:
@@ -234,8 +265,9 @@ class Trainer:
                 p.grad = None
 
     def _evals(self, values: dict[str, torch.Tensor], batch: dict[str, Any], outputs: dict) -> dict:
-        with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
-            values.update(self.flow.values(self.flow.evals, batch, outputs))
+        if self.flow.evals:
+            with torch.no_grad(), self.precision.forward_context():  # evals read the same outputs, no graph
+                values.update(self.flow.values(self.flow.evals, batch, outputs))
         if self.counted:  # a padding batch (this rank's share 0) counts in no metric
             self.flow.update_metrics(batch, outputs)  # torchmetrics evals: state only, computed at the epoch's end
         if self.keep_outputs:
@@ -336,11 +368,10 @@ class Trainer:
         due = [n for n in due if any(p.grad is not None for p in params[n])]
         optimizers = [self.optimizers[n] for n in due]
         self.precision.unscale(optimizers)
-        grads = [p.grad for n in due for p in params[n] if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.flow.device)
-        loss_finite = self.loss_ok
-        finite = bool(loss_finite & torch.isfinite(norm))
-        if not finite and not (self.precision.scaled and bool(loss_finite)):
+        grads = [g for n in due for p in params[n] if (g := p.grad) is not None]
+        norm = self._total_norm(grads) if grads else torch.zeros((), device=self.flow.device)
+        finite = self._all_finite(norm)
+        if not finite and not (self.precision.scaled and self._losses_finite()):
             return self._skip_nonfinite(values, batch, list(self.optimizers.values()))
         if finite:
             self._clip(due, params)
@@ -530,6 +561,17 @@ def _stale(config: Any, flow: Flow) -> dict[str, set[str]]:
 def _batch_sum(values: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
     """A loss's sum over the batch's samples (a scalar batch mean counts once per sample)."""
     return values.float().sum() if values.dim() else values.float() * batch_size_of(batch)
+
+
+def _zero_if_finite(value: torch.Tensor) -> torch.Tensor:
+    """0 where ``value`` is finite, NaN where it is inf or NaN (``x - x``): the finiteness test of
+    ``torch.isfinite`` in one kernel instead of five, and flags that add up (a NaN stays NaN)."""
+    return value - value
+
+
+def _as_float(values: torch.Tensor) -> torch.Tensor:
+    """``values.float()``, without the call for values that are float32 already."""
+    return values if values.dtype == torch.float32 else values.float()
 
 
 def _detached(value: Any) -> Any:

@@ -1,0 +1,85 @@
+"""What a training step does once instead of at every step, or in one kernel instead of several,
+gives what the general calls give: the gradients' total norm, the finiteness flags, a built-in's
+input check (done once per kind of input), and errors of the project's code named as before."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dlscaffold.errors import CodeError
+from dlscaffold.losses import LOSSES
+from dlscaffold.parts.flow import GUARD_MEMORY, Flow, Term
+from dlscaffold.run.trainer import Trainer
+
+SPECIAL = (0.0, -0.0, 1.0, -3.0e38, 3.0e38, 1e-45, float("inf"), float("-inf"), float("nan"))
+
+
+def trainer(params: list[torch.Tensor]) -> Trainer:
+    return Trainer(None, {}, {}, "epoch", None, None, params=params)
+
+
+def test_the_total_norm_is_torchs() -> None:
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(shape, generator=gen) for shape in ((64, 8), (64,), (10, 64), (10,))]
+    fused = trainer([nn.Parameter(g.clone()) for g in grads])
+    assert torch.equal(fused._total_norm(grads), torch.nn.utils.get_total_norm(grads))
+    assert fused._one_group  # one device, one dtype: the fused norm
+    grads[1] = grads[1].double()  # two dtypes: torch's grouping, the same function
+    mixed = trainer([nn.Parameter(g.clone()) for g in grads])
+    assert torch.equal(mixed._total_norm(grads), torch.nn.utils.get_total_norm(grads))
+    assert mixed._one_group is False
+    for value in SPECIAL:  # the same value, NaN and inf included
+        bad = [grads[0], torch.tensor([value, 1.0])]
+        ours, torchs = fused._total_norm(bad), torch.nn.utils.get_total_norm(bad)
+        assert torch.equal(ours, torchs) or (ours.isnan() and torchs.isnan()), value
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_finiteness_flags_are_isfinite(dtype: torch.dtype) -> None:
+    t = trainer([])
+    for losses in ((1.0,), (2.0, float("nan")), (float("inf"), 1.0), (0.0, -0.0, 5.0)):
+        for norm in SPECIAL:
+            for i, loss in enumerate(losses):
+                t._ends_step(torch.tensor(loss, dtype=dtype, requires_grad=True), last=i == len(losses) - 1)
+            finite_losses = all(torch.isfinite(torch.tensor(v, dtype=dtype)) for v in losses)
+            expected = finite_losses and bool(torch.isfinite(torch.tensor(norm, dtype=dtype)))
+            assert t._all_finite(torch.tensor(norm, dtype=dtype)) == expected, (losses, norm)
+            assert t._losses_finite() == finite_losses, losses
+            assert t.micro == 0
+
+
+def test_a_builtin_checks_each_kind_of_input_once_and_still_refuses_one_that_does_not_fit() -> None:
+    mse = LOSSES["MSE"]
+    term = Term("M/mse", "info_flow.M.losses.MSE", mse, 1.0, [], unguarded=mse.__wrapped__)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    assert torch.equal(term.compute([a, b]), mse(a, b))
+    assert len(term.passed) == 1
+    assert torch.equal(term.compute([a, b]), mse(a, b))  # the same kind: no second check
+    assert len(term.passed) == 1
+    with pytest.raises(ValueError, match="same shape"):
+        term.compute([a, torch.randn(4, 1)])  # a kind it has not passed is checked
+    with pytest.raises(ValueError):
+        term.compute([a, b.numpy()])  # not a tensor: checked, and refused
+    for size in range(2, 2 + 2 * GUARD_MEMORY):  # kinds beyond its memory are checked every time
+        term.compute([torch.randn(size, 3), torch.randn(size, 3)])
+    assert len(term.passed) == GUARD_MEMORY
+
+
+class Fails(nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise RuntimeError("shapes\nmore")
+
+
+def test_an_error_in_the_projects_code_names_it() -> None:
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise KeyError("nope")
+
+    flow = Flow({"M": Fails()}, {"M": [("x", "dataset", "x")]}, ["M"], [], [])
+    with pytest.raises(CodeError, match=r"^info_flow\.M: M\.forward failed: RuntimeError: shapes$") as caught:
+        flow.forward({"x": torch.zeros(2)})
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    term = Term("M/x", "info_flow.M.evals.Broken", broken, 0.0, [("x", "dataset", "x")])
+    with pytest.raises(CodeError, match=r"^info_flow\.M\.evals\.Broken failed: KeyError: 'nope'$"):
+        flow.values([term], {"x": torch.zeros(2)}, {})
