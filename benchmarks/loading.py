@@ -50,7 +50,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from overhead import ARMS, final_accuracy, machine, ratio, summarise, timed_run  # noqa: E402  (benchmarks/overhead.py)
+from overhead import ARMS, final_accuracy, machine, ratio, record, summarise, timed_run  # noqa: E402  (benchmarks/overhead.py)
 
 DOCS = HERE.parent / "docs" / "data.md"
 SHAPE, NUM_CLASSES = (3, 32, 32), 10
@@ -535,18 +535,14 @@ def measure(args: argparse.Namespace, name: str, project: Path, data: Path, fold
             for arm in arms:
                 out = folder / f"{arm}_{length}_{repeat}"
                 wall, cpu, output = timed_run(command(arm, epochs, args, project, data, out), env)
-                load = os.getloadavg()[0]
-                r = results[arm]
-                r[length].append(wall)
-                r[f"{length}_cpu"].append(cpu)
-                r["load"].append(load)
-                if length == "long":
-                    r["accuracy"].append(final_accuracy(output))
-                shown = f", CPU {cpu:7.1f} s" if cpu is not None else ""
-                print(
-                    f"  {name:<7} repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s): {wall:7.1f} s"
-                    f"{shown}  (load {load:.2f})",
-                    flush=True,
+                accuracy = final_accuracy(output) if length == "long" else None
+                record(
+                    results[arm],
+                    length,
+                    wall,
+                    cpu,
+                    accuracy,
+                    f"{name:<7} repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s)",
                 )
     return results
 

@@ -224,20 +224,24 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, dict[str, list]
         for length, epochs in zip(("short", "long"), args.epochs, strict=True):
             for arm in arms:
                 wall, cpu, output = timed_run(command(arm, epochs, args, folder / f"{arm}_{length}_{repeat}"), env)
-                load = os.getloadavg()[0]  # other work on the machine shows here (runnable processes, 1-min mean)
-                r = results[arm]
-                r[length].append(wall)
-                r[f"{length}_cpu"].append(cpu)
-                r["load"].append(load)
-                if length == "long":
-                    r["accuracy"].append(final_accuracy(output))
-                shown = f", CPU {cpu:7.1f} s" if cpu is not None else ""
-                print(
-                    f"  repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s): {wall:7.1f} s{shown}  "
-                    f"(load {load:.2f})",
-                    flush=True,
-                )
+                accuracy = final_accuracy(output) if length == "long" else None
+                label = f"repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s)"
+                record(results[arm], length, wall, cpu, accuracy, label)
     return results
+
+
+def record(
+    r: dict, length: str, wall: float, cpu: float | None, accuracy: float | None, label: str, width: int = 7
+) -> None:
+    """One timed process's numbers into its arm's results (``accuracy``: a long run's), and its progress line."""
+    load = os.getloadavg()[0]  # other work on the machine shows here (runnable processes, 1-min mean)
+    r[length].append(wall)
+    r[f"{length}_cpu"].append(cpu)
+    r["load"].append(load)
+    if length == "long":
+        r["accuracy"].append(accuracy)
+    shown = f", CPU {cpu:{width}.1f} s" if cpu is not None else ""
+    print(f"  {label}: {wall:{width}.1f} s{shown}  (load {load:.2f})", flush=True)
 
 
 def per_epoch(short: list[float], long: list[float], extra_epochs: int) -> tuple[float, float, float]:

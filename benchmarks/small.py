@@ -46,7 +46,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from overhead import ARMS, machine, per_epoch, timed_run  # noqa: E402  (benchmarks/overhead.py)
+from overhead import ARMS, machine, per_epoch, record, timed_run  # noqa: E402  (benchmarks/overhead.py)
 
 TEMPLATE_FILES = ("config.yml", "models.py", "dataloader.py", "training_utils.py")
 RECIPES = {"digits": "the template's DigitClassifier", "mean_teacher": "an MLP with an EMA teacher"}
@@ -150,19 +150,10 @@ def measure(args: argparse.Namespace, recipe: str, data: str, project: Path, fol
             for arm in arms:
                 out = folder / f"{recipe}_{data}_{arm}_{length}_{repeat}"
                 wall, cpu, output = timed_run(command(arm, recipe, data, epochs, project, args.device, out), env)
-                load, r = os.getloadavg()[0], results[arm]
-                r[length].append(wall)
-                r[f"{length}_cpu"].append(cpu)
-                r[f"{length}_steps"].append(steps_of(arm, output, out))
-                r["load"].append(load)
-                if length == "long":
-                    r["accuracy"].append(accuracy_of(output))
-                shown = f", CPU {cpu:6.1f} s" if cpu is not None else ""
-                print(
-                    f"  {recipe}/{data} repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s): "
-                    f"{wall:6.1f} s{shown}  (load {load:.2f})",
-                    flush=True,
-                )
+                results[arm][f"{length}_steps"].append(steps_of(arm, output, out))
+                accuracy = accuracy_of(output) if length == "long" else None
+                label = f"{recipe}/{data} repeat {repeat + 1}/{args.repeats}  {arm:<11} {epochs} epoch(s)"
+                record(results[arm], length, wall, cpu, accuracy, label, width=6)
     return results
 
 
