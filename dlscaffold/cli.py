@@ -348,6 +348,86 @@ def arch_command(
     _run(action)
 
 
+@app.command("schema", short_help="Write the config's JSON Schema, for editors' YAML completion.")
+def schema_command(
+    output: Annotated[
+        Path | None,
+        Option("--output", "-o", metavar="FILE", help="Write it to FILE [default: standard output]."),
+    ] = None,
+) -> None:
+    """Write the JSON Schema of config.yml (every key, its type, range, default and description)."""
+
+    def action() -> None:
+        from dlscaffold.tools.schema import write_schema
+
+        write_schema(output, echo=typer.echo)
+
+    _run(action)
+
+
+@app.command("export", short_help="Export a run's model (or part of its flow) for deployment, checked.")
+def export_command(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, Argument(metavar="RUN_DIR", help="A run folder printed by `dlscaffold train`.")],
+    model: Annotated[str | None, Option("--model", metavar="NAME", help="One model of the run's info_flow.")] = None,
+    outputs: Annotated[
+        list[str] | None,
+        Option(
+            "--outputs",
+            metavar="MODEL.TENSOR",
+            show_default=False,
+            help="Outputs to compute (repeatable): the models they need, routed as in training, as one module.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, Option("--format", metavar="FORMAT", help="exported-program (torch.export, .pt2) or onnx.")
+    ] = "exported-program",
+    epoch: Annotated[str, Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")] = "best",
+    output: Annotated[
+        Path | None, Option("--output", "-o", metavar="FILE", help="File to write [default: in RUN_DIR/exports/].")
+    ] = None,
+    project: Annotated[
+        Path | None, Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
+    ] = None,
+    device: DeviceOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Export a model or a piece of the info_flow graph, checked against the run's own outputs."""
+
+    def action() -> None:
+        from dlscaffold.tools.export import export_run
+
+        project_dir = _project_default(ctx, project, run_dir)
+        export_run(run_dir, model, outputs or [], fmt, epoch, output, project_dir, device, echo=typer.echo)
+
+    _run(action, debug)
+
+
+@app.command("profile", short_help="Profile training steps: time per model, loss and optimizer step.")
+def profile_command(
+    ctx: typer.Context,
+    args: ConfigAndOverrides = None,
+    steps: Annotated[int, Option(min=1, metavar="N", help="Training steps to profile (after the warm-up).")] = 10,
+    warmup: Annotated[int, Option(min=0, metavar="N", help="Untimed steps first.")] = 3,
+    trace: Annotated[
+        Path | None,
+        Option(metavar="FILE", help="Chrome/Perfetto trace to write [default: profile_trace.json here]."),
+    ] = None,
+    project: ProjectOption = None,
+    device: DeviceOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run N training steps under torch.profiler; print each model's, loss's and optimizer's share."""
+
+    def action() -> None:
+        from dlscaffold.tools.profile import profile_config
+
+        config, overrides = _split_args(args or [], None, (ctx.obj or {}).get("project"))
+        profile_config(config, overrides, steps, warmup, trace, _project_default(ctx, project), device, echo=typer.echo)
+
+    _run(action, debug)
+
+
 @app.command("new", short_help="Generate a new project from the dlscaffold template.")
 def new_command(
     dest: Annotated[
