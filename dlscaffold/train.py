@@ -62,7 +62,7 @@ from dlscaffold.run.stops import RunInterrupted, StopFlag, stop_time
 from dlscaffold.run.summary import resume_command
 from dlscaffold.run.trainer import NonFiniteStep, Trainer, build_trainer
 
-__all__ = ["RunResult", "TrainOptions", "setup", "train"]
+__all__ = ["RunResult", "TrainOptions", "built_session", "setup", "train"]
 
 
 def train(
@@ -165,6 +165,24 @@ def _fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         if session.lock is not None:
             session.lock.release()
         distributed.shutdown()
+
+
+@contextlib.contextmanager
+def built_session(
+    config_path: Path,
+    overrides: list[str] = (),
+    *,
+    project_dir: Path | None = None,
+    device: str | None = None,
+    echo: Echo | None = None,
+) -> Iterator[Session]:
+    """A run built exactly as ``train`` builds it (every check, the data, models, trainer and EMA)
+    but with no run folder: nothing is written. Step it with :func:`dlscaffold.run.loop.train_steps`.
+    For tools that train a few steps without keeping them (``dlscaffold profile``, the generated
+    project's determinism test); the process is left as it was found, as :func:`train` leaves it."""
+    options = TrainOptions(no_folder=True, device=device)
+    with _process_state_kept():
+        yield setup(config_path, list(overrides), project_dir, None, options, echo or _silent)
 
 
 def _silent(line: str) -> None:
@@ -295,7 +313,7 @@ def setup(
         overrides = [*overrides, "training_params.use_dev=true"]
     prepared = prepare(config_path, overrides, project_dir, run_dir=resume)
     tp = prepared.config.training_params
-    if resume is None and world.main and not options.debug:  # its run folder is created once all is built
+    if resume is None and world.main and not (options.debug or options.no_folder):  # created once all is built
         check_logging_dir(prepared.config.logging_params.logging_dir)
     distributed.check_sync_batchnorm(world, tp.sync_batchnorm, tp.use_GPU)
     options.device = distributed.init(world, tp.use_GPU, tp.backend) or options.device  # cuda:LOCAL_RANK or cpu
@@ -369,7 +387,7 @@ def _build_session(
 
 def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, state: dict[str, Any] | None) -> None:
     """Rank 0 creates (or reopens) the run folder and tells the others; it alone writes there."""
-    if session.options.debug:
+    if session.options.debug or session.options.no_folder:
         return
     world, logging_params = session.world, prepared.config.logging_params
     run_dir = resume or (

@@ -138,13 +138,8 @@ def _train_and_validate(
     session: Session, epoch: int, stop: StopFlag, progress: Progress
 ) -> tuple[dict[str, float], dict[str, float]] | None:
     """Train one epoch and validate it when due; log the rows. None: stopped by a signal mid-epoch."""
-    run, trainer, tp = session.run, session.trainer, session.run.config.training_params
-    run.loaders["train"].sampler.set_epoch(epoch)  # order: (seed, epoch); a resumed epoch's start: _running_sums
-    run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
-    set_epoch = getattr(run.dataset, "set_epoch", None)
-    if callable(set_epoch):  # e.g. an augmentation schedule; before the loader's iterator (and workers) start
-        with blame("CustomDataSet.set_epoch"):
-            set_epoch(epoch)
+    trainer, tp = session.trainer, session.run.config.training_params
+    begin_epoch(session, epoch)
     skipped_before = trainer.skipped_nonfinite
     train_values = train_epoch(session, stop, progress)
     if train_values is None:
@@ -160,6 +155,47 @@ def _train_and_validate(
     if val_epochs and (epoch % val_epochs == 0 or epoch == tp.max_training_epochs):
         return train_values, validate(session, epoch, progress)
     return train_values, {}
+
+
+def begin_epoch(session: Session, epoch: int) -> None:
+    """What an epoch's training pass needs first: the sampler's order, the flow's epoch clock and the
+    dataset's ``set_epoch`` (e.g. an augmentation schedule)."""
+    run = session.run
+    run.loaders["train"].sampler.set_epoch(epoch)  # order: (seed, epoch); a resumed epoch's start: _running_sums
+    run.flow.clock["epoch"] = epoch  # what {epoch: trainer} inputs read
+    set_epoch = getattr(run.dataset, "set_epoch", None)
+    if callable(set_epoch):  # before the loader's iterator (and workers) start
+        with blame("CustomDataSet.set_epoch"):
+            set_epoch(epoch)
+
+
+def train_steps(session: Session, steps: int) -> None:
+    """Train ``steps`` optimizer steps through the epoch loop's own training pass, from the session's
+    epoch on into the next ones as needed; no validation, nothing written by the loop itself. For
+    tools that step a run without keeping it (``dlscaffold profile``, the determinism fingerprint):
+    the session comes from :func:`dlscaffold.train.built_session`."""
+    stop = _AfterSteps(session.trainer, steps)
+    progress = Progress(False)
+    epoch = session.epoch or session.start_epoch
+    while not stop.requested:
+        session.epoch = epoch
+        begin_epoch(session, epoch)
+        if train_epoch(session, stop, progress) is None:  # stopped inside the epoch
+            break
+        session.position, epoch = Position(), epoch + 1
+    session.epoch = epoch
+
+
+class _AfterSteps(StopFlag):
+    """A stop flag (never installed for signals) raised once the trainer has taken ``steps`` more steps."""
+
+    def __init__(self, trainer: Trainer, steps: int):
+        super().__init__()
+        self.trainer, self.until = trainer, trainer.step + steps
+
+    @property
+    def requested(self) -> bool:
+        return self.trainer.step >= self.until
 
 
 def validate(session: Session, epoch: int, progress: Progress) -> dict[str, float]:
@@ -519,6 +555,7 @@ class TrainOptions:
     dev: bool = False  # train and validate on the dev set
     no_save: bool = False  # log, but keep no checkpoints
     debug: bool = False  # dev set, anomaly detection, nothing written
+    no_folder: bool = False  # build the run as training does, but create no run folder: nothing written
     device: str | None = None  # force a device (cpu, cuda, cuda:1)
     progress_bar: bool = False  # show a progress bar (on a terminal)
     # For experiments (a sweep's trials, seed groups):
