@@ -24,6 +24,26 @@ def test_the_environment_says_whether_the_cpu_has_native_bf16(monkeypatch, flag:
     assert choose("auto", CPU, training=True)[0] == ("bf16" if native else "fp32")
 
 
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU's flags from /proc/cpuinfo")
+def test_kernels_capped_below_bf16_count_as_no_native_bf16(monkeypatch) -> None:
+    """ONEDNN_MAX_CPU_ISA=AVX2 (with ATEN_CPU_CAPABILITY=avx2) makes a bf16 CPU compute as an AVX2 one."""
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert native_bf16(CPU) in (False, None)
+    assert choose("auto", CPU, training=True)[0] == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert native_bf16(CPU) is _flags_say_bf16()
+
+
+def _flags_say_bf16() -> bool | None:
+    text = Path("/proc/cpuinfo").read_text()
+    flags = {
+        f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split(":")[1].split()
+    }
+    capped = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2")
+    return (bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) and not capped) if flags else None
+
+
 def test_slow_precisions_are_said_in_training_and_replaced_in_evaluation(monkeypatch) -> None:
     monkeypatch.setenv(CPU_BF16_ENV, "0")
     name, line = choose("bf16", CPU, training=True)

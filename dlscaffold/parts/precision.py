@@ -47,7 +47,22 @@ def native_bf16(device: torch.device) -> bool | None:
     except OSError:  # not Linux
         return None
     flags = {f for line in lines if line.startswith(("flags", "Features")) for f in line.partition(":")[2].split()}
-    return bool(flags & _BF16_FLAGS) if flags else None
+    if not flags:
+        return None
+    return bool(flags & _BF16_FLAGS) and not _kernels_capped()
+
+
+# oneDNN's instruction-set caps below its bf16 kernels (ONEDNN_MAX_CPU_ISA): convolutions then emulate bf16
+_ONEDNN_BELOW_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def _kernels_capped() -> bool:
+    """Whether PyTorch was told to use kernels below the CPU's bf16 instructions: ATen's through
+    ``ATEN_CPU_CAPABILITY`` (``get_cpu_capability`` then says AVX2 or less), oneDNN's through
+    ``ONEDNN_MAX_CPU_ISA``. Such a process computes bf16 as an AVX2-only CPU does (emulated)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
+    return capability in ("DEFAULT", "NO AVX", "AVX2") or onednn in _ONEDNN_BELOW_BF16
 
 
 def choose(name: str, device: torch.device, training: bool, keep: bool = False) -> tuple[str, str | None]:
