@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -205,7 +206,24 @@ class TrainingParams(_Section):
     stop_before_end: Float = Field(120.0, ge=0.0)
 
 
-TRACKERS = ("tensorboard", "mlflow")  # logging_params.trackers: dlscaffold.records.trackers opens them
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # logging_params.trackers: dlscaffold.records.trackers opens them
+
+# The optional package each tracker needs: (module, what it is called), named with its extra when missing.
+_TRACKER_PACKAGES = {"mlflow": ("mlflow", "MLflow"), "wandb": ("wandb", "Weights & Biases")}
+
+
+class WandbParams(_Section):
+    """``logging_params.wandb``: where the ``wandb`` tracker's run goes (docs/runtime.md, "Trackers")."""
+
+    # The W&B project the run goes to.
+    project: str = "dlscaffold"
+    # The W&B user or team that owns the project; empty: the account's default entity.
+    entity: str | None = None
+    # offline: files in <run>/wandb/, no account and no network (upload later: wandb sync
+    # <run>/wandb/offline-run-*); online: streamed to W&B (after wandb login); disabled: nothing.
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    # Tags of the W&B run.
+    tags: list[str] = Field(default_factory=list)
 
 
 class LoggingParams(_Section):
@@ -214,10 +232,12 @@ class LoggingParams(_Section):
     # Tensors logged as images to TensorBoard at each validation (the first 8 validation samples):
     # "<Model>.<output>" or "dataset.<key>".
     log_images: list[str] = Field(default_factory=list)
-    # Where a run's scalars go beside metrics.jsonl (always written): "tensorboard", "mlflow".
+    # Where a run's scalars go beside metrics.jsonl (always written): "tensorboard", "mlflow", "wandb".
     trackers: list[str] = Field(default_factory=lambda: ["tensorboard"])
     # MLflow's tracking URI; default: a SQLite file in logging_dir (sqlite:///<logging_dir>/mlflow.db).
     mlflow_uri: str | None = None
+    # The wandb tracker's settings {project, entity, mode, tags}; empty: project dlscaffold, offline.
+    wandb: WandbParams | None = None
     # Without a terminal (a job's log): a plain progress line every this many seconds of a pass; 0: none.
     progress_every: Float = Field(30.0, ge=0.0)
 
@@ -231,11 +251,21 @@ class LoggingParams(_Section):
         for name in names:
             if name not in TRACKERS:
                 raise ValueError(f"unknown tracker '{name}'; {did_you_mean(name, TRACKERS)}{available(TRACKERS)}")
-            if name == "mlflow" and importlib.util.find_spec("mlflow") is None:
-                raise ValueError("the mlflow tracker needs MLflow: pip install 'dlscaffold[mlflow]'")
+            module, package = _TRACKER_PACKAGES.get(name, (None, None))
+            if module is not None and importlib.util.find_spec(module) is None:
+                raise ValueError(f"the {name} tracker needs {package}: pip install 'dlscaffold[{name}]'")
         if len(set(names)) < len(names):
             raise ValueError("a tracker is named twice")
         return names
+
+    @field_validator("wandb")
+    @classmethod
+    def _wandb_is_tracked(cls, value: WandbParams | None, info: ValidationInfo) -> WandbParams | None:
+        # Settings of a tracker the run does not open would be silently unused.
+        trackers = info.data.get("trackers")
+        if value is not None and trackers is not None and "wandb" not in trackers:
+            raise ValueError("expected wandb in logging_params.trackers for these settings: add it, or remove them")
+        return value
 
     @field_validator("run_notes", mode="before")
     @classmethod

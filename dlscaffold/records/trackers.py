@@ -3,34 +3,38 @@
 Every tracker takes the same five calls (:class:`Tracker`): per-step scalars, per-epoch rows,
 hyper-parameters with the final metrics, images, and ``close`` with the run's status. The loop
 writes to one :class:`Trackers`, which hands each call to all of them: ``metrics.jsonl`` (the run's
-own record, read by ``dlscaffold runs``, ``load_run`` and the tests), then TensorBoard and MLflow as
-``logging_params.trackers`` asks. A tracker that fails during a run (a server down, a database
-locked) is switched off with one warning and the run goes on; ``metrics.jsonl`` failing is the
-run's failure. A ``--debug`` run gets an empty :class:`Trackers` and writes nothing.
+own record, read by ``dlscaffold runs``, ``load_run`` and the tests), then TensorBoard, MLflow and
+Weights & Biases as ``logging_params.trackers`` asks. A tracker that fails during a run (a server
+down, a database locked) is switched off with one warning and the run goes on; ``metrics.jsonl``
+failing is the run's failure. A ``--debug`` run gets an empty :class:`Trackers` and writes nothing.
 
 A new tracker is a class here with the five methods and its entry in :data:`OPENERS`, and its
 name in the config schema's :data:`TRACKERS` (what the config check accepts; a test holds the two equal).
 
 The names: ``metrics.jsonl`` rows hold ``<Model>/<logging_name>`` keys with their ``split``;
-TensorBoard and MLflow get the same keys under ``<split>/`` (``val/Classifier/accuracy``), and the
-per-step scalars under ``train_step/``.
+TensorBoard, MLflow and W&B get the same keys under ``<split>/`` (``val/Classifier/accuracy``), and
+the per-step scalars under ``train_step/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from dlscaffold.config import TRACKERS, flatten
+from dlscaffold.config.schema import WandbParams
 from dlscaffold.errors import first_line
 from dlscaffold.records.rundir import METRICS_FILE, read_metrics, read_run_info, update_run_info, write_text_atomic
 
-__all__ = ["TRACKERS", "MLflow", "MetricsFile", "TensorBoard", "Tracker", "Trackers", "open_trackers"]
+__all__ = ["TRACKERS", "MLflow", "MetricsFile", "TensorBoard", "Tracker", "Trackers", "WandB", "open_trackers"]
 
 _logger = logging.getLogger("dlscaffold")
 
@@ -178,6 +182,112 @@ class MLflow:
         self.client.set_terminated(self.run_id, status=_MLFLOW_STATUS.get(status, "FAILED"))
 
 
+WANDB_RUN_ID = "wandb_run_id"  # the W&B run's id in run.json
+
+
+class WandB:
+    """One Weights & Biases run per dlscaffold run, its files in ``<run>/wandb/``: the flattened config
+    as its config, per-step scalars as ``train_step/<name>`` and epoch rows as ``<split>/<name>`` with
+    ``epoch`` at the trainer's step, images as ``wandb.Image``; ``close`` ends it with exit code 0
+    for a completed run, 1 otherwise. Its id is kept in ``run.json`` (``wandb_run_id``), so a resumed
+    run continues the same W&B run; values at steps that W&B already holds (the resumed session redoes
+    the steps after the checkpoint, with the same values) are left out, as W&B refuses them.
+
+    W&B prints nothing and captures no console output. An offline run (the default) collects no
+    system metrics or machine metadata and turns off W&B's error reporting: it touches no network.
+    The W&B service process this run starts is stopped when it closes, and the process's exit and
+    exception hooks, which W&B replaces, are put back."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], settings: WandbParams):
+        import wandb  # an optional extra: imported only when named
+
+        known = read_run_info(run_dir).get(WANDB_RUN_ID)
+        self._hooks = (sys.exit, sys.excepthook)
+        self._owns_service = "WANDB_SERVICE" not in os.environ  # no W&B service in this process yet
+        offline = settings.mode == "offline"
+        try:
+            with _environment({"WANDB_ERROR_REPORTING": "false"} if offline and self._owns_service else {}):
+                self.run = wandb.init(
+                    project=settings.project,
+                    entity=settings.entity,
+                    mode=settings.mode,
+                    tags=settings.tags or None,
+                    dir=run_dir,
+                    name=run_dir.name,
+                    id=known,
+                    resume="allow" if known else None,
+                    config=None if known else flatten(config),
+                    reinit="create_new",
+                    settings=wandb.Settings(
+                        silent=True,
+                        console="off",
+                        x_disable_stats=offline,
+                        x_disable_meta=offline,
+                        x_disable_machine_info=offline,
+                    ),
+                )
+        except BaseException:
+            self._release()
+            raise
+        if known:  # the config this session runs with (a resume may change some keys)
+            self.run.config.update(flatten(config), allow_val_change=True)
+        elif settings.mode != "disabled":
+            update_run_info(run_dir, **{WANDB_RUN_ID: self.run.id})
+        self._first_step = self.run.step if known and settings.mode == "online" else 0  # steps W&B holds
+
+    def _log(self, values: dict[str, Any], step: int) -> None:
+        if step >= self._first_step:
+            self.run.log(values, step=step)
+
+    def step_scalars(self, step: int, values: dict[str, float]) -> None:
+        self._log({f"train_step/{name}": value for name, value in values.items()}, step)
+
+    def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
+        self._log({**{f"{split}/{name}": value for name, value in values.items()}, "epoch": epoch}, step)
+
+    def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass  # the whole config is the run's config already, the last values its summary
+
+    def images(self, step: int, grids: dict[str, Any]) -> None:
+        """``{tag: grid}``, each grid a ``(C, H, W)`` tensor of floats in [0, 1], ``C`` 1 or 3."""
+        import wandb
+
+        self._log({tag: wandb.Image(_height_width_channels(grid)) for tag, grid in grids.items()}, step)
+
+    def close(self, status: str | None) -> None:
+        try:
+            self.run.finish(exit_code=0 if status == "completed" else 1)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Stop the W&B service this tracker started, and put back the hooks W&B replaced."""
+        if self._owns_service and "WANDB_SERVICE" in os.environ:
+            import wandb
+
+            wandb.teardown()
+        if self._owns_service:
+            sys.exit, sys.excepthook = self._hooks
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` set in ``os.environ`` for the ``with`` block (a variable already set is kept)."""
+    added = {key: value for key, value in values.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _height_width_channels(grid: Any) -> Any:
+    """A ``(C, H, W)`` image tensor as the ``(H, W, C)`` (``(H, W)`` for one channel) array W&B takes."""
+    image = grid.detach().cpu().permute(1, 2, 0).numpy()
+    return image[:, :, 0] if image.shape[2] == 1 else image
+
+
 class Trackers:
     """All of a run's trackers, written to at once. A tracker other than ``metrics.jsonl`` that
     raises is switched off with one warning; the run goes on."""
@@ -246,11 +356,16 @@ def _open_mlflow(run_dir: Path, config: Any, resume: tuple[int, int] | None) -> 
     return MLflow(run_dir, config.to_dict(), lp.mlflow_uri or default_mlflow_uri(lp.logging_dir))
 
 
+def _open_wandb(run_dir: Path, config: Any, resume: tuple[int, int] | None) -> Tracker:
+    return WandB(run_dir, config.to_dict(), config.logging_params.wandb or WandbParams())
+
+
 # How each tracker that ``logging_params.trackers`` may name is opened: one entry per name of
 # :data:`TRACKERS` (the config's check), which a test holds equal to these keys.
 OPENERS: dict[str, Callable[[Path, Any, tuple[int, int] | None], Tracker]] = {
     "tensorboard": _open_tensorboard,
     "mlflow": _open_mlflow,
+    "wandb": _open_wandb,
 }
 
 
