@@ -384,15 +384,25 @@ def export_command(
     ] = "exported-program",
     epoch: Annotated[str, Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")] = "best",
     output: Annotated[
-        Path | None, Option("--output", "-o", metavar="FILE", help="File to write [default: in RUN_DIR/exports/].")
+        Path | None,
+        Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="File to write (.pt2 or .onnx) [default: RUN_DIR/exports/<MODEL or outputs>-<EPOCH>.pt2|.onnx]; "
+            "<stem>.export.json is written beside it.",
+        ),
     ] = None,
     project: Annotated[
         Path | None, Option(metavar="DIR", help="Project folder [default: the one the run recorded].")
     ] = None,
-    device: DeviceOption = None,
+    device: Annotated[
+        str | None, Option(metavar="DEVICE", help="Where to trace and check the export: cpu, cuda [default: cpu].")
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
-    """Export a model or a piece of the info_flow graph, checked against the run's own outputs."""
+    """Export a model or a piece of the info_flow graph (torch.export or ONNX), checked on the run's
+    validation samples against the run's own outputs before it is written (docs/export.md)."""
 
     def action() -> None:
         from dlscaffold.tools.export import export_run
