@@ -2,7 +2,7 @@
 
 Owns the run folder and the names of its files (``rundir``), reading a finished run folder and its
 epochs (``runfiles``), checkpoints and their names (``checkpoint``), trackers (TensorBoard, MLflow,
-``metrics.jsonl``: ``trackers``), logged images (``images``) and the weight lineage between runs
+Weights & Biases, ``metrics.jsonl``: ``trackers``), logged images (``images``) and the weight lineage between runs
 (``lineage``).
 
 May import: ``errors`` and ``config``; nothing above it (the project's code, data, parts, the loop).
