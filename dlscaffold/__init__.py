@@ -5,8 +5,9 @@ Importing this package is cheap: torch is imported only by the modules that need
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 from dlscaffold._version import __version__
 
-__all__ = ["__version__", "load_run", "load_runs"]
+__all__ = ["__version__", "fingerprint", "load_run", "load_runs"]
 
 
 def load_run(
@@ -55,3 +56,22 @@ def load_runs(logging_dir: str | Path) -> pandas.DataFrame:
     from dlscaffold.experiments.results import load_runs as _load_runs
 
     return _load_runs(logging_dir)
+
+
+def fingerprint(
+    config_path: str | Path,
+    steps: int = 3,
+    overrides: Sequence[str] = (),
+    project_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """SHA-256 hashes of the first training batch (as the models see it), each model's initial
+    weights and its weights after ``steps`` optimizer steps, for a project's determinism test:
+    ``{"steps", "data", "init": {model: hash}, "trained": {model: hash}, "environment"}``.
+
+    The run is built as training builds it, on the CPU in one thread, with the config's seed;
+    nothing is written. See :func:`dlscaffold.tools.fingerprint.fingerprint` (imported here on first
+    use, so that ``import dlscaffold`` does not import torch) and docs/api.md.
+    """
+    from dlscaffold.tools.fingerprint import fingerprint as _fingerprint
+
+    return _fingerprint(config_path, steps, overrides, project_dir)

@@ -31,8 +31,9 @@ class DigitClassifier(nn.Module):
         num_resnet_layers: linear layers of the classifier (the last one projects to classes).
     """
 
-    def __init__(self, image_size=(1, 8, 8), stem_channels=16, encoding_size=(64, 1, 1), num_classes=10,
-                 num_resnet_layers=2):
+    def __init__(
+        self, image_size=(1, 8, 8), stem_channels=16, encoding_size=(64, 1, 1), num_classes=10, num_resnet_layers=2
+    ):
         super().__init__()
         channels, height, width = image_size
         self.stem = nn.Sequential(

@@ -38,6 +38,11 @@ RENDERED = {
     "train.py",
     "training_utils.py",
     "tests/test_project.py",
+    "tests/conftest.py",
+    "tests/test_determinism.py",
+    ".github/workflows/ci.yml",
+    ".pre-commit-config.yaml",
+    "config.schema.json",
 }
 
 
@@ -69,8 +74,8 @@ def run_python(*args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> subprocess
 
 
 def rendered_files(project: Path) -> dict[str, str]:
-    """The project's files (not what running it wrote), by relative path."""
-    skip = {"runs", "__pycache__", ".pytest_cache", ".git"}
+    """The project's files (not what running it wrote: runs, caches, the determinism test's pins), by relative path."""
+    skip = {"runs", "__pycache__", ".pytest_cache", ".git", "determinism.json"}
     paths = [p for p in sorted(project.rglob("*")) if p.is_file() and not skip & set(p.relative_to(project).parts)]
     return {str(p.relative_to(project)): p.read_text() for p in paths}
 
