@@ -80,6 +80,37 @@ def test_two_models_with_their_own_optimizer_schedules(tmp_path: Path, monkeypat
     assert not (gan / "runs").exists()
 
 
+def test_warm_up_and_profiled_steps_are_one_pass_of_the_loader(toy: Path, tmp_path: Path, monkeypatch) -> None:
+    """With loader workers, the warm-up goes on into the profiled steps: the training loader's
+    iterator (and its workers' start) is created once, before the profiler records, and the epoch
+    goes on instead of starting again; the trace holds the profiled steps only, every range whole."""
+    from dlscaffold import data
+    from dlscaffold.run import loop
+
+    config = write_config(toy, "workers.yml", dataloading_params__num_workers=1, dataloading_params__batch_size=8)
+    iterators, calls = [], []
+    original_iter, original_train_steps = data._Loader.__iter__, loop.train_steps
+
+    def counted_iter(loader):
+        iterators.append(torch.autograd._profiler_enabled())  # made while the profiler records?
+        return original_iter(loader)
+
+    def kept(session, steps):
+        calls.append((session, session.epoch or session.start_epoch, steps))
+        return original_train_steps(session, steps)
+
+    monkeypatch.setattr(data._Loader, "__iter__", counted_iter)
+    monkeypatch.setattr(loop, "train_steps", kept)
+    trace = tmp_path / "trace.json"
+    assert main(["profile", str(config), "--steps", "10", "--warmup", "3", "--trace", str(trace)]) == 0
+    [(session, epoch, steps)] = calls  # one pass: the warm-up and the profiled steps together
+    assert steps == 13 and iterators == [False]  # one iterator, made before the profiler started
+    assert session.trainer.step == 13 and session.epoch == epoch and session.position.batches == 13
+    events = trace_events(trace)
+    assert sum(e["name"] == "dlscaffold/step" for e in events) == 10
+    assert all(e["dur"] >= 0 for e in events)
+
+
 def test_every_hook_and_wrapper_is_removed(toy: Path) -> None:
     from dlscaffold.run.loop import train_steps
     from dlscaffold.tools.profile import Spans

@@ -1,10 +1,12 @@
 """``dlscaffold profile CONFIG``: which model, loss or optimizer step costs a training step's time.
 
 :func:`profile_config` builds the run as ``dlscaffold train`` builds it, with no run folder
-(:func:`dlscaffold.train.built_session`), trains ``warmup`` untimed steps, then ``steps`` steps
-through the loop's own training pass (:func:`dlscaffold.run.loop.train_steps`) under
-``torch.profiler``. While they run, :class:`Spans` marks what each part of the step does with
-``record_function`` ranges, all attached from outside the runtime and all removed afterwards:
+(:func:`dlscaffold.train.built_session`), and trains ``warmup + steps`` steps in one run of the
+loop's own training pass (:func:`dlscaffold.run.loop.train_steps`): one epoch's loader iterator
+(and its workers) goes on from the warm-up into the profiled steps, and ``torch.profiler`` records
+from the end of the ``warmup``-th step to the end of the last. :class:`Spans` marks what each part
+of a step does with ``record_function`` ranges, all attached from outside the runtime and all
+removed afterwards:
 
 ``dlscaffold/step``
     one per optimizer step, from the end of the previous step's ``train_step`` to the end of its
@@ -82,15 +84,12 @@ def profile_config(
     if steps < 1 or warmup < 0:
         raise UserError(f"--steps must be 1 or more and --warmup 0 or more (got {steps} and {warmup})")
     trace = _trace_path(trace)
-    from dlscaffold.run.loop import train_steps
     from dlscaffold.train import built_session
 
     with built_session(config, list(overrides), project_dir=project_dir, device=device) as session:
         device_type = session.run.placement.device.type
         echo(_heading(session, steps, warmup))
-        if warmup:
-            train_steps(session, warmup)
-        labels, totals = _profiled(session, steps, trace)
+        labels, totals = _profiled(session, steps, warmup, trace)
     for line in table_lines(labels, totals, steps, device=device_type == "cuda"):
         echo(line)
     echo(f"Trace: {trace} (open it in {VIEWERS})")
@@ -118,10 +117,12 @@ def _heading(session: Session, steps: int, warmup: int) -> str:
     )
 
 
-def _profiled(session: Session, steps: int, trace: Path) -> tuple[dict[str, str], dict[str, tuple[float, float]]]:
-    """Train ``steps`` steps under the profiler with the spans attached; write the trace. Returns the
+def _profiled(
+    session: Session, steps: int, warmup: int, trace: Path
+) -> tuple[dict[str, str], dict[str, tuple[float, float]]]:
+    """Train ``warmup + steps`` steps in one training pass with the spans attached, the profiler
+    recording the last ``steps`` (:class:`Spans` starts and stops it); write the trace. Returns the
     spans' table labels and their totals ``(cpu_us, device_us)`` by span name."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from dlscaffold.run.loop import train_steps
@@ -130,11 +131,10 @@ def _profiled(session: Session, steps: int, trace: Path) -> tuple[dict[str, str]
     if session.run.placement.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     spans = Spans(session)
-    with _quiet_kineto(), profile(activities=activities) as prof:
-        with spans.attached(steps):
-            train_steps(session, steps)
-        if session.run.placement.device.type == "cuda":
-            torch.cuda.synchronize()
+    with _quiet_kineto():
+        prof = profile(activities=activities)
+        with spans.attached(steps, warmup=warmup, profiler=prof):
+            train_steps(session, warmup + steps)
     try:
         prof.export_chrome_trace(str(trace))
     except OSError as exc:
@@ -207,6 +207,11 @@ class Spans:
     Backward ranges come from gradient hooks, which run inside the autograd engine: at most one is
     open at a time (the engine works through one model or loss, then the next), so the ranges
     never overlap and their times add up.
+
+    The ``dlscaffold/step`` ranges start after ``warmup`` optimizer steps; a ``profiler`` (a
+    ``torch.profiler.profile`` not yet started) is started there, between two steps, where no range
+    is open, and stopped after the last profiled step: every range it records opens and closes
+    while it records.
     """
 
     def __init__(self, session: Session):
@@ -219,16 +224,20 @@ class Spans:
         self.params: dict[str, list[torch.nn.Parameter]] = {}  # a model's backward span -> its trained parameters
         self.end_queued = False  # a callback closes the open range when the backward pass ends
         self.step_range: Any = None
+        self.profiler: Any = None  # the torch.profiler.profile that Spans starts and stops, if any
+        self.recording = False
 
     @contextlib.contextmanager
-    def attached(self, steps: int) -> Iterator[None]:
-        """The spans attached for ``steps`` optimizer steps; every range closed and every hook
-        removed on leaving, however the steps end."""
+    def attached(self, steps: int, warmup: int = 0, profiler: Any = None) -> Iterator[None]:
+        """The spans attached for ``steps`` optimizer steps after ``warmup`` ones, ``profiler``
+        recording those ``steps``; every range closed, the profiler stopped and every hook removed
+        on leaving, however the steps end."""
+        self.profiler = profiler
         try:
             self._attach_models()
             self._attach_terms()
             self._attach_optimizers()
-            self._attach_steps(steps)
+            self._attach_steps(steps, warmup)
             yield
         finally:
             self._close_backward()
@@ -238,9 +247,12 @@ class Spans:
             if self.step_range is not None:
                 _exit(self.step_range)
                 self.step_range = None
-            for undo in reversed(self.undo):
-                undo()
-            self.undo.clear()
+            try:
+                self._record(False)
+            finally:
+                for undo in reversed(self.undo):
+                    undo()
+                self.undo.clear()
 
     def _attach_models(self) -> None:
         """Forward ranges from module hooks on what a training step calls (the model, or its DDP /
@@ -295,25 +307,55 @@ class Spans:
                 optimizer.register_step_post_hook(after).remove,
             ]
 
-    def _attach_steps(self, steps: int) -> None:
-        """``dlscaffold/step`` ranges, one per optimizer step: ``trainer.train_step`` wrapped on the
-        instance closes the current one when the trainer's step count moves on and opens the next."""
+    def _attach_steps(self, steps: int, warmup: int) -> None:
+        """``dlscaffold/step`` ranges, one per optimizer step after the first ``warmup``:
+        ``trainer.train_step`` wrapped on the instance counts the steps as the trainer's step count
+        moves on; at the end of the ``warmup``-th it starts the profiler and opens the first range,
+        at the end of each later one it closes the current range and opens the next, or, after the
+        last, stops the profiler."""
         trainer = self.session.trainer
-        original, left = trainer.train_step, [steps]
+        original, done = trainer.train_step, [0]
 
         def train_step(*args: Any, **kwargs: Any) -> Any:
             before = trainer.step
             try:
                 return original(*args, **kwargs)
             finally:
-                if trainer.step != before and self.step_range is not None:
-                    _exit(self.step_range)
-                    left[0] -= 1
-                    self.step_range = _enter(STEP) if left[0] > 0 else None
+                if trainer.step != before:
+                    done[0] += 1
+                    self._step_ended(done[0] - warmup, steps)
 
         trainer.train_step = train_step
         self.undo.append(lambda: vars(trainer).pop("train_step", None))
-        self.step_range = _enter(STEP)
+        self._step_ended(-warmup, steps)
+
+    def _step_ended(self, profiled: int, steps: int) -> None:
+        """Between two optimizer steps, ``profiled`` of the ``steps`` profiled ones done (negative:
+        warm-up steps still to come): close the current step range; start the next one, the
+        profiler first when it is the first; or stop the profiler after the last."""
+        if self.step_range is not None:
+            _exit(self.step_range)
+            self.step_range = None
+        if 0 <= profiled < steps:
+            self._record(True)
+            self.step_range = _enter(STEP)
+        elif profiled == steps:
+            self._record(False)
+
+    def _record(self, on: bool) -> None:
+        """Start or stop the profiler (if Spans has one), waiting for the GPU's work before it stops."""
+        if self.profiler is None or self.recording == on:
+            return
+        if on:
+            self.profiler.start()
+            self.recording = True
+            return
+        self.recording = False  # not stopped twice, even if stopping fails
+        if self.session.run.placement.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        self.profiler.stop()
 
     def _wrap(self, owner: Any, method: str, span: str, backward: str | None = None) -> None:
         """Set ``owner.<method>`` on the instance to the method run inside the range ``span``;
