@@ -225,7 +225,7 @@ def commit_all(project: Path, message: str) -> None:
 
 def test_update_brings_template_changes_and_keeps_user_edits(template_repo, tmp_path):
     project = make_project(tmp_path / "proj", template_repo)
-    edit(project / "models.py", "num_resnet_layers=2):", "num_resnet_layers=3):  # my deeper head")
+    edit(project / "models.py", "num_resnet_layers=2\n", "num_resnet_layers=3  # my deeper head\n")
     edit(project / "config.yml", "batch_size: 64", "batch_size: 32")
     commit_all(project, "My edits")
 
@@ -237,7 +237,7 @@ def test_update_brings_template_changes_and_keeps_user_edits(template_repo, tmp_
     assert (project / "CHANGELOG.md").is_file()
     assert "batch_size: 32" in config
     models = (project / "models.py").read_text()
-    assert "num_resnet_layers=3):  # my deeper head" in models
+    assert "num_resnet_layers=3  # my deeper head" in models
     assert "(v2)" not in models  # models.py is the user's (_skip_if_exists)
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v2"
     run_python("-c", "from dlscaffold.prepare import prepare; prepare('config.yml')", cwd=project)
