@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from conftest import HANG_GUARD_S, copy_project
 
 import dlscaffold
 from dlscaffold.cli import main
+from dlscaffold.errors import UserError
 from dlscaffold.tools.fingerprint import difference
 
 pytestmark = pytest.mark.template
@@ -108,6 +110,17 @@ def test_fingerprint_is_the_same_in_two_processes_and_in_this_one(tmp_path):
     assert here == pins  # the process's state does not enter it
     assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)  # left as found
     assert not (toy / "runs").exists()  # nothing written
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the child's kernels are AVX2 ones on every x86-64 CPU
+        assert pins["environment"]["cpu"] == "AVX2"
+
+
+def test_fingerprint_is_of_fp32_whatever_the_precision_and_says_config_problems_in_one_line(tmp_path):
+    toy = copy_project("toyproject", tmp_path / "toy")
+    pins = dlscaffold.fingerprint(toy / "config.yml", steps=1)
+    assert dlscaffold.fingerprint(toy / "config.yml", steps=1, overrides=["training_params.precision=bf16"]) == pins
+    with pytest.raises(UserError) as caught:
+        dlscaffold.fingerprint(toy / "config.yml", steps=1, overrides=["training_params.max_training_epochs=many"])
+    assert len(caught.value.problems) == 1 and "max_training_epochs" in caught.value.problems[0]
 
 
 def test_fingerprint_changes_with_the_seed_and_the_steps(tmp_path):

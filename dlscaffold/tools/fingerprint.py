@@ -12,8 +12,13 @@ the augmentation, a model's initialisation or the training step shows. :func:`di
 a pinned fingerprint with a new one and names the first thing that changed. A generated project's
 ``tests/test_determinism.py`` pins its fingerprint in ``tests/determinism.json`` with them.
 
-Exact bytes are exact: another torch version, or a CPU with other vector instructions, may change
-the last bits of a result; the fingerprint records both (``environment``) so that a difference can
+Exact bytes are exact: torch's CPU kernels (its own, MKL's, oneDNN's) pick their vector
+instructions by the machine, and AVX-512 code rounds differently from AVX2 code. So the fingerprint
+is computed in a child process whose kernels are held to AVX2 on x86-64 (every x86-64 CPU of the
+last decade has it): pins written on a workstation hold on a laptop and on CI. The child computes
+in fp32 whatever ``training_params.precision`` says (bf16 and fp16 rounding is the hardware's own,
+and AVX2 emulates bf16 slowly), and the parent process is left untouched. Another torch version may
+still change the last bits; the fingerprint records it (``environment``) so that a difference can
 say so.
 """
 
@@ -22,17 +27,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import platform
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dlscaffold.errors import UserError
 from dlscaffold.parts.seeding import forked_rng
 from dlscaffold.run.loop import Session, train_steps
 from dlscaffold.train import built_session
 
 __all__ = ["difference", "fingerprint"]
+
+# The child's kernels: AVX2 everywhere on x86-64 (read once, when torch is imported)
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+_CHILD = "DLSCAFFOLD_FINGERPRINT_CHILD"
 
 _INIT = "the initialisation of {}"
 _TRAINED = "the training step (weights of {} after {})"
@@ -49,14 +63,40 @@ def fingerprint(
     the config's ``training_params.seed``.
 
     Returns ``{"steps", "data", "init": {model: hash}, "trained": {model: hash}, "environment"}``
-    (JSON-ready). Nothing is written; the process's RNG states, thread count and imported modules
-    are left as they were.
+    (JSON-ready). Computed in a child process with portable kernels, in fp32 (see the module's
+    text); nothing is written and this process is not changed.
+
+    Raises:
+        UserError: a problem ``dlscaffold train`` would report for the config (one line each).
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     project = Path(project_dir) if project_dir is not None else None
+    if os.environ.get(_CHILD) != "1":
+        project_text = None if project is None else str(project)
+        return _in_child(
+            {"config": str(config_path), "steps": steps, "overrides": list(overrides), "project": project_text}
+        )
+    return _fingerprint_here(Path(config_path), steps, [*overrides, "training_params.precision=fp32"], project)
+
+
+def _in_child(args: dict[str, Any]) -> dict[str, Any]:
+    """:func:`fingerprint` in a fresh Python process with :data:`PORTABLE_KERNELS` (x86-64)."""
+    env = {**os.environ, _CHILD: "1"}
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        env.update(PORTABLE_KERNELS)
+    command = [sys.executable, "-m", "dlscaffold.tools.fingerprint", json.dumps(args)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        errors = [line.removeprefix("error: ") for line in done.stderr.splitlines() if line.startswith("error: ")]
+        raise UserError(*(errors or [f"the fingerprint's process failed: {done.stderr.strip()[-2000:]}"]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _fingerprint_here(config: Path, steps: int, overrides: list[str], project: Path | None) -> dict[str, Any]:
+    """The fingerprint, computed in this process (the child's part)."""
     with _one_cpu_thread(), forked_rng():
-        with built_session(Path(config_path), list(overrides), project_dir=project, device="cpu") as session:
+        with built_session(config, overrides, project_dir=project, device="cpu") as session:
             first = _first_batch(session)
             init = _model_hashes(session)
             train_steps(session, steps)
@@ -156,3 +196,20 @@ def _one_cpu_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _main(argv: list[str]) -> int:
+    """The child process: the fingerprint of ``argv[0]``'s arguments as one JSON line on stdout."""
+    args = json.loads(argv[0])
+    try:
+        found = fingerprint(args["config"], args["steps"], args["overrides"], args["project"])
+    except UserError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    print(json.dumps(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -6,8 +6,8 @@ The first run writes that file (commit it); later runs compare and name the firs
 changed: the data (the dataset, its split, ``transform_batch``), the initialisation of a model, or
 the training step. A change you made on purpose is accepted with ``pytest --regen-determinism``
 (or ``DLSCAFFOLD_REGEN=1 pytest``), which rewrites the file. The run is built as training builds it,
-on the CPU with ``training_params.seed``, and nothing is written to ``runs/``; conftest.py fixes the
-CPU instructions torch uses, so that the pins hold on other x86-64 machines.
+on the CPU with ``training_params.seed``, in fp32, in a separate process whose kernels use AVX2 (so
+that the pins hold on other x86-64 machines, CI's included); nothing is written to ``runs/``.
 """
 
 import json
