@@ -26,8 +26,9 @@ def test_config_validates():
 def dev_run(tmp_path_factory) -> Path:
     """One epoch on the dev set, logged to a temporary folder; returns the run folder."""
     logs = tmp_path_factory.mktemp("runs")
-    code = main(["train", str(CONFIG), "--dev", f"logging_params.logging_dir={logs}",
-                 "training_params.max_training_epochs=1"])
+    code = main(
+        ["train", str(CONFIG), "--dev", f"logging_params.logging_dir={logs}", "training_params.max_training_epochs=1"]
+    )
     assert code == 0
     (run_dir,) = [p for p in logs.iterdir() if p.is_dir()]
     return run_dir
