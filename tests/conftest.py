@@ -22,6 +22,21 @@ def copy_project(name: str, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def git_identity(tmp_path_factory):
+    """A git identity and config of the tests' own, isolated from the machine's (CI has neither):
+    for the tests whose ``dlscaffold new`` / ``update`` commit a project."""
+    gitconfig = tmp_path_factory.mktemp("gitconfig") / "config"
+    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
+    with pytest.MonkeyPatch.context() as mp:
+        for who in ("AUTHOR", "COMMITTER"):
+            mp.setenv(f"GIT_{who}_NAME", "Test User")
+            mp.setenv(f"GIT_{who}_EMAIL", "test@example.com")
+        mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        yield
+
+
 @pytest.fixture
 def toy(tmp_path: Path) -> Path:
     """A fresh copy of tests/toyproject (encoder -> classifier + decoder on generated blobs)."""

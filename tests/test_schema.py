@@ -289,12 +289,8 @@ def test_schema_o_refuses_a_folder_or_a_missing_one_in_one_line(
 
 
 def test_a_generated_project_names_the_schema_beside_its_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, validator: jsonschema.Draft7Validator
+    tmp_path: Path, git_identity: None, validator: jsonschema.Draft7Validator
 ) -> None:
-    gitconfig = tmp_path / "gitconfig"
-    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     project = tmp_path / "p"
     assert main(["new", str(project), "--defaults"]) == 0
     config = (project / "config.yml").read_text()

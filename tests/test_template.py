@@ -20,7 +20,7 @@ from conftest import HANG_GUARD_S
 
 from dlscaffold.cli import main
 
-pytestmark = pytest.mark.template
+pytestmark = [pytest.mark.template, pytest.mark.usefixtures("git_identity")]
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWERS = {"project_name": "Digit Study", "description": "Handwritten digits, 8x8", "author_name": "Ada Lovelace"}
@@ -44,20 +44,6 @@ RENDERED = {
     ".pre-commit-config.yaml",
     "config.schema.json",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def git_identity(tmp_path_factory):
-    """CI has no git identity or config: give git both, isolated from the machine's own."""
-    gitconfig = tmp_path_factory.mktemp("gitconfig") / "config"
-    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
-    with pytest.MonkeyPatch.context() as mp:
-        for who in ("AUTHOR", "COMMITTER"):
-            mp.setenv(f"GIT_{who}_NAME", "Test User")
-            mp.setenv(f"GIT_{who}_EMAIL", "test@example.com")
-        mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        yield
 
 
 def git(cwd: Path, *args: str) -> str:

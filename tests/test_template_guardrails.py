@@ -27,24 +27,10 @@ from dlscaffold.cli import main
 from dlscaffold.errors import UserError
 from dlscaffold.tools.fingerprint import difference
 
-pytestmark = pytest.mark.template
+pytestmark = [pytest.mark.template, pytest.mark.usefixtures("git_identity")]
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def git_identity(tmp_path_factory):
-    """``dlscaffold new`` commits the project: give git an identity and config of the test's own."""
-    gitconfig = tmp_path_factory.mktemp("gitconfig") / "config"
-    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
-    with pytest.MonkeyPatch.context() as mp:
-        for who in ("AUTHOR", "COMMITTER"):
-            mp.setenv(f"GIT_{who}_NAME", "Test User")
-            mp.setenv(f"GIT_{who}_EMAIL", "test@example.com")
-        mp.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        yield
 
 
 def new_project(dest: Path) -> Path:

@@ -23,21 +23,9 @@ import yaml
 from dlscaffold.cli import main
 from dlscaffold.tools import scaffold
 
-pytestmark = pytest.mark.template
+pytestmark = [pytest.mark.template, pytest.mark.usefixtures("git_identity")]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def git_identity(tmp_path_factory, monkeypatch):
-    """CI has no git identity or config: give git both, isolated from the machine's own."""
-    gitconfig = tmp_path_factory.mktemp("gitconfig") / "config"
-    gitconfig.write_text("[init]\n\tdefaultBranch = main\n")
-    for who in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{who}_NAME", "Test User")
-        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@example.com")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -90,7 +90,7 @@ def choose(name: str, device: torch.device, training: bool, keep: bool = False) 
         )
     return name, (
         f"warning: precision: {name} on this {_device_text(device)} (no native {name}) is emulated and runs several "
-        "times slower than fp32 (a 3x3 convolution about 12x); set training_params.precision: fp32, or auto"
+        "times slower than fp32 (convolutions 10-20x); set training_params.precision: fp32, or auto"
     )
 
 

@@ -26,8 +26,9 @@ def main(config_path: Path) -> None:
     prepared = prepare(config_path, [], HERE)
     tp, dl = prepared.config.training_params, prepared.config.dataloading_params
     run = build_run(prepared, {}, device="cpu")  # the runtime's own dataset, split and models
-    loader = make_loader(run.dataset, run.idx_dict["train"][:IMAGES], dl.batch_size, True, tp.seed, dl.num_workers,
-                         pin_memory=False)
+    loader = make_loader(
+        run.dataset, run.idx_dict["train"][:IMAGES], dl.batch_size, True, tp.seed, dl.num_workers, pin_memory=False
+    )
 
     start = time.perf_counter()
     batches = [run.transform(batch, True) for batch in loader]
