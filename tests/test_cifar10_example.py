@@ -338,3 +338,14 @@ def test_the_fast_config_trains_one_short_epoch_and_evaluates_with_tta(tiny: dic
         evaluation = json.loads(out.read_text())
         assert evaluation["num_samples"] == 20
         assert (evaluation["tta"] or {}).get("views") == views
+
+
+@pytest.mark.parametrize("run", ["baseline", "baseline_fast"])
+def test_the_shipped_runs_record_the_example_code_as_it_is(run: str) -> None:
+    """A shipped run evaluates with this folder's code while the files it recorded are unchanged
+    (byte for byte: a reformatted models.py would make `evaluate baseline_fast` ask for --project)."""
+    import hashlib
+
+    recorded = json.loads((EXAMPLE / run / "run.json").read_text()).get("project_files") or {}
+    for name, digest in recorded.items():
+        assert hashlib.sha256((EXAMPLE / name).read_bytes()).hexdigest() == digest, f"{run} recorded another {name}"

@@ -71,16 +71,10 @@ class Cifar10ResNet(nn.Module):
         prep, w1, w2, w3 = widths
         self.features = nn.Sequential(
             conv_bn(3, prep),  # (B, prep, 32, 32)
-            conv_bn(prep, w1),
-            nn.MaxPool2d(2),
-            Residual(w1),  # (B, w1, 16, 16)
-            conv_bn(w1, w2),
-            nn.MaxPool2d(2),  # (B, w2, 8, 8)
-            conv_bn(w2, w3),
-            nn.MaxPool2d(2),
-            Residual(w3),  # (B, w3, 4, 4)
-            nn.AdaptiveMaxPool2d(1),
-            nn.Flatten(),  # (B, w3)
+            conv_bn(prep, w1), nn.MaxPool2d(2), Residual(w1),  # (B, w1, 16, 16)
+            conv_bn(w1, w2), nn.MaxPool2d(2),  # (B, w2, 8, 8)
+            conv_bn(w2, w3), nn.MaxPool2d(2), Residual(w3),  # (B, w3, 4, 4)
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),  # (B, w3)
         )
         self.classifier = nn.Linear(w3, 10, bias=False)
         self.logit_scale, self.flip_tta = logit_scale, flip_tta
