@@ -382,7 +382,13 @@ def export_command(
     fmt: Annotated[
         str, Option("--format", metavar="FORMAT", help="exported-program (torch.export, .pt2) or onnx.")
     ] = "exported-program",
-    epoch: Annotated[str, Option(metavar="N|best|last", help="Saved epoch to load: a number, best or last.")] = "best",
+    epoch: Annotated[
+        str | None,
+        Option(
+            metavar="N|best|last",
+            help="Saved epoch to export: a number, best or last [default: best; last for a run with monitor: none].",
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         Option(

@@ -208,3 +208,26 @@ def test_train_leaves_no_module_of_the_project_imported(toy: Path, tmp_path: Pat
         for name in project_modules():
             del sys.modules[name]
         sys.path[:] = path
+
+
+def test_a_project_loaded_again_after_another_imports_its_own_code(tmp_path: Path, monkeypatch) -> None:
+    """Project A, then B, then A in one process (a notebook's load_run calls): A's code each time,
+    though B's folder stands before A's on sys.path by then."""
+    from dlscaffold.project.code import load_project
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in PROJECT_MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    roots = {}
+    for label in ("A", "B"):
+        root = roots[label] = tmp_path / label
+        root.mkdir()
+        (root / "models.py").write_text(
+            f"class {label}Net:\n    pass\n\n\ndef get_ref_model_dict():\n    return {{'{label}Net': {label}Net}}\n"
+        )
+        (root / "dataloader.py").write_text("class CustomDataSet:\n    pass\n")
+    assert list(load_project(roots["A"]).model_classes) == ["ANet"]
+    assert list(load_project(roots["B"]).model_classes) == ["BNet"]
+    assert list(load_project(roots["A"]).model_classes) == ["ANet"]
+    for name in PROJECT_MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)

@@ -261,3 +261,15 @@ def test_inputs_the_dataset_does_not_give_and_folders_that_are_not_runs(
     assert export(run_dir, "--model", "Encoder", "--project", str(project)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs tensor 'features' from dataset" in err[0] and "feats" in err[0], err
+
+
+def test_without_epoch_a_run_with_no_monitor_exports_its_last_epoch(run_dir: Path) -> None:
+    """``--epoch`` left out: best, or last for a run trained with ``monitor: none`` (no best epoch)."""
+    unmonitored = run_dir.with_name(run_dir.name + "_unmonitored")
+    shutil.copytree(run_dir, unmonitored, ignore=shutil.ignore_patterns("exports"))
+    config = yaml.safe_load((unmonitored / "config.yml").read_text())
+    config["training_params"]["monitor"] = "none"
+    (unmonitored / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert export(unmonitored, "--model", "Encoder") == 0
+    record = json.loads((unmonitored / "exports" / "Encoder-last.export.json").read_text())
+    assert record["requested_epoch"] == "last" and record["epoch"] == 2

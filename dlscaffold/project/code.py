@@ -94,7 +94,9 @@ def load_project(root: Path) -> Project:
     root = root.resolve()
     if not root.is_dir():
         raise UserError(f"{root}: project folder not found; pass --project DIR")
-    if str(root) not in sys.path:
+    if sys.path[:1] != [str(root)]:  # first: another project's folder put there earlier must not shadow it
+        if str(root) in sys.path:
+            sys.path.remove(str(root))
         sys.path.insert(0, str(root))
     for name in MODULE_NAMES:  # drop other projects' modules before any import (they import each other)
         mod = sys.modules.get(name)

@@ -38,7 +38,7 @@ def export_run(
     model: str | None,
     outputs: list[str],
     fmt: str,
-    epoch: str,
+    epoch: str | None,
     output: Path | None,
     project_dir: Path | None,
     device: str | None,
@@ -54,7 +54,8 @@ def export_run(
         outputs: ``Model.tensor`` names (instead of ``model``): the models they need, routed as in
             training, as one program taking the dataset's tensors and returning these, in this order.
         fmt: ``exported-program`` (``torch.export``, ``.pt2``) or ``onnx``.
-        epoch: ``best``, ``last`` or a saved epoch's number.
+        epoch: ``best``, ``last`` or a saved epoch's number; None: ``best``, or ``last`` for a run
+            trained with ``monitor: none`` (which has no best epoch), as :func:`dlscaffold.load_run`.
         output: the file to write; default ``<run>/exports/<model or outputs>-<epoch>.pt2|.onnx``.
         project_dir: the project's code, taken as is (default: the one the run recorded).
         device: where to trace and check (default ``cpu``).
@@ -73,6 +74,7 @@ def export_run(
     from dlscaffold.tools import export_piece as pieces  # imports torch
 
     run = _load(run_dir, requested, device, project_dir)
+    requested = run.requested_epoch  # None resolved: best, or last for a run without a monitor
     echo(f"Exporting epoch {run.epoch} of {run_dir} with the code of the project in {run.project_dir}")
     batch = pieces.sample_batch(run, echo)
     piece = pieces.choose_piece(run.flow, model, outputs, batch)
@@ -92,7 +94,7 @@ def export_run(
     return record
 
 
-def _load(run_dir: Path, epoch: int | str, device: str | None, project_dir: Path | None) -> Any:
+def _load(run_dir: Path, epoch: int | str | None, device: str | None, project_dir: Path | None) -> Any:
     """The run at ``epoch`` in fp32 (:func:`dlscaffold.load_run`), on ``device`` (default the CPU)."""
     from dlscaffold.api import load_run
 
@@ -102,7 +104,9 @@ def _load(run_dir: Path, epoch: int | str, device: str | None, project_dir: Path
         raise UserError(*(f"--{p}" if p.startswith("epoch: ") else p for p in exc.problems)) from exc
 
 
-def _check_options(model: str | None, outputs: list[str], fmt: str, epoch: str, output: Path | None) -> int | str:
+def _check_options(
+    model: str | None, outputs: list[str], fmt: str, epoch: str | None, output: Path | None
+) -> int | str | None:
     """Refuse options that do not fit, before anything is loaded; returns the parsed epoch."""
     if (model is None) == (not outputs):
         raise UserError(
@@ -120,7 +124,7 @@ def _check_options(model: str | None, outputs: list[str], fmt: str, epoch: str, 
             f"--output {output}: an {fmt} file ends in {FORMATS[fmt]}; name it so, or choose the --format that "
             "fits the name"
         )
-    return parse_epoch(epoch, "--epoch")
+    return None if epoch is None else parse_epoch(epoch, "--epoch")
 
 
 def _destination(output: Path | None, run_dir: Path, label: str, epoch: int | str, fmt: str) -> Path:
