@@ -70,19 +70,27 @@ def test_mlflow_run_holds_the_config_and_every_epoch_of_metrics_jsonl(toy: Path)
 def test_a_tracker_that_fails_mid_run_is_switched_off_with_one_warning(toy: Path, monkeypatch, caplog) -> None:
     from dlscaffold.records.trackers import TensorBoard
 
-    original = TensorBoard.epoch_row
+    original, closed = TensorBoard.epoch_row, []
 
     def flaky(self, epoch, split, step, values):
         if epoch == 2:
             raise OSError("database is locked")
         original(self, epoch, split, step, values)
 
+    original_close = TensorBoard.close
+
+    def close(self, status):
+        closed.append(status)
+        original_close(self, status)
+
     monkeypatch.setattr(TensorBoard, "epoch_row", flaky)
+    monkeypatch.setattr(TensorBoard, "close", close)
     config = _config(toy)
     with caplog.at_level(logging.WARNING, logger="dlscaffold"):
         result = train(config, echo=lambda line: None)
     warnings = [r.getMessage() for r in caplog.records if "tracker" in r.getMessage()]
     assert len(warnings) == 1 and "tensorboard" in warnings[0] and "database is locked" in warnings[0]
+    assert closed == ["failed"]  # switched off: closed once, at once, to release what it holds
     assert result.status == "completed" and read_run_info(result.run_dir)["status"] == "completed"
     assert len(read_metrics(result.run_dir)) == 6  # metrics.jsonl went on
     assert (result.run_dir / "checkpoints").is_dir()

@@ -310,6 +310,9 @@ class Trackers:
                     name,
                     first_line(exc),
                 )
+                if method != "close":  # let it release what it holds (a W&B service, a file); it failed already
+                    with contextlib.suppress(Exception):
+                        tracker.close("failed")
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
         self._each("step_scalars", step, values)
