@@ -320,6 +320,7 @@ def test_prepare_reports_hook_problems_with_every_other_problem(toy: Path) -> No
         training_params__hooks=[
             {"name": "Ratoi", "event": "step"},
             {"name": "Ratio", "event": "end", "options": {"s": 1}},
+            {"name": "Ratio", "evnt": "end"},
         ],
         training_params__lrn_rate=-1,
     )
@@ -327,6 +328,10 @@ def test_prepare_reports_hook_problems_with_every_other_problem(toy: Path) -> No
         prepare(config)
     problems = info.value.problems
     assert any("lrn_rate" in p for p in problems)
+    # a misspelled key of an entry is one line (not also "event: missing")
+    assert [p for p in problems if "hooks[2]" in p] == [
+        "training_params.hooks[2].evnt: unknown key; did you mean 'event'? expected one of: name, event, every, options"
+    ]
     assert (
         "training_params.hooks[0]: unknown hook 'Ratoi'; did you mean 'Ratio'? available: BadImage, Ratio" in problems
     )

@@ -71,15 +71,16 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 
 
 def _submodel(annotation: Any) -> tuple[str, type[BaseModel]] | None:
-    """("model", cls) for a (maybe Optional) section, ("map", cls) for dict[str, section]."""
+    """("model", cls) for a (maybe Optional) section, ("map", cls) for dict[str, section], ("list",
+    cls) for list[section] (e.g. ``training_params.hooks``)."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _submodel(args[0]) if len(args) == 1 else None
-    if origin is dict:
-        inner = typing.get_args(annotation)[1]
+    if origin in (dict, list):
+        inner = typing.get_args(annotation)[-1]
         if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return "map", inner
+            return ("map" if origin is dict else "list"), inner
         return None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "model", annotation
@@ -100,15 +101,23 @@ def _unknown_keys(raw: dict, model: type[BaseModel], prefix: str) -> list[tuple[
             problems.append((f"{path}: unknown key; {hint}", f"{prefix}{close}" if close and not home else None))
             continue
         sub = _submodel(fields[key].annotation)
-        if sub is None or not isinstance(value, dict):
+        if sub is None:
             continue
         kind, cls = sub
-        if kind == "model":
+        if (
+            cls.model_config.get("extra") == "allow"
+        ):  # its other keys are meant (e.g. a param group's optimizer settings)
+            continue
+        if kind == "model" and isinstance(value, dict):
             problems += _unknown_keys(value, cls, f"{path}.")
-        else:
+        elif kind == "map" and isinstance(value, dict):
             for name, entry in value.items():
                 if isinstance(entry, dict):
                     problems += _unknown_keys(entry, cls, f"{path}.{name}.")
+        elif kind == "list" and isinstance(value, list):
+            for i, entry in enumerate(value):
+                if isinstance(entry, dict):
+                    problems += _unknown_keys(entry, cls, f"{path}[{i}].")
     return problems
 
 
@@ -139,13 +148,24 @@ _EXPECTED = {
 }
 
 
+def _key_path(loc: list[Any]) -> str:
+    """A pydantic error location as the config's key path: ``training_params.hooks[0].event``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
 def _pydantic_problems(exc: ValidationError, meant: set[str]) -> list[str]:
     """One line per pydantic error; a missing key that an unknown key was meant to be is left out
     (a misspelled required key is one mistake: its did-you-mean line says it all)."""
     problems = []
     for err in exc.errors():
         loc = list(err["loc"])
-        path = ".".join(str(part) for part in (loc[:-1] if loc[-1:] == ["[key]"] else loc))
+        if loc[-1:] == ["[key]"]:  # a mapping's key: e.g. init_args: {1: 2} is init_args.1
+            path = ".".join(str(part) for part in loc[:-1])
+        else:
+            path = _key_path(loc)
         if err["type"] == "missing":
             if path not in meant:
                 problems.append(f"{path}: missing; this key is required")
