@@ -382,3 +382,14 @@ def test_every_sampler_and_pruner_the_sweep_file_accepts_is_made() -> None:
 
     assert all(make_sampler(name, 0) is not None for name in SAMPLERS)
     assert all(make_pruner(name) is not None for name in PRUNERS)
+
+
+def test_a_worker_that_failed_makes_the_sweep_exit_with_its_code(toy: Path, monkeypatch, capsys) -> None:
+    """A worker process that crashed (not a trial that failed: that is a FAIL trial) leaves trials
+    to do: the command says so and exits with the worker's code, not 0."""
+    from dlscaffold.experiments import engine, sweep
+
+    made = sweep.create(sweep_file(toy, trials=1), None, print)
+    monkeypatch.setattr(engine, "run", lambda tasks, workers, echo: engine.Ended([0, 3]))
+    assert sweep.run(made, 2, print) == 3
+    assert "1 worker(s) ended with exit code 3; resume the sweep" in capsys.readouterr().out

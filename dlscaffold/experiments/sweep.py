@@ -189,10 +189,12 @@ def resume(folder: Path, workers: int, echo: Echo) -> int:
 
 
 def run(sweep: Sweep, workers: int, echo: Echo) -> int:
-    """Run ``workers`` workers to the sweep's end (in this process for one); the exit code."""
+    """Run ``workers`` workers to the sweep's end (in this process for one); the exit code: a
+    worker that failed (its process crashed, not a trial that failed) makes it that worker's."""
     from dlscaffold.experiments import engine
     from dlscaffold.run.stops import EXIT_CODES, RunInterrupted
 
+    failed: list[int] = []
     try:
         ended = engine.run([SweepWorkerTask(folder=sweep.folder) for _ in range(workers)], workers, echo)
         if ended.signum is not None:
@@ -205,7 +207,7 @@ def run(sweep: Sweep, workers: int, echo: Echo) -> int:
         echo(f"Stopped; resume the sweep with: {resume_command(sweep.folder)}")
         return exc.exit_code if exc.signum in EXIT_CODES else 130
     report(sweep, echo)
-    return 0
+    return failed[0] if failed else 0
 
 
 def report(sweep: Sweep, echo: Echo) -> dict[str, Any]:
