@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_config
+from test_ema import ema_config
 from test_multi_model import gan_project
 
 from dlscaffold.cli import main
@@ -150,3 +151,12 @@ def test_a_problem_is_one_line_and_exit_2(problem: str, toy: Path, tmp_path: Pat
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert {"config": "lrn_rate", "torchrun": "torchrun", "trace": "missing"}[problem] in err[0]
     assert not trace.exists() and not (toy / "runs").exists()
+
+
+def test_an_ema_model_has_its_update_row(toy: Path, tmp_path: Path, capsys) -> None:
+    """A mean teacher (``ema_of``): the Teacher's forward and its EMA update after the step are rows."""
+    trace = tmp_path / "trace.json"
+    assert main(["profile", str(ema_config(toy)), "--steps", "4", "--warmup", "1", "--trace", str(trace)]) == 0
+    assert {"dlscaffold/Teacher/forward", "dlscaffold/Teacher/ema_update"} <= names(trace)
+    table = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert table.index("Teacher.ema_update") == table.index("Teacher.forward") + 1

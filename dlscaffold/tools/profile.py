@@ -237,6 +237,7 @@ class Spans:
             self._attach_models()
             self._attach_terms()
             self._attach_optimizers()
+            self._attach_ema()
             self._attach_steps(steps, warmup)
             yield
         finally:
@@ -264,6 +265,8 @@ class Spans:
             self.labels[backward] = f"{name}.backward"
             if name in self.session.trainer.optimizers:  # its row next to the model's (set by _attach_optimizers)
                 self.labels[f"{PREFIX}/{name}/optimizer_step"] = f"{name}.optimizer_step"
+            if name in self._averages():  # an ema_of model: its update after its source's step (_attach_ema)
+                self.labels[f"{PREFIX}/{name}/ema_update"] = f"{name}.ema_update"
             self.forward_open[name] = []
             pre = called.register_forward_pre_hook(functools.partial(self._forward_began, name), with_kwargs=True)
             post = called.register_forward_hook(functools.partial(self._forward_ended, name), always_call=True)
@@ -287,6 +290,16 @@ class Spans:
         if flow.metrics:
             self.labels[f"{PREFIX}/metrics/update"] = "torchmetrics updates"
             self._wrap(flow, "update_metrics", f"{PREFIX}/metrics/update")
+
+    def _averages(self) -> dict[str, Any]:
+        """The run's ``ema_of`` models' averages (:mod:`dlscaffold.parts.ema`), by model name."""
+        hook = self.session.trainer.on_stepped
+        return {average.name: average for average in getattr(hook, "averages", ())}
+
+    def _attach_ema(self) -> None:
+        """A range around each ``ema_of`` model's update (after its source's optimizer step)."""
+        for name, average in self._averages().items():
+            self._wrap(average, "update", f"{PREFIX}/{name}/ema_update")
 
     def _attach_optimizers(self) -> None:
         """A range from each optimizer's step pre-hook to its step post-hook."""
