@@ -17,6 +17,20 @@ HERE = Path(__file__).parent
 HANG_GUARD_S = 3600
 
 
+def run_benchmark(script: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<script> --quick ARGS`` in ``cwd``, a benchmark's smoke run; asserts it exits 0."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / script), "--quick", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=HANG_GUARD_S,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
 def copy_project(name: str, dest: Path) -> Path:
     shutil.copytree(HERE / name, dest, ignore=shutil.ignore_patterns("__pycache__", "runs"))
     return dest

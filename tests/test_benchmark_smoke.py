@@ -7,38 +7,18 @@ on a busy machine the noise can exceed a tiny epoch, and the ratio is then print
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import HANG_GUARD_S
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_benchmark
 
 
 @pytest.mark.parametrize("recipe", ["resnet", "fast", "gan", "accumulate"])
 def test_overhead_quick_prints_both_arms_and_the_ratio(tmp_path: Path, recipe: str) -> None:
     result_file = tmp_path / "result.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "overhead.py"),
-            "--quick",
-            "--recipe",
-            recipe,
-            "--json",
-            str(result_file),
-            "--keep",
-            str(tmp_path / "runs"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=HANG_GUARD_S,
+    done = run_benchmark(
+        "overhead.py", tmp_path, "--recipe", recipe, "--json", str(result_file), "--keep", str(tmp_path / "runs")
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     for arm in ("dlscaffold", "handwritten"):
         row = [line for line in lines if line.startswith(f"{arm} ")]

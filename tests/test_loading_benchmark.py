@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import HANG_GUARD_S
+from conftest import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 NEEDS = {"points": "h5py", "large": "h5py", "memmap": "numpy", "images": "PIL"}
 
 
 def test_loading_quick_prints_each_patterns_ratio(tmp_path: Path) -> None:
     result_file = tmp_path / "result.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "loading.py"), "--quick", "--json", str(result_file)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=HANG_GUARD_S,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    done = run_benchmark("loading.py", tmp_path, "--json", str(result_file))
     lines = done.stdout.splitlines()
     expected = [name for name, need in NEEDS.items() if importlib.util.find_spec(need) is not None]
     for name in expected:

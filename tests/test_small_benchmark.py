@@ -8,27 +8,16 @@ timings is asserted: at these sizes the noise exceeds the steps' time, and a rat
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import HANG_GUARD_S
+from conftest import run_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 CASES = ("digits/device", "digits/loader", "mean_teacher/device", "mean_teacher/loader")
 
 
 def test_small_quick_prints_each_recipes_ratios(tmp_path: Path) -> None:
     result_file = tmp_path / "result.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "small.py"), "--quick", "--json", str(result_file)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=HANG_GUARD_S,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    done = run_benchmark("small.py", tmp_path, "--json", str(result_file))
     lines = done.stdout.splitlines()
     for case in CASES:
         for kind in ("time", "CPU time"):
