@@ -617,8 +617,6 @@ def main(argv: list[str] | None = None) -> None:
         return handwritten(argv[1:])
     args = parse_args(argv)
     info = machine(args)
-    if args.device.startswith("cuda") and "gpu" not in info:
-        sys.exit(f"--device {args.device}: CUDA is not available here")
     missing = [name for name in args.patterns if not available(name)]
     for need in dict.fromkeys(PATTERNS[name]["needs"] for name in missing):
         names = ", ".join(name for name in missing if PATTERNS[name]["needs"] == need)

@@ -271,6 +271,8 @@ def summarise(results: dict[str, dict[str, list]], args: argparse.Namespace) -> 
 
 
 def machine(args: argparse.Namespace) -> dict[str, str | int]:
+    """What the benchmark runs on (printed and kept in --json); exits when --device names CUDA and
+    there is none."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -292,7 +294,9 @@ def machine(args: argparse.Namespace) -> dict[str, str | int]:
         "os": platform.platform(),
     }
     info["dlscaffold"] = runtime_version()
-    if args.device.startswith("cuda") and torch.cuda.is_available():
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            sys.exit(f"--device {args.device}: CUDA is not available here")
         info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
     return info
 
@@ -350,8 +354,6 @@ def report(summary: dict[str, dict[str, float | None]], args: argparse.Namespace
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     info = machine(args)
-    if args.device.startswith("cuda") and "gpu" not in info:
-        sys.exit(f"--device {args.device}: CUDA is not available here")
     print(f"benchmark: {' '.join(command('dlscaffold', args.epochs[0], args, Path('OUT')))}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dlscaffold_bench_") as tmp:
         folder = args.keep or Path(tmp)

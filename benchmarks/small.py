@@ -216,8 +216,6 @@ def report(name: str, summary: dict[str, dict], args: argparse.Namespace) -> str
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     info = machine(args)
-    if args.device.startswith("cuda") and "gpu" not in info:
-        sys.exit(f"--device {args.device}: CUDA is not available here")
     print(
         f"machine: {info['cpu']}, {info.get('gpu', 'no GPU used')}, torch {info['torch']} "
         f"({info['torch_threads']} threads), dlscaffold {info['dlscaffold']}",
