@@ -138,12 +138,17 @@ def test_a_local_job_requeued_at_its_time_limit_ends_as_an_uninterrupted_train(
     assert_same_run(run, reference)
 
 
+def runs_by_seed(folder: Path) -> list[Path]:
+    """The run folders in `folder`, ordered by their `_seedN` suffix rather than by the run counter."""
+    return sorted((p for p in folder.iterdir() if (p / "run.json").is_file()), key=lambda p: p.name.rpartition("_")[2])
+
+
 def test_seeds_make_one_local_job_each_a_seed_group_with_one_split_as_train_seeds_makes_it(
     toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     args = ["submit", str(toy / "config.yml"), "training_params.max_training_epochs=1", "--seeds", "1,2"]
     assert main([*args, "--cluster", "local", "--time", "2", "--wait"]) == 0
-    runs = sorted(p for p in (toy / "runs").iterdir() if (p / "run.json").is_file())
+    runs = runs_by_seed(toy / "runs")  # the two jobs may take the run counter in either order
     assert len(runs) == 2 and len(list((toy / "runs" / "jobs").glob("[0-9]*"))) == 2, runs
     groups = [run_json(run)["group"] for run in runs]
     assert len({g["id"] for g in groups}) == 1 and sorted(g["seed"] for g in groups) == [1, 2]
@@ -164,7 +169,7 @@ def test_seeds_make_one_local_job_each_a_seed_group_with_one_split_as_train_seed
     # the same group trained in this process: the same split, the same runs, bitwise
     here = tmp_path / "here"
     assert main(["train", *args[1:3], f"logging_params.logging_dir={here}", "--seeds", "1,2"]) == 0
-    for run, other in zip(runs, sorted(p for p in here.iterdir() if (p / "run.json").is_file()), strict=True):
+    for run, other in zip(runs, runs_by_seed(here), strict=True):
         assert run.name.rpartition("_")[2] == other.name.rpartition("_")[2]
         assert (run / "idx_dict.json").read_text() == (other / "idx_dict.json").read_text()
         assert_same_run(run, other)
