@@ -32,6 +32,7 @@ from dlscaffold.parts.init_data import init_from_data
 from dlscaffold.prepare import Prepared, prepare
 from dlscaffold.project.code import MODULE_NAMES
 from dlscaffold.records.checkpoint import has_trainer_state, last_trainer_state, load_trainer_state, set_rng_state
+from dlscaffold.records.paced import write_every_seconds
 from dlscaffold.records.rundir import (
     CONFIG_FILE,
     SPLIT_FILE,
@@ -389,6 +390,7 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
     """Rank 0 creates (or reopens) the run folder and tells the others; it alone writes there."""
     if session.options.debug or session.options.no_folder:
         return
+    write_every_seconds()  # a malformed DLSCAFFOLD_WRITE_EVERY_SECONDS is refused before the folder exists
     world, logging_params = session.world, prepared.config.logging_params
     run_dir = resume or (
         create_run_dir(logging_params.logging_dir, _run_notes(logging_params.run_notes, session.options))

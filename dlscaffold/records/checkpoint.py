@@ -209,7 +209,13 @@ def nonfinite_weights(models: dict[str, nn.Module]) -> str | None:
     such as an attention mask), as one phrase; None when none does."""
     import torch  # imported when used: reading names and folders needs no torch
 
-    for name, model in models.items():
+    values = [v for model in models.values() for v in model.state_dict().values() if v.is_floating_point()]
+    if not values:
+        return None
+    if len({(v.device, v.dtype) for v in values}) == 1:  # the common case first: one check, one host read
+        if bool((torch.cat([v.reshape(-1) for v in values]) * 0).sum() == 0):  # x * 0 is NaN for NaN and inf
+            return None
+    for name, model in models.items():  # which: a parameter's inf counts, a buffer's may be meant
         params = dict(model.named_parameters(remove_duplicate=False))
         bad = [
             key
@@ -276,16 +282,44 @@ def save_checkpoint(
     return True
 
 
-def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> bool:
-    """``<Model>_best.pt``: the weights after the validation with the best monitored value. When
-    the epoch's own weight file is there, the best is a hard link to it (no second write).
+def snapshot_weights(models: dict[str, nn.Module], what: str) -> dict[str, dict[str, torch.Tensor]] | None:
+    """Each model's ``state_dict``, copied to the CPU (to be written later, whatever training does to
+    the models meanwhile); None, after one warning line, when a model holds NaN or inf."""
+    if _refuse_nonfinite(models, what):
+        return None
+    return {name: _copied(model.state_dict()) for name, model in models.items()}
+
+
+def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` copied to the CPU as ``torch.save`` would store it: its version metadata kept,
+    a tensor that appears under two keys (tied weights) copied once."""
+    copies: dict[int, torch.Tensor] = {}
+    copy = type(state)()
+    for key, value in state.items():
+        if id(value) not in copies:
+            copies[id(value)] = value.detach().to("cpu", copy=True)
+        copy[key] = copies[id(value)]
+    if hasattr(state, "_metadata"):
+        copy._metadata = state._metadata  # type: ignore[attr-defined]
+    return copy
+
+
+def save_best(
+    run_dir: Path, epoch: int, models: dict[str, nn.Module], weights: dict[str, dict[str, Any]] | None = None
+) -> bool:
+    """``<Model>_best.pt``: the weights after the validation with the best monitored value, from the
+    ``models`` or, when given, from ``weights`` (:func:`snapshot_weights`, checked then). When the
+    epoch's own weight file is there, the best is a hard link to it (no second write).
     Returns False, writing nothing, when a model holds NaN or inf (one warning line says which)."""
-    if not all(weights_path(run_dir, n, epoch).is_file() for n in models) and _refuse_nonfinite(
-        models, f"the best weights of epoch {epoch}"
+    names = list(models if weights is None else weights)
+    if (
+        weights is None
+        and not all(weights_path(run_dir, n, epoch).is_file() for n in names)
+        and _refuse_nonfinite(models, f"the best weights of epoch {epoch}")
     ):
         return False
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    for name, model in models.items():
+    for name in names:
         best, saved = weights_path(run_dir, name, "best"), weights_path(run_dir, name, epoch)
         if saved.is_file():
             tmp = best.with_name(best.name + ".tmp")
@@ -296,7 +330,7 @@ def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> bool:
                 continue
             except OSError:  # a filesystem without hard links: write the weights
                 tmp.unlink(missing_ok=True)
-        save_atomic(model.state_dict(), best)
+        save_atomic(models[name].state_dict() if weights is None else weights[name], best)
     return True
 
 

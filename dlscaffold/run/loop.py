@@ -24,8 +24,9 @@ from dlscaffold.parts import distributed
 from dlscaffold.parts.device_data import DeviceLoader
 from dlscaffold.parts.flow import batch_size_of
 from dlscaffold.parts.hooks import HookContext, Hooks
-from dlscaffold.records.checkpoint import rng_state, save_best, save_checkpoint, set_rng_state
+from dlscaffold.records.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dlscaffold.records.images import collect_images, image_grids
+from dlscaffold.records.paced import PacedRecords
 from dlscaffold.records.rundir import RunLock, read_run_info, update_run_info
 from dlscaffold.records.trackers import Trackers
 from dlscaffold.run.builder import Run
@@ -64,10 +65,11 @@ def fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         if session.saves and (_save_due(session, epoch) or signalled or session.ending):
             saved = save_state(session, epoch)
         # The best weights after the epoch's checkpoint (linked, not written twice); none when it was refused
-        # (one warning said why). Their run.json record goes with the training time: one write.
-        record = _keep_best(session, epoch) if improved and saved is not False else {}
+        # (one warning said why). They and run.json's training time are written when due (records/paced.py).
+        if improved and saved is not False:
+            _keep_best(session, epoch, at_once=bool(saved))
         if session.writes:  # the run's training time so far, over all its sessions
-            update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3), **record)
+            session.records.write(session.train_seconds, force=bool(saved) and improved)
         seconds = time.perf_counter() - epoch_start
         for line in epoch_lines(epoch, tp.max_training_epochs, train_values, val_values, seconds):
             echo(line)
@@ -360,8 +362,10 @@ def _step_validation(session: Session) -> None:
     training_metrics = flow.metrics_state_dict()  # the validation pass resets the torchmetrics evals
     quiet = Progress(False, every=0)  # the training bar is still open
     val_values = validate(session, epoch, quiet)
-    if _after_validation(session, epoch, val_values, session.trainer.step) and (record := _keep_best(session, epoch)):
-        update_run_info(session.run_dir, **record)
+    if _after_validation(session, epoch, val_values, session.trainer.step):
+        _keep_best(session, epoch)
+        if session.writes:
+            session.records.write(session.train_seconds)
     flow.load_metrics_state_dict(training_metrics)
     flow.set_mode(training=True)
 
@@ -447,14 +451,15 @@ def _judge(session: Session, epoch: int, val_values: dict[str, float]) -> tuple[
     return improved, patience is not None and monitor.bad >= patience
 
 
-def _keep_best(session: Session, epoch: int) -> dict[str, Any]:
-    """The best epoch's weights as ``<Model>_best.pt``; returns its record for ``run.json``
-    (``{"best": ...}``, for the caller to write; empty when nothing was saved)."""
-    if not (session.saves and session.writes and save_best(session.run_dir, epoch, session.run.flow.models)):
-        return {}
+def _keep_best(session: Session, epoch: int, at_once: bool = False) -> None:
+    """The best validation's weights as ``<Model>_best.pt`` and its record in ``run.json``, written
+    with the next records (``session.records.write``), or ``at_once`` when its checkpoint was saved."""
+    if not (session.saves and session.writes):
+        return
     monitor, by_steps = session.monitor, every_steps(session.run.config.training_params.val_every)
     step = {"step": session.trainer.step} if by_steps else {}  # validations by steps: which one
-    return {"best": {"epoch": epoch, **step, "metric": monitor.name, "value": monitor.best}}
+    record = {"epoch": epoch, **step, "metric": monitor.name, "value": monitor.best}
+    session.records.keep_best(epoch, session.run.flow.models, record, at_once)
 
 
 def save_state(session: Session, epoch: int, position: Position | None = None) -> bool:
@@ -473,7 +478,10 @@ def save_state(session: Session, epoch: int, position: Position | None = None) -
             saved["ranks"] = distributed.gather({k: saved[k] for k in ("sums", "window", "metrics")})
     if not session.writes:
         return True
-    return save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved)
+    if not save_checkpoint(session.run_dir, epoch, session.run.flow.models, state, position=saved):
+        return False
+    session.records.write(session.train_seconds, force=True)  # the records a resume from here expects
+    return True
 
 
 def record_end(session: Session, status: str, error: str | None = None, epoch: int | None = None) -> None:
@@ -486,7 +494,7 @@ def record_end(session: Session, status: str, error: str | None = None, epoch: i
     session.status = status
     if not session.writes:
         return
-    update_run_info(session.run_dir, train_seconds=round(session.train_seconds, 3))  # over all its sessions
+    session.records.write(session.train_seconds, force=True)  # the best weights waiting, the training time
     info, now = read_run_info(session.run_dir), utc_now()
     if status == "completed":
         cleared = {"continuation": None} if "continuation" in info else {}
@@ -625,6 +633,15 @@ class Session:
     stop_reason: str | None = None  # a hook's stop request (run.json's stop_reason)
     last_val: dict[str, float] = field(default_factory=dict)  # the last validation's values
     started: float | None = None  # time.perf_counter() when this session's epoch loop began
+    _records: PacedRecords | None = field(default=None, repr=False)
+
+    @property
+    def records(self) -> PacedRecords:
+        """The best weights and run.json's training time, written when due (a run folder's rank 0)."""
+        if self._records is None or self._records.run_dir != self.run_dir:
+            assert self.run_dir is not None, "a run without a run folder keeps no records"
+            self._records = PacedRecords(self.run_dir)
+        return self._records
 
     @property
     def session_seconds(self) -> float:
