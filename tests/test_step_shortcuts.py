@@ -1,6 +1,7 @@
 """What a training step does once instead of at every step, or in one kernel instead of several,
 gives what the general calls give: the gradients' total norm, the finiteness flags, a built-in's
-input check (done once per kind of input), and errors of the project's code named as before."""
+input check (done once per kind of input), errors of the project's code named as before, and the
+optimizers' multi-tensor implementation, bitwise the per-tensor one."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from dlscaffold.config.schema import OptimizerSpec, TrainingParams
 from dlscaffold.errors import CodeError
 from dlscaffold.losses import LOSSES
 from dlscaffold.parts.flow import GUARD_MEMORY, Flow, Term
+from dlscaffold.parts.optim import FOREACH_SAME, build_optimizer
 from dlscaffold.run.trainer import Trainer
 
 SPECIAL = (0.0, -0.0, 1.0, -3.0e38, 3.0e38, 1e-45, float("inf"), float("-inf"), float("nan"))
@@ -83,3 +86,51 @@ def test_an_error_in_the_projects_code_names_it() -> None:
     term = Term("M/x", "info_flow.M.evals.Broken", broken, 0.0, [("x", "dataset", "x")])
     with pytest.raises(CodeError, match=r"^info_flow\.M\.evals\.Broken failed: KeyError: 'nope'$"):
         flow.values([term], {"x": torch.zeros(2)}, {})
+
+
+OPTIMIZER_CASES = [
+    ("Adam", {}),
+    ("Adam", {"amsgrad": True}),
+    ("AdamW", {}),
+    ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("SGD", {"momentum": 0.9, "dampening": 0.1}),
+    ("RMSprop", {"centered": True, "momentum": 0.9}),
+    ("Adagrad", {"lr_decay": 1e-3}),
+    ("Adamax", {}),
+    ("Adadelta", {}),
+    ("Rprop", {}),
+]
+
+
+def _trained(name: str | None, kwargs: dict) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """A small MLP after 60 steps of the optimizer :func:`build_optimizer` makes (None: the default Adam)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    spec = {} if name is None else {"optimizer": OptimizerSpec(name=name, kwargs=kwargs)}
+    optimizer = build_optimizer(model.parameters(), TrainingParams(lrn_rate=0.01, regularization_weight=1e-3, **spec))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        x, y = torch.randn(8, 16, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return [p.detach().clone() for p in model.parameters()], optimizer
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [(None, {}), *OPTIMIZER_CASES])
+def test_the_multi_tensor_optimizers_train_bitwise_as_the_per_tensor_loop(name: str | None, kwargs: dict) -> None:
+    ours, optimizer = _trained(name, kwargs)
+    assert optimizer.defaults["foreach"] is True
+    if name is None:  # the default: Adam with training_params' betas
+        tp = TrainingParams()
+        name, kwargs = "Adam", {"betas": (tp.beta1, tp.beta2)}
+    loop, per_tensor = _trained(name, {**kwargs, "foreach": False})  # the user's choice is kept
+    assert per_tensor.defaults["foreach"] is False
+    assert all(torch.equal(a, b) for a, b in zip(ours, loop, strict=True))
+
+
+def test_only_the_optimizers_known_to_agree_bitwise_get_the_multi_tensor_implementation() -> None:
+    assert {name for name, _ in OPTIMIZER_CASES} == FOREACH_SAME  # every one of them is tested above
+    for name in ("NAdam", "RAdam", "ASGD"):  # round differently: torch's default
+        assert _trained(name, {})[1].defaults["foreach"] is None
+    assert _trained("SGD", {"fused": True})[1].defaults["foreach"] is None  # the user's choice of implementation
