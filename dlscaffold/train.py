@@ -32,7 +32,7 @@ from dlscaffold.parts.init_data import init_from_data
 from dlscaffold.prepare import Prepared, prepare
 from dlscaffold.project.code import MODULE_NAMES
 from dlscaffold.records.checkpoint import has_trainer_state, last_trainer_state, load_trainer_state, set_rng_state
-from dlscaffold.records.paced import write_every_seconds
+from dlscaffold.records.paced import PacedRecords, write_every_seconds
 from dlscaffold.records.rundir import (
     CONFIG_FILE,
     SPLIT_FILE,
@@ -390,7 +390,7 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
     """Rank 0 creates (or reopens) the run folder and tells the others; it alone writes there."""
     if session.options.debug or session.options.no_folder:
         return
-    write_every_seconds()  # a malformed DLSCAFFOLD_WRITE_EVERY_SECONDS is refused before the folder exists
+    every = write_every_seconds()  # a malformed DLSCAFFOLD_WRITE_EVERY_SECONDS is refused before the folder exists
     world, logging_params = session.world, prepared.config.logging_params
     run_dir = resume or (
         create_run_dir(logging_params.logging_dir, _run_notes(logging_params.run_notes, session.options))
@@ -400,6 +400,7 @@ def _open_run_folder(session: Session, prepared: Prepared, resume: Path | None, 
     session.run_dir = distributed.broadcast(run_dir)
     if world.main:
         session.lock = RunLock(run_dir).acquire() if resume is None else None
+        session.records = PacedRecords(run_dir, every)
         if resume is not None:  # the training time of its earlier sessions, before run.json is reopened
             from dlscaffold.records.rundir import read_run_info
             from dlscaffold.records.summaries import run_seconds

@@ -15,6 +15,7 @@ import torch
 import yaml
 from conftest import run_cli, signalling_config
 
+import dlscaffold.records.checkpoint as checkpoint
 import dlscaffold.records.paced as paced
 from dlscaffold.cli import main
 from dlscaffold.records.rundir import read_metrics
@@ -49,11 +50,11 @@ def best_epoch_up_to(run: Path, last: int) -> int:
 def test_paced_best_weights_are_the_very_files_written_after_every_epoch(
     toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writes: list[int] = []
-    original = paced.save_best
-    monkeypatch.setattr(
-        paced, "save_best", lambda run_dir, epoch, *a: writes.append(epoch) or original(run_dir, epoch, *a)
-    )
+    writes: list[int] = []  # the epoch of every write of the best weights, at once or waited for
+    original = checkpoint.write_best
+    spy = lambda run_dir, epoch, weights: writes.append(epoch) or original(run_dir, epoch, weights)  # noqa: E731
+    monkeypatch.setattr(checkpoint, "write_best", spy)
+    monkeypatch.setattr(paced, "write_best", spy)
     runs = {}
     for pace in ("0", "1000"):
         monkeypatch.setenv(PACE, pace)

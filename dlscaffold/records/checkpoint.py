@@ -304,22 +304,23 @@ def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return copy
 
 
-def save_best(
-    run_dir: Path, epoch: int, models: dict[str, nn.Module], weights: dict[str, dict[str, Any]] | None = None
-) -> bool:
-    """``<Model>_best.pt``: the weights after the validation with the best monitored value, from the
-    ``models`` or, when given, from ``weights`` (:func:`snapshot_weights`, checked then). When the
-    epoch's own weight file is there, the best is a hard link to it (no second write).
-    Returns False, writing nothing, when a model holds NaN or inf (one warning line says which)."""
-    names = list(models if weights is None else weights)
-    if (
-        weights is None
-        and not all(weights_path(run_dir, n, epoch).is_file() for n in names)
-        and _refuse_nonfinite(models, f"the best weights of epoch {epoch}")
+def save_best(run_dir: Path, epoch: int, models: dict[str, nn.Module]) -> bool:
+    """``<Model>_best.pt``: the weights after the validation with the best monitored value
+    (:func:`write_best`). Returns False, writing nothing, when a model holds NaN or inf (one warning
+    line says which); weights linked from the epoch's own files were checked when those were saved."""
+    if not all(weights_path(run_dir, n, epoch).is_file() for n in models) and _refuse_nonfinite(
+        models, f"the best weights of epoch {epoch}"
     ):
         return False
+    write_best(run_dir, epoch, {name: model.state_dict() for name, model in models.items()})
+    return True
+
+
+def write_best(run_dir: Path, epoch: int, weights: dict[str, dict[str, Any]]) -> None:
+    """Each model's ``weights`` (a ``state_dict``, checked already) as ``<Model>_best.pt``: a hard
+    link to the epoch's own weight file when it is there (no second write)."""
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
-    for name in names:
+    for name, state in weights.items():
         best, saved = weights_path(run_dir, name, "best"), weights_path(run_dir, name, epoch)
         if saved.is_file():
             tmp = best.with_name(best.name + ".tmp")
@@ -330,8 +331,7 @@ def save_best(
                 continue
             except OSError:  # a filesystem without hard links: write the weights
                 tmp.unlink(missing_ok=True)
-        save_atomic(models[name].state_dict() if weights is None else weights[name], best)
-    return True
+        save_atomic(state, best)
 
 
 # ---------------------------------------------------------------------------------- reading

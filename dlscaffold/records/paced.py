@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlscaffold.errors import UserError
-from dlscaffold.records.checkpoint import save_best, snapshot_weights
+from dlscaffold.records.checkpoint import save_best, snapshot_weights, write_best
 from dlscaffold.records.rundir import update_run_info
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ def write_every_seconds() -> float:
 class PacedRecords:
     """The best weights and the training time of one run folder, written when due."""
 
-    def __init__(self, run_dir: Path, every: float | None = None):
-        self.run_dir, self.every = run_dir, write_every_seconds() if every is None else every
+    def __init__(self, run_dir: Path, every: float):
+        self.run_dir, self.every = run_dir, every  # every: write_every_seconds(), read before the run folder exists
         self.written = -math.inf  # time.monotonic() of the last write: the first one is never held back
         self.waiting: dict[str, Any] = {}  # run.json fields not written yet ({"best": ...})
         self.best_weights: tuple[int, dict[str, dict[str, Any]]] | None = None  # (epoch, each model's weights)
@@ -74,14 +74,13 @@ class PacedRecords:
         self.waiting["best"] = record
         return True
 
-    def write(self, train_seconds: float, force: bool = False, **fields: Any) -> None:
+    def write(self, train_seconds: float, force: bool = False) -> None:
         """The waiting best weights and run.json's fields with the training time: when due, or now
         when ``force`` (after a checkpoint, at the run's end)."""
-        if not (force or fields or self.due()):
+        if not (force or self.due()):
             return
         if self.best_weights is not None:
-            epoch, weights = self.best_weights
-            save_best(self.run_dir, epoch, {}, weights)
+            write_best(self.run_dir, *self.best_weights)
             self.best_weights = None
-        update_run_info(self.run_dir, train_seconds=round(train_seconds, 3), **self.waiting, **fields)
+        update_run_info(self.run_dir, train_seconds=round(train_seconds, 3), **self.waiting)
         self.waiting, self.written = {}, time.monotonic()

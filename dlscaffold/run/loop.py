@@ -633,15 +633,7 @@ class Session:
     stop_reason: str | None = None  # a hook's stop request (run.json's stop_reason)
     last_val: dict[str, float] = field(default_factory=dict)  # the last validation's values
     started: float | None = None  # time.perf_counter() when this session's epoch loop began
-    _records: PacedRecords | None = field(default=None, repr=False)
-
-    @property
-    def records(self) -> PacedRecords:
-        """The best weights and run.json's training time, written when due (a run folder's rank 0)."""
-        if self._records is None or self._records.run_dir != self.run_dir:
-            assert self.run_dir is not None, "a run without a run folder keeps no records"
-            self._records = PacedRecords(self.run_dir)
-        return self._records
+    records: PacedRecords | None = None  # the best weights and run.json's training time, when ``writes``
 
     @property
     def session_seconds(self) -> float:
