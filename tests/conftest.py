@@ -86,9 +86,19 @@ def run_cli(
     )
 
 
-def run_dirs(project: Path) -> list[Path]:
-    logs = project / "runs"
+def run_dirs_in(logs: Path) -> list[Path]:
+    """The run folders in ``logs`` (a run's ``logging_dir``), sorted by name; none when it does not exist."""
     return sorted(p for p in logs.iterdir() if p.is_dir()) if logs.is_dir() else []
+
+
+def run_dirs(project: Path) -> list[Path]:
+    return run_dirs_in(project / "runs")
+
+
+def only_run(logs: Path) -> Path:
+    """The one run folder in ``logs``."""
+    (run,) = run_dirs_in(logs)
+    return run
 
 
 SIGNALLING_MODELS = '''

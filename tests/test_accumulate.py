@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import HANG_GUARD_S, copy_project, run_cli, write_config
+from conftest import HANG_GUARD_S, copy_project, only_run, run_cli, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.records.rundir import read_metrics
@@ -52,11 +52,6 @@ _before_stopper = get_ref_model_dict
 def get_ref_model_dict():
     return {**_before_stopper(), "StopAt": StopAt}
 """
-
-
-def only_run(logs: Path) -> Path:
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
 
 
 def train(config: Path, logs: Path, *overrides: str) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import HANG_GUARD_S, copy_project, run_cli, write_config
+from conftest import HANG_GUARD_S, copy_project, only_run, run_cli, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.records.rundir import read_metrics
@@ -171,11 +171,6 @@ def train(project: Path, args: list[str], stop_at: int | None = None, spawn: boo
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def only_run(logs: Path) -> Path:
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
 
 
 def position(run: Path) -> tuple[int, int]:

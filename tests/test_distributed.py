@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_GUARD_S, copy_project, write_config
+from conftest import HANG_GUARD_S, copy_project, only_run, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.records.rundir import read_metrics
@@ -64,11 +64,6 @@ def torchrun(project: Path, logs: Path, *args: str, timeout: float = HANG_GUARD_
     return subprocess.run(
         command, cwd=project, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
     )
-
-
-def only_run(logs: Path) -> Path:
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
 
 
 def weights(run: Path, epoch: int = EPOCHS) -> dict[str, dict[str, torch.Tensor]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_GUARD_S, SIGNALLING_MODELS
+from conftest import HANG_GUARD_S, SIGNALLING_MODELS, only_run
 
 from dlscaffold.cli import main
 from dlscaffold.data import EpochSampler
@@ -102,11 +102,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     per_process["training_params"] = {**CONFIG["training_params"], "max_training_epochs": 1}
     (folder / "per_process.yml").write_text(json.dumps(per_process))
     return folder
-
-
-def only_run(logs: Path) -> Path:
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
 
 
 def train(project: Path, logs: Path, record: Path | None, *args: str, nproc: int = 1) -> subprocess.CompletedProcess:

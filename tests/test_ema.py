@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SIGNALLING_MODELS, write_config
+from conftest import SIGNALLING_MODELS, run_dirs_in, write_config
 
 from dlscaffold.api import load_run
 from dlscaffold.cli import main
@@ -32,10 +32,6 @@ def train(config: Path, *args: str) -> Path:
     assert main(["train", str(config), f"logging_params.logging_dir={logs}", *args]) == 0
     (run,) = run_dirs_in(logs)
     return run
-
-
-def run_dirs_in(logs: Path) -> list[Path]:
-    return sorted(p for p in logs.iterdir() if p.is_dir())
 
 
 def weights(run: Path, model: str, epoch: int) -> dict[str, torch.Tensor]:

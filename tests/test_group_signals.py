@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_GUARD_S, copy_project, run_cli, signalling_config
+from conftest import HANG_GUARD_S, copy_project, only_run, run_cli, signalling_config
 
 from dlscaffold.data import WORKER_STOP_SIGNALS, make_loader, quiet_worker
 from dlscaffold.records.rundir import read_metrics
@@ -84,11 +84,6 @@ def signal_the_group_at_the_mark(project: Path, marker: Path, signum: int, *args
     marker.with_suffix(".sent").touch()
     out, err = process.communicate(timeout=HANG_GUARD_S)
     return process.returncode, out, err
-
-
-def only_run(logs: Path) -> Path:
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
 
 
 def tensors(value: object) -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_cli, signalling_config
+from conftest import only_run, run_cli, signalling_config
 
 import dlscaffold.records.checkpoint as checkpoint
 import dlscaffold.records.paced as paced
@@ -66,7 +66,7 @@ def test_paced_best_weights_are_the_very_files_written_after_every_epoch(
             f"logging_params.logging_dir={logs}",
         ]
         assert main(["train", str(toy / "config.yml"), *args]) == 0
-        (runs[pace],) = [p for p in logs.iterdir() if p.is_dir()]
+        runs[pace] = only_run(logs)
         runs[pace, "writes"] = list(writes)
     improving = runs["0", "writes"]
     assert len(improving) >= 3, improving  # written after every improving epoch
@@ -93,8 +93,7 @@ def reference(toy: Path, tmp_path: Path) -> Path:
     args = ("training_params.save_every=1", f"logging_params.logging_dir={logs}")
     result = run_cli("train", str(config), *args, cwd=toy, env=env)
     assert result.returncode == 0, result.stderr
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
+    return only_run(logs)
 
 
 def signalled(toy: Path, tmp_path: Path, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
@@ -108,8 +107,8 @@ def signalled(toy: Path, tmp_path: Path, signum: int) -> tuple[subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k != "RESUMED"} | {PACE: "1000"}
     logs = tmp_path / "signalled"
     result = run_cli("train", str(config), f"logging_params.logging_dir={logs}", cwd=toy, env=env)
-    (run,) = [p for p in logs.iterdir() if p.is_dir()] if logs.is_dir() else [result.stderr]
-    return result, run
+    assert logs.is_dir(), result.stderr
+    return result, only_run(logs)
 
 
 def test_a_signal_writes_the_best_weights_still_waiting(toy: Path, tmp_path: Path, reference: Path) -> None:

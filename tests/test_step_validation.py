@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import copy_project, run_cli, write_config
+from conftest import copy_project, only_run, run_cli, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.records.rundir import read_metrics
@@ -59,11 +59,6 @@ def get_project_loss_and_eval_dict():
     losses, evals = _before_constant()
     return losses, {**evals, "Constant": constant}
 """
-
-
-def only_run(logs: Path) -> Path:
-    (run,) = [p for p in logs.iterdir() if p.is_dir()]
-    return run
 
 
 def weights(run: Path, epoch: int = EPOCHS) -> dict[str, dict[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import HANG_GUARD_S, copy_project, run_cli, run_dirs, signalling_config, write_config
+from conftest import HANG_GUARD_S, copy_project, run_cli, run_dirs, run_dirs_in, signalling_config, write_config
 
 from dlscaffold.cli import main
 from dlscaffold.records.rundir import read_metrics
@@ -102,10 +102,6 @@ def reference(slow: Path, tmp_path_factory) -> Path:
     assert main(["train", str(slow / "config.yml"), f"logging_params.logging_dir={logs}"]) == 0
     (run,) = run_dirs_in(logs)
     return run
-
-
-def run_dirs_in(logs: Path) -> list[Path]:
-    return sorted(p for p in logs.iterdir() if p.is_dir())
 
 
 def start_training(slow: Path, logs: Path, *args: str) -> subprocess.Popen:
