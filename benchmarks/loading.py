@@ -50,7 +50,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from overhead import ARMS, final_accuracy, machine, ratio, record, summarise, timed_run  # noqa: E402  (benchmarks/overhead.py)
+from overhead import ARMS, final_accuracy, machine, ratio, record, summarise, timed_run, train_command  # noqa: E402  (benchmarks/overhead.py)
 
 DOCS = HERE.parent / "docs" / "data.md"
 SHAPE, NUM_CLASSES = (3, 32, 32), 10
@@ -278,19 +278,14 @@ def write_project(name: str, data: Path, folder: Path, tensors: bool = False) ->
 def command(arm: str, epochs: int, args: argparse.Namespace, project: Path, data: Path, out: Path) -> list[str]:
     """The command line of one run of ``arm``; both take the same sizes and options."""
     if arm == "dlscaffold":
-        return [
-            sys.executable,
-            "-m",
-            "dlscaffold",
-            "train",
-            str(project / "config.yml"),
-            f"training_params.max_training_epochs={epochs}",
+        return train_command(
+            project / "config.yml",
+            epochs,
+            out,
+            args.device,
             f"dataloading_params.batch_size={args.batch_size}",
             f"dataloading_params.num_workers={args.num_workers}",
-            f"logging_params.logging_dir={out}",
-            "--device",
-            args.device,
-        ]
+        )
     return [
         sys.executable,
         str(Path(__file__).resolve()),

@@ -141,27 +141,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def train_command(config: Path, epochs: int, out: Path, device: str, *overrides: str) -> list[str]:
+    """``python -m dlscaffold train CONFIG`` for ``epochs`` epochs into the logging folder ``out``, on
+    ``device``, with ``overrides`` (the dlscaffold arm of every benchmark here)."""
+    return [
+        sys.executable,
+        "-m",
+        "dlscaffold",
+        "train",
+        str(config),
+        f"training_params.max_training_epochs={epochs}",
+        *overrides,
+        f"logging_params.logging_dir={out}",
+        "--device",
+        device,
+    ]
+
+
 def command(arm: str, epochs: int, args: argparse.Namespace, out: Path) -> list[str]:
     """The command line of one run of ``arm``; both take the same sizes and options."""
     recipe = RECIPES[args.recipe]
     if arm == "dlscaffold":
-        return [
-            sys.executable,
-            "-m",
-            "dlscaffold",
-            "train",
-            str(recipe["project"] / "config.yml"),
-            f"training_params.max_training_epochs={epochs}",
+        return train_command(
+            recipe["project"] / "config.yml",
+            epochs,
+            out,
+            args.device,
             f"training_params.precision={args.precision}",
             f"training_params.compile={'true' if args.compile else 'false'}",
             f"dataloading_params.batch_size={args.batch_size}",
             f"dataloading_params.dataset_args.num_points={args.points}",
             *(f"info_flow.{model}.init_args.widths=[{args.widths}]" for model in recipe["models"]),
             *recipe.get("args", {}).get(arm, []),
-            f"logging_params.logging_dir={out}",
-            "--device",
-            args.device,
-        ]
+        )
     return [
         sys.executable,
         str(recipe["handwritten"]),

@@ -46,7 +46,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from overhead import ARMS, machine, per_epoch, record, timed_run  # noqa: E402  (benchmarks/overhead.py)
+from overhead import ARMS, machine, per_epoch, record, timed_run, train_command  # noqa: E402  (benchmarks/overhead.py)
 
 TEMPLATE_FILES = ("config.yml", "models.py", "dataloader.py", "training_utils.py")
 RECIPES = {"digits": "the template's DigitClassifier", "mean_teacher": "an MLP with an EMA teacher"}
@@ -91,18 +91,8 @@ def projects(folder: Path) -> dict[str, Path]:
 def command(arm: str, recipe: str, data: str, epochs: int, project: Path, device: str, out: Path) -> list[str]:
     """The command line of one run; both arms read their sizes from the project's config.yml."""
     if arm == "dlscaffold":
-        return [
-            sys.executable,
-            "-m",
-            "dlscaffold",
-            "train",
-            str(project / "config.yml"),
-            f"training_params.max_training_epochs={epochs}",
-            f"dataloading_params.device_data={'true' if data == 'device' else 'false'}",
-            f"logging_params.logging_dir={out}",
-            "--device",
-            device,
-        ]
+        device_data = f"dataloading_params.device_data={'true' if data == 'device' else 'false'}"
+        return train_command(project / "config.yml", epochs, out, device, device_data)
     return [
         sys.executable,
         str(HERE / "handwritten_small.py"),
