@@ -389,6 +389,7 @@ class EpochSampler(Sampler[int]):
         batch_size: int | None = None,
     ):
         self.indices = list(indices)
+        self.index_tensor = torch.tensor(self.indices, dtype=torch.long)  # made once: order() indexes it
         self.shuffle, self.seed = shuffle, seed
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.epoch, self.start = 1, 0
@@ -415,14 +416,18 @@ class EpochSampler(Sampler[int]):
         total = min(per_step, len(self.indices) - batch * per_step)
         return len(range(self.rank, max(total, 0), self.world_size)), total
 
-    def __iter__(self) -> Iterator[int]:
-        order = self.indices
+    def order(self) -> torch.Tensor:
+        """This process's indices of the epoch, from ``start``, as one tensor: what :meth:`__iter__` yields."""
+        order = self.index_tensor
         if self.shuffle:
             generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**63)
-            order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=generator).tolist()]
+            order = order[torch.randperm(len(self.indices), generator=generator)]
         mine = order[self.rank :: self.world_size]
-        mine += order[: self.num_samples - len(mine)]  # the padding point, if any
-        return iter(mine[self.start :])
+        mine = torch.cat([mine, order[: self.num_samples - len(mine)]])  # the padding point, if any
+        return mine[self.start :]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
 
     def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)

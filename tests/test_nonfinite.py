@@ -47,11 +47,26 @@ class Poisoned(nn.Module):
         return {"class_logits": self.head(encoding)}
 
 
+class GradPoisoned(Poisoned):
+    """A classifier head whose loss stays finite at step ``at`` while its gradient is NaN there:
+    ``0 * sqrt(z - z)`` adds nothing forward, and its derivative at 0 is ``0 * inf``."""
+
+    def __init__(self, enc_dim: int, at: int, fail: bool = False):
+        super().__init__(enc_dim, at, fail)
+        self.z = nn.Parameter(_torch.ones(()))
+
+    def forward(self, encoding, step):
+        logits = self.head(encoding)
+        if self.training and int(step) == self.at:
+            logits = logits + 0.0 * _torch.sqrt(self.z - self.z)
+        return {"class_logits": logits}
+
+
 _toy_models = get_ref_model_dict
 
 
 def get_ref_model_dict():
-    return {**_toy_models(), "BNEncoder": BNEncoder, "Poisoned": Poisoned}
+    return {**_toy_models(), "BNEncoder": BNEncoder, "Poisoned": Poisoned, "GradPoisoned": GradPoisoned}
 '''
 
 # Appended to the toy project's dataloader.py: dataset item 3 (a training point, see SPLIT) is NaN.
@@ -86,18 +101,18 @@ def train(config: Path, *args: str) -> int:
     return main(["train", str(config), f"logging_params.logging_dir={config.parent / 'runs'}", *args])
 
 
-def poisoned_config(project: Path, **init_args: object) -> Path:
-    """The toy flow with ``Poisoned`` as the classifier head, reading the global step."""
+def poisoned_config(project: Path, head_class: str = "Poisoned", **init_args: object) -> Path:
+    """The toy flow with ``Poisoned`` (or ``head_class``) as the classifier head, reading the global step."""
     flow = yaml.safe_load((project / "config.yml").read_text())["info_flow"]
     head = {**flow["Classifier"], "init_args": {"enc_dim": 4, **init_args}}
     head["inputs"] = {"encoding": "Encoder", "step": "trainer"}
     for kind in ("losses", "evals"):
         for term in head[kind].values():
-            term["inputs"]["class_logits"] = "Poisoned"
+            term["inputs"]["class_logits"] = head_class
     return write_config(
         project,
-        "poisoned.yml",
-        info_flow={"Encoder": flow["Encoder"], "Poisoned": head, "Decoder": flow["Decoder"]},
+        f"{head_class.lower()}.yml",
+        info_flow={"Encoder": flow["Encoder"], head_class: head, "Decoder": flow["Decoder"]},
         training_params__on_nonfinite="skip",
         training_params__max_training_epochs=2,
         dataloading_params__idx_dict_path="split.json",
@@ -191,3 +206,21 @@ def test_a_failure_says_the_checkpoint_is_intact_only_when_one_was_saved(toy: Pa
             (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
             assert says in line, line
             assert ("the last checkpoint is intact" in line) == kept, (flags, line)
+
+
+def test_a_nan_gradient_under_a_finite_loss_is_never_applied(toy: Path, capsys) -> None:
+    """The step's finiteness check reads the gradients too: a finite loss with a NaN gradient (one
+    fused kernel over every gradient finds it) stops the run naming the model, or is skipped."""
+    project = nonfinite_project(toy, nan_item=False)
+    config = poisoned_config(project, "GradPoisoned", at=3)
+    assert train(config, "training_params.on_nonfinite=stop") == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert "step 3: the gradients of info_flow.GradPoisoned is not finite" in line, line
+    assert train(config) == 0  # on_nonfinite: skip (poisoned_config's)
+    run = max(run_dirs(project))
+    train_rows = [r for r in strict_rows(run) if r["split"] == "train"]
+    assert [r["skipped_nonfinite_steps"] for r in train_rows] == [1, 0]
+    for path in (run / "checkpoints").glob("*.pt"):
+        assert all(
+            torch.isfinite(t).all() for t in tensors(torch.load(path, weights_only=True)) if t.is_floating_point()
+        )

@@ -57,7 +57,8 @@ class DeviceLoader:
         self.collate_fn = Collate()  # its limits (class index ranges) are checked once on the whole split
         self._checked: dict[str, Any] = {}
         indices = sampler.indices
-        self.rows = {index: row for row, index in enumerate(indices)}  # dataset index -> row of the stack
+        self.rows = torch.zeros(max(indices, default=-1) + 1, dtype=torch.long)  # dataset index -> row of the stack
+        self.rows[indices] = torch.arange(len(indices))
         first = self.collate_fn([dataset[indices[0]]]) if indices else {}
         needed, free = _bytes(first) * len(indices), free_memory(device)
         if needed > MEMORY_SHARE * free:
@@ -82,16 +83,18 @@ class DeviceLoader:
         # the draw a DataLoader's iterator makes when it is created: the same RNG stream on both paths
         torch.empty((), dtype=torch.int64).random_()
         self._check_limits()
-        order = [self.rows[i] for i in self.sampler]
-        rows = torch.tensor(order, dtype=torch.long).to(self.device, non_blocking=True)  # one copy an epoch
-        return self._batches(order, rows)
+        order = self.rows[self.sampler.order()]  # the sampler's order, as rows of the stack
+        rows = order.to(self.device, non_blocking=True)  # one copy an epoch
+        listed = order.tolist() if any(not isinstance(v, torch.Tensor) for v in self.data.values()) else []
+        return self._batches(rows, listed)
 
-    def _batches(self, order: list[int], rows: torch.Tensor) -> Iterator[dict[str, Any]]:
-        for start in range(0, len(order), self.batch_size):
+    def _batches(self, rows: torch.Tensor, listed: list[int]) -> Iterator[dict[str, Any]]:
+        """``listed``: the rows as numbers, for the values that are lists (strings, ...)."""
+        for start in range(0, len(rows), self.batch_size):
             chosen = rows[start : start + self.batch_size]
             yield {
                 k: v.index_select(0, chosen)
                 if isinstance(v, torch.Tensor)
-                else [v[r] for r in order[start : start + self.batch_size]]
+                else [v[r] for r in listed[start : start + self.batch_size]]
                 for k, v in self.data.items()
             }

@@ -40,16 +40,16 @@ class Average:
             return self.decay
         return self.decay * min(1.0, step / max(total_steps, 1)) ** self.decay_ramp
 
-    @torch.no_grad()
     def update(self, step: int, total_steps: int) -> None:
         """Fold the source's current weights into the average (``step``: its optimizer steps so far)."""
         average, weights = self.floats
-        if average:  # lerp_(w, 1 - d) = d * avg + (1 - d) * w; weight 1 gives exactly w, weight 0 keeps avg
-            torch._foreach_lerp_(average, weights, 1.0 - self.decay_at(step, total_steps))
-        if self.others[0]:
-            torch._foreach_copy_(self.others[0], self.others[1])
-        if self.write_back and (weights or self.others[1]):
-            torch._foreach_copy_([*weights, *self.others[1]], [*average, *self.others[0]])
+        with torch.no_grad():
+            if average:  # lerp_(w, 1 - d) = d * avg + (1 - d) * w; weight 1 gives exactly w, weight 0 keeps avg
+                torch._foreach_lerp_(average, weights, 1.0 - self.decay_at(step, total_steps))
+            if self.others[0]:
+                torch._foreach_copy_(self.others[0], self.others[1])
+            if self.write_back and (weights or self.others[1]):
+                torch._foreach_copy_([*weights, *self.others[1]], [*average, *self.others[0]])
 
 
 def _tensors(average: nn.Module, source: nn.Module) -> tuple[tuple[list, list], tuple[list, list]]:

@@ -65,7 +65,7 @@ class Term:
         """``fn(*args)``: the function's values, its inputs' shapes and dtypes checked once for each kind."""
         if self.unguarded is None:
             return self.fn(*args)
-        kind = tuple([(type(a), getattr(a, "shape", None), getattr(a, "dtype", None)) for a in args])
+        kind = tuple([(type(a), a.shape, a.dtype) if isinstance(a, torch.Tensor) else type(a) for a in args])
         if kind in self.passed:
             return self.unguarded(*args)
         value = self.fn(*args)  # raises for inputs that do not fit
@@ -164,10 +164,14 @@ class Flow:
 
     def run_model(self, name: str, batch: dict[str, Any], outputs: dict, wrapped: bool = True) -> dict:
         """One model's forward on its inputs from ``batch`` and ``outputs``: its dict of named tensors."""
-        kwargs = {
-            arg: self.fetch(batch, outputs, tensor, src, f"info_flow.{name}.inputs.{arg}")
-            for arg, src, tensor in self.inputs[name]
-        }
+        routes = self.inputs[name]
+        try:
+            kwargs = {arg: (batch if src == DATASET else outputs[src])[tensor] for arg, src, tensor in routes}
+        except KeyError:  # the trainer's clock, or a missing tensor (fetch names it)
+            kwargs = {
+                arg: self.fetch(batch, outputs, tensor, src, f"info_flow.{name}.inputs.{arg}")
+                for arg, src, tensor in routes
+            }
         model = self.models[name]
         call = self.wrapped.get(name, model) if self.training and wrapped else model
         try:
@@ -248,7 +252,10 @@ class Flow:
 
     def term_args(self, term: Term | MetricTerm, batch: dict[str, Any], outputs: dict) -> list[Any]:
         """A term's input tensors, in the order its function takes them (:func:`bound_routes`)."""
-        return [self.fetch(batch, outputs, tensor, src, term.path) for _, src, tensor in term.sources]
+        try:
+            return [(batch if src == DATASET else outputs[src])[tensor] for _, src, tensor in term.sources]
+        except KeyError:  # the trainer's clock, or a missing tensor (fetch names it)
+            return [self.fetch(batch, outputs, tensor, src, term.path) for _, src, tensor in term.sources]
 
     def values(self, terms: list[Term], batch: dict[str, Any], outputs: dict) -> dict[str, torch.Tensor]:
         """Each term's per-sample values ``(B,)`` (or a scalar batch mean), and its members' values."""
@@ -256,7 +263,8 @@ class Flow:
         for t in terms:
             args = self.term_args(t, batch, outputs)
             try:
-                values[t.name] = per_sample(t.compute(args))
+                value = t.compute(args)
+                values[t.name] = value if value.dim() <= 1 else per_sample(value)
                 if t.members is not None:
                     members = t.members(*args)  # (B, E)
                     t.num_members = members.shape[1]

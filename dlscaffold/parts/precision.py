@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+_NOTHING = contextlib.nullcontext()  # a context that does nothing (reusable)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # /proc/cpuinfo flags of native bfloat16 arithmetic: x86's AVX-512 BF16 and AMX, Arm's BF16.
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
@@ -112,41 +113,43 @@ class Precision:
         self.name = name
         self.device_type = device.type
         self.dtype = _DTYPES[name]
-        # A disabled GradScaler is a no-op (scale returns the loss, step just steps), so the step
-        # below reads the same for every precision.
+        # Only fp16 scales; without it the scaler is never called (a disabled one would only pass
+        # calls through), and the step below reads the same for every precision.
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+        # Whether losses are scaled (fp16): an inf gradient with a finite loss is then an overflow at
+        # the current scale, a normal event the scaler answers by skipping the step.
+        self.scaled = self.scaler.is_enabled()
         self.skipped_steps = 0
 
     def forward_context(self) -> AbstractContextManager:
         """The context forward passes and losses run in."""
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return _NOTHING
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def backward(
         self, loss: torch.Tensor, inputs: list[torch.Tensor] | None = None, retain_graph: bool = False
     ) -> None:
         """``loss.backward()`` (scaled under fp16); ``inputs``: only these tensors accumulate gradients."""
-        self.scaler.scale(loss).backward(inputs=inputs, retain_graph=retain_graph)
-
-    @property
-    def scaled(self) -> bool:
-        """Whether losses are scaled (fp16): an inf gradient with a finite loss is then an overflow
-        at the current scale, a normal event the scaler answers by skipping the step."""
-        return self.scaler.is_enabled()
+        (self.scaler.scale(loss) if self.scaled else loss).backward(inputs=inputs, retain_graph=retain_graph)
 
     def unscale(self, optimizers: list[torch.optim.Optimizer]) -> None:
         """Turn the scaled gradients back into true ones (fp16; inf where they overflowed)."""
-        for optimizer in optimizers:
-            self.scaler.unscale_(optimizer)
+        if self.scaled:
+            for optimizer in optimizers:
+                self.scaler.unscale_(optimizer)
 
     def step(self, optimizers: list[torch.optim.Optimizer], finite: bool) -> bool:
         """Step every optimizer and zero its gradients; returns False when the scaler skipped the
         step (``finite`` False: fp16 gradients overflowed; the scale is lowered, the count kept)."""
         for optimizer in optimizers:
-            self.scaler.step(optimizer)  # skipped by the scaler when it saw an inf
-            optimizer.zero_grad(set_to_none=True)
-        self.scaler.update()
+            if self.scaled:
+                self.scaler.step(optimizer)  # skipped by the scaler when it saw an inf
+            else:
+                optimizer.step()
+            zero_grad(optimizer)
+        if self.scaled:
+            self.scaler.update()
         if not finite:
             self.skipped_steps += 1
         return finite
@@ -154,8 +157,8 @@ class Precision:
     def skip(self, optimizers: list[torch.optim.Optimizer]) -> None:
         """Drop a step's gradients without applying them (and forget the scaler's record of it)."""
         for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        if self.scaler.is_enabled():
+            zero_grad(optimizer)
+        if self.scaled:
             self.scaler.update()
 
     def state_dict(self) -> dict[str, Any]:
@@ -165,3 +168,15 @@ class Precision:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+
+
+def zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``: its parameters' gradients become None. Done here
+    for torch's own optimizers, without the profiler annotation and dispatch around torch's loop (a
+    few microseconds a step); an optimizer class with a ``zero_grad`` of its own gets it called."""
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param.grad = None

@@ -37,6 +37,7 @@ from dlscaffold.records.rundir import METRICS_FILE, read_metrics, read_run_info,
 __all__ = ["TRACKERS", "MLflow", "MetricsFile", "TensorBoard", "Tracker", "Trackers", "WandB", "open_trackers"]
 
 _logger = logging.getLogger("dlscaffold")
+FLUSH_SECONDS = 2.0  # TensorBoard: the longest an epoch row waits in memory before it is written
 
 
 class Tracker(Protocol):
@@ -65,6 +66,7 @@ class MetricsFile:
 
     def __init__(self, run_dir: Path, resume: tuple[int, int] | None = None):
         self.path = run_dir / METRICS_FILE
+        self.file: Any = None  # opened at the first row, kept open (each row is flushed), closed at the end
         if resume is not None:
             epoch, step = resume
             kept = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch or _at_or_before(r, step)]
@@ -74,8 +76,10 @@ class MetricsFile:
         pass  # per-step values go to the trackers only
 
     def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(_row_json({"epoch": epoch, "split": split, "step": step, **values}))
+        if self.file is None:
+            self.file = open(self.path, "a")  # noqa: SIM115 (closed by close())
+        self.file.write(_row_json({"epoch": epoch, "split": split, "step": step, **values}))
+        self.file.flush()  # readers (dlscaffold runs, a sweep) see every row at once
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         pass
@@ -84,17 +88,22 @@ class MetricsFile:
         pass
 
     def close(self, status: str | None) -> None:
-        pass
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 class TensorBoard:
     """TensorBoard event files in the run folder: scalars tagged ``<split>/<Model>/<name>``, the
-    HPARAMS tab, images. A resumed run purges the events after the checkpoint's step."""
+    HPARAMS tab, images. A resumed run purges the events after the checkpoint's step. The events are
+    flushed to the file after an epoch row at most every :data:`FLUSH_SECONDS` (a flush costs more
+    than a small model's epoch of rows), at the end, and with images and hyper-parameters."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow, so only here
 
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+        self.flushed = -math.inf  # time.monotonic() of the last flush after an epoch row
 
     def step_scalars(self, step: int, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -103,7 +112,9 @@ class TensorBoard:
     def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.writer.add_scalar(f"{split}/{name}", value, step)
-        self.writer.flush()
+        if time.monotonic() - self.flushed >= FLUSH_SECONDS:
+            self.writer.flush()
+            self.flushed = time.monotonic()
 
     def hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         from torch.utils.tensorboard.summary import hparams

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dlscaffold.parts.device import Placement
+from dlscaffold.parts.device_data import DeviceLoader
 from dlscaffold.parts.distributed import all_reduce_sum
 from dlscaffold.parts.flow import Flow, batch_size_of
 from dlscaffold.parts.precision import Precision
@@ -172,9 +173,21 @@ def run_epoch(
     """
     flow.set_mode(training=False)
     flow.reset_metrics()
-    sums = Sums(flow.term_names, placement.device)
+    sums, move = Sums(flow.term_names, placement.device), batch_mover(loader, placement)
     for i, batch in enumerate(progress.track(loader, label)):
-        batch = transform(placement.move(batch), False)
+        batch = transform(move(batch), False)
         values = evaluate_batch(flow, batch, precision, first_batch if i == 0 else None, views)
         sums.add(values, batch_size_of(batch))
     return {**sums.means(), **flow.compute_metrics()}, sums.count
+
+
+def batch_mover(loader: Any, placement: Placement) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What brings ``loader``'s batches to the device: ``placement.move``, or nothing for the batches
+    of a :class:`~dlscaffold.parts.device_data.DeviceLoader`, which are there already (unless the
+    placement also changes their memory format)."""
+    on_device = isinstance(loader, DeviceLoader) and not placement.channels_last
+    return _as_it_is if on_device else placement.move
+
+
+def _as_it_is(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch

@@ -21,7 +21,6 @@ from dlscaffold.config.monitor import TOTAL_LOSS, logs_total
 from dlscaffold.config.schema import every_epochs, every_steps
 from dlscaffold.errors import blame
 from dlscaffold.parts import distributed
-from dlscaffold.parts.device_data import DeviceLoader
 from dlscaffold.parts.flow import batch_size_of
 from dlscaffold.parts.hooks import HookContext, Hooks
 from dlscaffold.records.checkpoint import rng_state, save_checkpoint, set_rng_state
@@ -30,7 +29,7 @@ from dlscaffold.records.paced import PacedRecords
 from dlscaffold.records.rundir import RunLock, read_run_info, update_run_info
 from dlscaffold.records.trackers import Trackers
 from dlscaffold.run.builder import Run
-from dlscaffold.run.epoch import Sums, rank_position, run_epoch
+from dlscaffold.run.epoch import Sums, batch_mover, rank_position, run_epoch
 from dlscaffold.run.progress import Progress
 from dlscaffold.run.stops import Pruned, StopFlag
 from dlscaffold.run.summary import best_epoch_line, duration, epoch_lines, pack, program, values_text
@@ -150,7 +149,7 @@ def _train_and_validate(
     rates = trainer.learning_rates()  # after the epoch's scheduler step: the rate the next epoch starts with
     if tp.on_nonfinite == "skip":
         rates["skipped_nonfinite_steps"] = float(trainer.skipped_nonfinite - skipped_before)
-    if trainer.precision.scaler.is_enabled():
+    if trainer.precision.scaled:
         rates["fp16_skipped_steps"] = float(trainer.precision.skipped_steps)
     session.log.epoch_row(epoch, "train", trainer.step, {**train_values, **rates})
     val_epochs = every_epochs(tp.val_every)
@@ -252,13 +251,14 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
     steps = _Steps(sampler, trainer.accumulate, last_batch, session.world.world_size)
     # fixed for the run: looked up once, not at every step
     sizes, log_every = sorted(set(trainer.own_accumulate.values())), run.config.training_params.log_every
-    move, between, alone = _mover(run), _between_steps_due(session), not session.world.distributed
+    move = batch_mover(run.loaders["train"], run.placement)
+    between, alone = _between_steps_due(session), not session.world.distributed
     pending: list[tuple[dict, int]] = []  # the step's batches' values, counted once the step is applied
     for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step, done=done):
         # --- the step (or one batch of it)
         batch = run.transform(move(batch), True)
         share, mine, last = steps.of(position.batches)
-        groups = {k: steps.of(position.batches, k)[::2] for k in sizes}
+        groups = {k: steps.of(position.batches, k)[::2] for k in sizes} if sizes else None
         values = trainer.train_step(batch, share=share, last=last, groups=groups)
         position.batches += 1
         if values is not None and mine > 0:  # mine 0: a padding batch
@@ -319,18 +319,6 @@ def _log_step(session: Session, progress: Progress, epoch_sums: Sums, window: Su
     total = sum(t.weight * running[t.name] for t in trainer.flow.losses)
     progress.show(loss=total, parts=parts if len(parts) == len(trainer.flow.losses) else None)
     return Sums(trainer.flow.term_names, session.run.placement.device)
-
-
-def _mover(run: Run) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """What brings a training batch to the device: ``placement.move``, or nothing for the batches of
-    a :class:`~dlscaffold.parts.device_data.DeviceLoader`, which are there already (unless the
-    placement also changes their memory format)."""
-    on_device = isinstance(run.loaders["train"], DeviceLoader) and not run.placement.channels_last
-    return _as_it_is if on_device else run.placement.move
-
-
-def _as_it_is(batch: dict[str, Any]) -> dict[str, Any]:
-    return batch
 
 
 def _between_steps_due(session: Session) -> bool:

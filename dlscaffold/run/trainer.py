@@ -36,6 +36,7 @@ from torch.utils._foreach_utils import _device_has_foreach_support
 
 from dlscaffold.config import metric_name
 from dlscaffold.errors import UserError
+from dlscaffold.parts.finite import FiniteCheck
 from dlscaffold.parts.flow import Flow, Term, batch_size_of
 from dlscaffold.parts.optim import build_optimizer, build_scheduler, model_params, param_groups
 from dlscaffold.parts.precision import Precision
@@ -123,11 +124,12 @@ class Trainer:
     phases: list[Phase] = field(default_factory=list)  # ordered update phases; empty: one step of every model
     stale: dict[str, set[str]] = field(default_factory=dict)  # model -> what its update makes stale (phases)
     micro: int = 0  # batches of the current step done so far (accumulate > 1)
-    loss_ok: torch.Tensor | None = None  # 0: the step's losses so far were finite, NaN: not (read at its end)
+    losses: torch.Tensor | None = None  # finite when the step's losses so far were (read at its end)
     keep_outputs: bool = False  # keep the last batch's outputs (detached) for the hooks
     counted: bool = True  # the current batch has points of this rank (not a padding batch)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _one_group: bool | None = field(default=None, init=False, repr=False)  # see _total_norm
+    finite: FiniteCheck = field(default_factory=FiniteCheck)  # the non-finite guard's test
 
     def train_step(
         self,
@@ -152,7 +154,8 @@ class Trainer:
         self.counted = share > 0
         if self.micro == 0:
             self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
-            self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
+            if self.buffers.slots:  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
+                self.buffers.take()
         if self.phases:
             return self._phased_step(batch, share)
         with self._no_sync(last):  # forward and backward: DDP decides in forward whether backward syncs
@@ -172,11 +175,14 @@ class Trainer:
         optimizers = list(self.optimizers.values())
         self.precision.unscale(optimizers)
         grads = [g for p in self.params if (g := p.grad) is not None]
-        norm = self._total_norm(grads) if grads else torch.zeros((), device=objective.device)
-        finite = self._all_finite(norm)  # one host read per step, as GradScaler makes
+        if self.grad_clip_norm is None:  # one fused check, one host read per step (as GradScaler makes)
+            finite, norm = self.finite([*grads, self.losses]), None
+        else:  # the norm clipping needs tells whether the gradients are finite too
+            norm = self._total_norm(grads) if grads else torch.zeros((), device=objective.device)
+            finite = self._all_finite(norm)
         if not finite and not (self.precision.scaled and self._losses_finite()):
             return self._skip_nonfinite(values, batch, optimizers)  # never applied; raises for "stop"
-        if finite and self.grad_clip_norm is not None:
+        if finite and norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.grad_clip_norm, norm)  # on true gradients
         if self.windowed and self.distributed:
             self._outside_epochs()
@@ -200,7 +206,8 @@ class Trainer:
         objective: Any = None
         for t in terms:  # a weight of 1 multiplies nothing: x * 1 is x, and so are the gradients
             if t.reduction == "mean":
-                mean = _as_float(values[t.name]).mean()
+                value = values[t.name]
+                mean = (value if value.dtype == torch.float32 else value.float()).mean()
                 mean = mean if t.weight == 1 else t.weight * mean
                 objective = mean if objective is None else objective + mean
         objective = 0 if objective is None else objective
@@ -224,19 +231,20 @@ class Trainer:
         return torch.nn.utils.get_total_norm(grads)
 
     def _ends_step(self, objective: torch.Tensor, last: bool) -> bool:
-        """Note a batch's loss finiteness (kept on the device); whether the step's optimizers step now."""
-        flag = _zero_if_finite(objective.detach())
-        self.loss_ok = flag if self.micro == 0 else self.loss_ok + flag
+        """Note the batch's objective, whose finiteness is its losses' (kept on the device, read at the
+        step's end); whether the step's optimizers step now."""
+        value = objective.detach()  # a NaN or inf loss makes the weighted sum NaN or inf
+        self.losses = value if self.micro == 0 else self.losses + _zero_if_finite(value)
         self.micro = 0 if last else self.micro + 1
         return last
 
     def _all_finite(self, norm: torch.Tensor) -> bool:
         """Whether the step's losses and its gradients' norm are all finite (the step's one host read)."""
-        return bool(self.loss_ok + _zero_if_finite(norm) == 0)
+        return bool(_zero_if_finite(self.losses) + _zero_if_finite(norm) == 0)
 
     def _losses_finite(self) -> bool:
-        """Whether the step's losses were all finite (read only after :meth:`_all_finite` said no)."""
-        return bool(self.loss_ok == 0)
+        """Whether the step's losses were all finite (read only after a check of the whole step said no)."""
+        return bool(_zero_if_finite(self.losses) == 0)
 
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Under data-parallel training, no gradient all-reduce on a step's batches before its last."""
@@ -369,8 +377,7 @@ class Trainer:
         optimizers = [self.optimizers[n] for n in due]
         self.precision.unscale(optimizers)
         grads = [g for n in due for p in params[n] if (g := p.grad) is not None]
-        norm = self._total_norm(grads) if grads else torch.zeros((), device=self.flow.device)
-        finite = self._all_finite(norm)
+        finite = self.finite([*grads, self.losses])  # _clip computes the norms it needs
         if not finite and not (self.precision.scaled and self._losses_finite()):
             return self._skip_nonfinite(values, batch, list(self.optimizers.values()))
         if finite:
@@ -567,11 +574,6 @@ def _zero_if_finite(value: torch.Tensor) -> torch.Tensor:
     """0 where ``value`` is finite, NaN where it is inf or NaN (``x - x``): the finiteness test of
     ``torch.isfinite`` in one kernel instead of five, and flags that add up (a NaN stays NaN)."""
     return value - value
-
-
-def _as_float(values: torch.Tensor) -> torch.Tensor:
-    """``values.float()``, without the call for values that are float32 already."""
-    return values if values.dtype == torch.float32 else values.float()
 
 
 def _detached(value: Any) -> Any:
