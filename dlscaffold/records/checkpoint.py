@@ -204,12 +204,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_python_state(state["python"]))
 
 
-def nonfinite_weights(models: dict[str, nn.Module]) -> str | None:
+def nonfinite_weights(models: dict[str, nn.Module], states: dict[str, dict[str, Any]] | None = None) -> str | None:
     """Which model holds a NaN or inf parameter, or a NaN buffer (a buffer may hold inf on purpose,
-    such as an attention mask), as one phrase; None when none does."""
+    such as an attention mask), as one phrase; None when none does. ``states``: the models'
+    ``state_dict`` (or copies of it) when the caller has them already."""
     import torch  # imported when used: reading names and folders needs no torch
 
-    values = [v for model in models.values() for v in model.state_dict().values() if v.is_floating_point()]
+    states = states if states is not None else {name: model.state_dict() for name, model in models.items()}
+    values = [v for state in states.values() for v in state.values() if v.is_floating_point()]
     if not values:
         return None
     if len({(v.device, v.dtype) for v in values}) == 1:  # the common case first: one check, one host read
@@ -228,9 +230,9 @@ def nonfinite_weights(models: dict[str, nn.Module]) -> str | None:
     return None
 
 
-def _refuse_nonfinite(models: dict[str, nn.Module], what: str) -> bool:
+def _refuse_nonfinite(models: dict[str, nn.Module], what: str, states: dict[str, dict[str, Any]] | None = None) -> bool:
     """True, after one warning line, when a model holds non-finite values: ``what`` is not written."""
-    problem = nonfinite_weights(models)
+    problem = nonfinite_weights(models, states)
     if problem is not None:
         _logger.warning("warning: %s; %s was not written (the files saved before are kept)", problem, what)
     return problem is not None
@@ -285,9 +287,8 @@ def save_checkpoint(
 def snapshot_weights(models: dict[str, nn.Module], what: str) -> dict[str, dict[str, torch.Tensor]] | None:
     """Each model's ``state_dict``, copied to the CPU (to be written later, whatever training does to
     the models meanwhile); None, after one warning line, when a model holds NaN or inf."""
-    if _refuse_nonfinite(models, what):
-        return None
-    return {name: _copied(model.state_dict()) for name, model in models.items()}
+    copies = {name: _copied(model.state_dict()) for name, model in models.items()}
+    return None if _refuse_nonfinite(models, what, copies) else copies
 
 
 def _copied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
