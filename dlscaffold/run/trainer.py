@@ -129,7 +129,7 @@ class Trainer:
     counted: bool = True  # the current batch has points of this rank (not a padding batch)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _one_group: bool | None = field(default=None, init=False, repr=False)  # see _total_norm
-    finite: FiniteCheck = field(default_factory=FiniteCheck)  # the non-finite guard's test
+    finite_check: FiniteCheck = field(default_factory=FiniteCheck)  # the non-finite guard's test
 
     def train_step(
         self,
@@ -176,7 +176,7 @@ class Trainer:
         self.precision.unscale(optimizers)
         grads = [g for p in self.params if (g := p.grad) is not None]
         if self.grad_clip_norm is None:  # one fused check, one host read per step (as GradScaler makes)
-            finite, norm = self.finite([*grads, self.losses]), None
+            finite, norm = self.finite_check([*grads, self.losses]), None
         else:  # the norm clipping needs tells whether the gradients are finite too
             norm = self._total_norm(grads) if grads else torch.zeros((), device=objective.device)
             finite = self._all_finite(norm)
@@ -377,7 +377,7 @@ class Trainer:
         optimizers = [self.optimizers[n] for n in due]
         self.precision.unscale(optimizers)
         grads = [g for n in due for p in params[n] if (g := p.grad) is not None]
-        finite = self.finite([*grads, self.losses])  # _clip computes the norms it needs
+        finite = self.finite_check([*grads, self.losses])  # _clip computes the norms it needs
         if not finite and not (self.precision.scaled and self._losses_finite()):
             return self._skip_nonfinite(values, batch, list(self.optimizers.values()))
         if finite:
