@@ -263,8 +263,7 @@ class Flow:
         for t in terms:
             args = self.term_args(t, batch, outputs)
             try:
-                value = t.compute(args)
-                values[t.name] = value if value.dim() <= 1 else per_sample(value)
+                values[t.name] = per_sample(t.compute(args))
                 if t.members is not None:
                     members = t.members(*args)  # (B, E)
                     t.num_members = members.shape[1]

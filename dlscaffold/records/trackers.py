@@ -77,7 +77,7 @@ class MetricsFile:
 
     def epoch_row(self, epoch: int, split: str, step: int, values: dict[str, float]) -> None:
         if self.file is None:
-            self.file = open(self.path, "a")  # noqa: SIM115 (closed by close())
+            self.file = open(self.path, "a")  # closed by close()
         self.file.write(_row_json({"epoch": epoch, "split": split, "step": step, **values}))
         self.file.flush()  # readers (dlscaffold runs, a sweep) see every row at once
 

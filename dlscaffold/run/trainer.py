@@ -154,8 +154,7 @@ class Trainer:
         self.counted = share > 0
         if self.micro == 0:
             self.flow.clock["step"] = self.step  # what {step: trainer} inputs read
-            if self.buffers.slots:  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
-                self.buffers.take()
+            self.buffers.take()  # the forward pass updates buffers (BatchNorm): a dropped step puts them back
         if self.phases:
             return self._phased_step(batch, share)
         with self._no_sync(last):  # forward and backward: DDP decides in forward whether backward syncs
