@@ -25,7 +25,7 @@ from dlscaffold.config.monitor import monitored
 from dlscaffold.data import save_idx_dict
 from dlscaffold.errors import CodeError, QuietExit, UserError
 from dlscaffold.parts import distributed
-from dlscaffold.parts.device import kept_cpu_memory
+from dlscaffold.parts.device import frozen_setup, kept_cpu_memory
 from dlscaffold.parts.ema import attach as attach_ema
 from dlscaffold.parts.hooks import build_hooks
 from dlscaffold.parts.init_data import init_from_data
@@ -128,7 +128,7 @@ def _train(
             raise
         stop.setting_up = False
         stop.deadline = stop_time(session.run.config.training_params.stop_before_end)  # SLURM_JOB_END_TIME
-        with kept_cpu_memory(session.run.config.training_params.keep_cpu_memory):
+        with kept_cpu_memory(session.run.config.training_params.keep_cpu_memory), frozen_setup():
             return _fit(session, stop, echo)
 
 

@@ -166,3 +166,34 @@ def test_every_tracker_name_the_config_accepts_has_an_opener() -> None:
     from dlscaffold.records.trackers import OPENERS
 
     assert set(OPENERS) == set(TRACKERS)
+
+
+def test_tensorboard_scalars_wait_in_memory_and_are_written_together(tmp_path: Path) -> None:
+    """At most every FLUSH_SECONDS, all at once (so the writer's thread does not run between steps),
+    each with the time it was logged; whatever waits is written at the end."""
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dlscaffold.records.trackers import FLUSH_SECONDS, TensorBoard
+
+    def scalars() -> dict[str, list]:
+        events = EventAccumulator(str(tmp_path))
+        events.Reload()
+        return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+
+    log = TensorBoard(tmp_path)
+    log.epoch_row(1, "train", 10, {"Classifier/ce": 0.5})  # the first row: written at once
+    assert [e.step for e in scalars()["train/Classifier/ce"]] == [10]
+    logged = time.time()
+    log.step_scalars(15, {"Classifier/ce": 0.25, "lr": 0.1})
+    log.epoch_row(2, "val", 20, {"Classifier/ce": 0.75})
+    assert set(scalars()) == {"train/Classifier/ce"}  # waiting (the test takes far less than FLUSH_SECONDS)
+    time.sleep(0.05)
+    log.close("completed")
+    written = scalars()
+    assert [(e.step, e.value) for e in written["train_step/Classifier/ce"]] == [(15, 0.25)]
+    assert [(e.step, e.value) for e in written["val/Classifier/ce"]] == [(20, 0.75)]
+    assert [e.step for e in written["train_step/lr"]] == [15]
+    assert logged <= written["val/Classifier/ce"][0].wall_time < logged + 0.05 < time.time()  # when logged
+    assert FLUSH_SECONDS <= 5  # a run's TensorBoard lags it by seconds at most

@@ -9,6 +9,7 @@ records the device of the run's latest session). ``--device cuda`` on such a mac
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,25 @@ def kept_cpu_memory(enabled: bool) -> Iterator[bool]:
     finally:
         for option, value in _GLIBC_DEFAULTS.items():
             mallopt(option, value)
+
+
+@contextmanager
+def frozen_setup() -> Iterator[None]:
+    """During the block, Python's garbage collector leaves alone the objects that exist when it
+    starts (``gc.freeze``), and takes them back after it (``gc.unfreeze``).
+
+    A run's set-up leaves hundreds of thousands of objects behind (torch's and the other libraries'
+    modules, the project's, the config, the data). Every full collection walks all of them: 50 to
+    100 ms on a CPU, at whatever step the collector's counters pick. For a model whose step takes a
+    millisecond, one such collection costs a long run about 0.1 ms a step, and whether it falls in a
+    run or not is most of the difference between two runs of the same config. Frozen, they are
+    skipped; what training makes is collected as always. Processes a DataLoader forks share them
+    with fewer copied pages, too."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _mallopt() -> Any | None:

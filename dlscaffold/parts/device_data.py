@@ -56,6 +56,7 @@ class DeviceLoader:
         self.sampler, self.batch_size, self.device = sampler, batch_size, device
         self.collate_fn = Collate()  # its limits (class index ranges) are checked once on the whole split
         self._checked: dict[str, Any] = {}
+        self._fixed_rows: tuple[int, tuple[torch.Tensor, list[int]]] | None = None  # see _epoch_rows
         indices = sampler.indices
         self.rows = torch.zeros(max(indices, default=-1) + 1, dtype=torch.long)  # dataset index -> row of the stack
         self.rows[indices] = torch.arange(len(indices))
@@ -83,10 +84,21 @@ class DeviceLoader:
         # the draw a DataLoader's iterator makes when it is created: the same RNG stream on both paths
         torch.empty((), dtype=torch.int64).random_()
         self._check_limits()
-        order = self.rows[self.sampler.order()]  # the sampler's order, as rows of the stack
-        rows = order.to(self.device, non_blocking=True)  # one copy an epoch
+        return self._batches(*self._epoch_rows())
+
+    def _epoch_rows(self) -> tuple[torch.Tensor, list[int]]:
+        """The epoch's rows of the stack in the sampler's order, on the device (one copy an epoch),
+        and as numbers when some values are lists. An unshuffled split's (validation's) are the same
+        every epoch: made once."""
+        fixed = None if self.sampler.shuffle else self.sampler.start
+        if fixed is not None and self._fixed_rows is not None and self._fixed_rows[0] == fixed:
+            return self._fixed_rows[1]
+        order = self.rows[self.sampler.order()]
+        rows = order.to(self.device, non_blocking=True)
         listed = order.tolist() if any(not isinstance(v, torch.Tensor) for v in self.data.values()) else []
-        return self._batches(rows, listed)
+        if fixed is not None:
+            self._fixed_rows = (fixed, (rows, listed))
+        return rows, listed
 
     def _batches(self, rows: torch.Tensor, listed: list[int]) -> Iterator[dict[str, Any]]:
         """``listed``: the rows as numbers, for the values that are lists (strings, ...)."""

@@ -257,11 +257,11 @@ def train_epoch(session: Session, stop: StopFlag, progress: Progress) -> dict[st
     for batch in progress.track(batches, "train", last_batch, epoch=epochs, step=trainer.step, done=done):
         # --- the step (or one batch of it)
         batch = run.transform(move(batch), True)
-        share, mine, last = steps.of(position.batches)
+        share, counted, last = steps.of(position.batches)
         groups = {k: steps.of(position.batches, k)[::2] for k in sizes} if sizes else None
         values = trainer.train_step(batch, share=share, last=last, groups=groups)
         position.batches += 1
-        if values is not None and mine > 0:  # mine 0: a padding batch
+        if values is not None and counted:  # not counted: a padding batch
             pending.append((values, batch_size_of(batch)))
         if not last:
             continue
@@ -292,21 +292,24 @@ class _Steps:
     def __init__(self, sampler: Any, accumulate: int, batches: int, world_size: int):
         self.sampler, self.accumulate, self.batches, self.world_size = sampler, accumulate, batches, world_size
         self.groups: dict[int, tuple[int, int]] = {}  # size -> (first batch, points of every rank) of the current
+        self.alone = accumulate == 1 and world_size == 1  # every batch a whole step of its own points
 
-    def of(self, index: int, size: int | None = None) -> tuple[float, int, bool]:
-        """For the epoch's ``index``-th batch: ``(share, this rank's points, whether it ends its step)``;
-        share: this rank's points x ranks / the points of the step's batches on every rank.
-        ``size``: for groups of that many batches instead (a model's own ``accumulate``)."""
+    def of(self, index: int, size: int | None = None) -> tuple[float, bool, bool]:
+        """For the epoch's ``index``-th batch: ``(share, whether it holds points of this rank, whether
+        it ends its step)``; share: this rank's points x ranks / the points of the step's batches on
+        every rank. ``size``: for groups of that many batches instead (a model's own ``accumulate``)."""
+        if size is None and self.alone:  # one process, one batch a step: share 1, never a padding batch
+            return 1.0, True, True
         size = size or self.accumulate
         if size == 1:  # a step of one batch: its own points are the step's
             mine, total = self.sampler.share(index)
-            return mine * self.world_size / total, mine, True
+            return mine * self.world_size / total, mine > 0, True
         first = index - index % size
         end = min(first + size, self.batches)
         if self.groups.get(size, (-1,))[0] != first:
             self.groups[size] = (first, sum(self.sampler.share(i)[1] for i in range(first, end)))
         mine = self.sampler.share(index)[0]
-        return mine * self.world_size / self.groups[size][1], mine, index + 1 == end
+        return mine * self.world_size / self.groups[size][1], mine > 0, index + 1 == end
 
 
 def _log_step(session: Session, progress: Progress, epoch_sums: Sums, window: Sums) -> Sums:
