@@ -1,8 +1,10 @@
 """Runtime features of a fast recipe: the dataset's ``set_epoch``, models nothing reads are not run,
-parameter groups outside their ``epochs`` do no gradient work, ``keep_cpu_memory``."""
+parameter groups outside their ``epochs`` do no gradient work, ``keep_cpu_memory``, the set-up's
+objects frozen for the garbage collector while a run trains."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -18,7 +20,7 @@ from conftest import HANG_GUARD_S, signalling_config, write_config
 from test_trustworthy import run_dirs_in
 
 from dlscaffold.cli import main
-from dlscaffold.parts.device import kept_cpu_memory
+from dlscaffold.parts.device import frozen_setup, kept_cpu_memory
 from dlscaffold.records.rundir import read_metrics
 
 
@@ -184,6 +186,24 @@ def test_keep_cpu_memory_trains_the_same_weights(toy: Path) -> None:
     b = torch.load(runs["false"] / "checkpoints" / "Encoder_000004.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert yaml.safe_load((runs["true"] / "config.yml").read_text())["training_params"]["keep_cpu_memory"] is True
+
+
+def test_a_run_trains_with_the_set_up_frozen_for_the_garbage_collector(toy: Path, monkeypatch) -> None:
+    import dlscaffold.train as train_module
+
+    seen, fit = [], train_module._fit
+    monkeypatch.setattr(train_module, "_fit", lambda *a: (seen.append(gc.get_freeze_count()), fit(*a))[1])
+    assert gc.get_freeze_count() == 0
+    assert main(["train", str(toy / "config.yml"), "training_params.max_training_epochs=1"]) == 0
+    assert seen and seen[0] > 10_000  # torch's modules and the run's objects, at least
+    assert gc.get_freeze_count() == 0  # taken back when the run ends
+    gc.freeze()  # a process that froze its own objects keeps them frozen
+    try:
+        with frozen_setup():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize("value", ["yes please", "2"])

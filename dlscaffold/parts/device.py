@@ -118,12 +118,15 @@ def frozen_setup() -> Iterator[None]:
     millisecond, one such collection costs a long run about 0.1 ms a step, and whether it falls in a
     run or not is most of the difference between two runs of the same config. Frozen, they are
     skipped; what training makes is collected as always. Processes a DataLoader forks share them
-    with fewer copied pages, too."""
+    with fewer copied pages, too. A process that had frozen objects itself keeps them frozen, and
+    the run's with them."""
+    theirs = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not theirs:
+            gc.unfreeze()
 
 
 def _mallopt() -> Any | None:
