@@ -1,7 +1,8 @@
 """What a training step does once instead of at every step, or in one kernel instead of several,
 gives what the general calls give: the gradients' total norm, the finiteness flags, a built-in's
-input check (done once per kind of input), errors of the project's code named as before, and the
-optimizers' multi-tensor implementation, bitwise the per-tensor one."""
+input check (done once per kind of input), errors of the project's code named as before, the
+optimizers' multi-tensor implementation, bitwise the per-tensor one, and an optimizer's step called
+without torch's profiler wrapper only where that wrapper has nothing else to do."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dlscaffold.errors import CodeError
 from dlscaffold.losses import LOSSES
 from dlscaffold.parts.flow import GUARD_MEMORY, Flow, Term
 from dlscaffold.parts.optim import FOREACH_SAME, build_optimizer
+from dlscaffold.parts.precision import step
 from dlscaffold.run.trainer import Trainer
 
 SPECIAL = (0.0, -0.0, 1.0, -3.0e38, 3.0e38, 1e-45, float("inf"), float("-inf"), float("nan"))
@@ -134,3 +136,47 @@ def test_only_the_optimizers_known_to_agree_bitwise_get_the_multi_tensor_impleme
     for name in ("NAdam", "RAdam", "ASGD"):  # round differently: torch's default
         assert _trained(name, {})[1].defaults["foreach"] is None
     assert _trained("SGD", {"fused": True})[1].defaults["foreach"] is None  # the user's choice of implementation
+
+
+def _stepped(use: str, hooks: bool = False) -> tuple[list[torch.Tensor], list[str]]:
+    """Weights and calls after 5 steps of Adam (with a scheduler), stepped by ``optimizer.step()`` or by
+    :func:`step`, with step hooks of the optimizer's own and global ones when ``hooks``."""
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, foreach=True)
+    calls: list[str] = []
+    undo = []
+    if hooks:
+        undo += [optimizer.register_step_pre_hook(lambda *a: calls.append("pre")).remove]
+        undo += [optimizer.register_step_post_hook(lambda *a: calls.append("post")).remove]
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        undo += [register_optimizer_step_pre_hook(lambda *a: calls.append("global")).remove]
+    for i in range(5):
+        model(torch.randn(4, 8)).square().sum().backward()
+        optimizer.step() if use == "torch" else step(optimizer)
+        optimizer.zero_grad()
+    for remove in undo:
+        remove()
+    return [p.detach().clone() for p in model.parameters()], calls
+
+
+def test_an_optimizer_step_without_torchs_wrapper_computes_the_same_and_keeps_hooks_schedulers_profiles() -> None:
+    ours, torchs = _stepped("ours")[0], _stepped("torch")[0]
+    assert all(torch.equal(a, b) for a, b in zip(ours, torchs, strict=True))
+    weights, calls = _stepped("ours", hooks=True)  # hooks: through the wrapper, which calls them
+    assert calls == ["global", "pre", "post"] * 5 and all(torch.equal(a, b) for a, b in zip(weights, torchs))
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)  # wraps the instance's step
+    model(torch.ones(1, 2)).sum().backward()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "lr_scheduler.step() before optimizer.step()" would raise
+        step(optimizer)
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        step(optimizer)
+    assert any(e.name == "Optimizer.step#SGD.step" for e in profile.events())  # profiled: annotated
