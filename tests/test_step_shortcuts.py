@@ -152,7 +152,7 @@ def _stepped(use: str, hooks: bool = False) -> tuple[list[torch.Tensor], list[st
         from torch.optim.optimizer import register_optimizer_step_pre_hook
 
         undo += [register_optimizer_step_pre_hook(lambda *a: calls.append("global")).remove]
-    for i in range(5):
+    for _ in range(5):
         model(torch.randn(4, 8)).square().sum().backward()
         optimizer.step() if use == "torch" else step(optimizer)
         optimizer.zero_grad()
@@ -165,7 +165,8 @@ def test_an_optimizer_step_without_torchs_wrapper_computes_the_same_and_keeps_ho
     ours, torchs = _stepped("ours")[0], _stepped("torch")[0]
     assert all(torch.equal(a, b) for a, b in zip(ours, torchs, strict=True))
     weights, calls = _stepped("ours", hooks=True)  # hooks: through the wrapper, which calls them
-    assert calls == ["global", "pre", "post"] * 5 and all(torch.equal(a, b) for a, b in zip(weights, torchs))
+    assert calls == ["global", "pre", "post"] * 5
+    assert all(torch.equal(a, b) for a, b in zip(weights, torchs, strict=True))
     model = nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)  # wraps the instance's step
