@@ -282,13 +282,10 @@ def members_fn(fn: Callable[..., Any]) -> Callable[..., torch.Tensor] | None:
 
 def per_sample(values: torch.Tensor) -> torch.Tensor:
     """Average all but the batch dimension: ``(B, ...) -> (B,)``; a scalar stays a scalar."""
-    dims = values.dim()
-    if dims <= 1:
-        return values
-    return values.mean(dim=1) if dims == 2 else values.flatten(1).mean(dim=1)  # (B, D) needs no flattening
+    return values if values.dim() <= 1 else values.flatten(1).mean(dim=1)
 
 
-def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tensor.to(dtype)``, without the call when it has that dtype already (a step calls it often)."""
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
@@ -325,7 +322,9 @@ def multinomial_nll(
     it equals its ``MultinomialNLL`` (``-class_logits[class_idx]``), since ``log_softmax`` leaves
     log-probabilities unchanged.
     """
-    return F.cross_entropy(class_logits, _as(class_idx, torch.long), reduction="none", label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        class_logits, as_dtype(class_idx, torch.long), reduction="none", label_smoothing=label_smoothing
+    )
 
 
 @declare(
@@ -335,7 +334,7 @@ def multinomial_nll(
 )
 def binomial_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Binary cross entropy of logits against labels in [0, 1], both ``(B, *D)``."""
-    return per_sample(F.binary_cross_entropy_with_logits(logits, _as(labels, logits.dtype), reduction="none"))
+    return per_sample(F.binary_cross_entropy_with_logits(logits, as_dtype(labels, logits.dtype), reduction="none"))
 
 
 @declare(_LOGITS, formula="-Σ_k p_k log p_k, p = softmax(class_logits)")
@@ -373,7 +372,7 @@ def multinomial_kl(class_logits: torch.Tensor, target_logits: torch.Tensor) -> t
 )
 def gaussian_nll(mean: torch.Tensor, variance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of ``target`` under N(mean, variance), summed over ``D``."""
-    nll = -Normal(mean, variance.clamp_min(1e-12).sqrt()).log_prob(_as(target, mean.dtype))  # (B, *D)
+    nll = -Normal(mean, variance.clamp_min(1e-12).sqrt()).log_prob(as_dtype(target, mean.dtype))  # (B, *D)
     return nll.flatten(1).sum(dim=1) if nll.dim() > 1 else nll
 
 
@@ -403,13 +402,13 @@ def identity_loss(loss: torch.Tensor) -> torch.Tensor:
 @declare(_PREDICTION, _TARGET, formula="mean over D of (prediction - target)²")
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error per sample, both ``(B, *D)`` (also registered as the older tool's ``L2``)."""
-    return per_sample(F.mse_loss(prediction, _as(target, prediction.dtype), reduction="none"))
+    return per_sample(F.mse_loss(prediction, as_dtype(target, prediction.dtype), reduction="none"))
 
 
 @declare(_PREDICTION, _TARGET, formula="mean over D of |prediction - target|")
 def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per sample, both ``(B, *D)``."""
-    return per_sample(F.l1_loss(prediction, _as(target, prediction.dtype), reduction="none"))
+    return per_sample(F.l1_loss(prediction, as_dtype(target, prediction.dtype), reduction="none"))
 
 
 @declare(_PREDICTION, _TARGET, formula="mean over D of smooth_l1(prediction - target), β = beta (option, default 1)")
@@ -418,7 +417,7 @@ def smooth_l1(prediction: torch.Tensor, target: torch.Tensor, *, beta: float = 1
 
     Option ``beta`` (default 1): where the quadratic part ends.
     """
-    return per_sample(F.smooth_l1_loss(prediction, _as(target, prediction.dtype), reduction="none", beta=beta))
+    return per_sample(F.smooth_l1_loss(prediction, as_dtype(target, prediction.dtype), reduction="none", beta=beta))
 
 
 def _l1_members(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

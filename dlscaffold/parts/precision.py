@@ -26,6 +26,13 @@ from typing import Any
 
 import torch
 
+try:  # torch's registries of global optimizer step hooks, read by step()
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+    _GLOBAL_STEP_HOOKS = (_global_optimizer_pre_hooks, _global_optimizer_post_hooks)
+except ImportError:  # a torch without them: every step through torch's wrapper
+    _GLOBAL_STEP_HOOKS = ({None: None}, {None: None})
+
 _NOTHING = contextlib.nullcontext()  # a context that does nothing (reusable)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # /proc/cpuinfo flags of native bfloat16 arithmetic: x86's AVX-512 BF16 and AMX, Arm's BF16.
@@ -194,25 +201,10 @@ def step(optimizer: torch.optim.Optimizer) -> None:
         or "step" in vars(optimizer)
         or getattr(optimizer, "_optimizer_step_pre_hooks", True)
         or getattr(optimizer, "_optimizer_step_post_hooks", True)
-        or _optimizer_hooks.global_pre
-        or _optimizer_hooks.global_post
+        or _GLOBAL_STEP_HOOKS[0]
+        or _GLOBAL_STEP_HOOKS[1]
         or torch._C._autograd._profiler_enabled()
     ):
         optimizer.step()
     else:
         inner(optimizer)
-
-
-class _OptimizerHooks:
-    """torch's registries of global optimizer step hooks (empty dicts where this torch has none)."""
-
-    def __init__(self) -> None:
-        import torch.optim.optimizer as module
-
-        self.global_pre = getattr(module, "_global_optimizer_pre_hooks", None)
-        self.global_post = getattr(module, "_global_optimizer_post_hooks", None)
-        if self.global_pre is None or self.global_post is None:  # unknown: always through the wrapper
-            self.global_pre = self.global_post = {None: None}
-
-
-_optimizer_hooks = _OptimizerHooks()

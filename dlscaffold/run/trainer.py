@@ -36,6 +36,7 @@ from torch.utils._foreach_utils import _device_has_foreach_support
 
 from dlscaffold.config import metric_name
 from dlscaffold.errors import UserError
+from dlscaffold.losses import as_dtype
 from dlscaffold.parts.finite import FiniteCheck
 from dlscaffold.parts.flow import Flow, Term, batch_size_of
 from dlscaffold.parts.optim import build_optimizer, build_scheduler, model_params, param_groups
@@ -205,8 +206,7 @@ class Trainer:
         objective: Any = None
         for t in terms:  # a weight of 1 multiplies nothing: x * 1 is x, and so are the gradients
             if t.reduction == "mean":
-                value = values[t.name]
-                mean = (value if value.dtype == torch.float32 else value.float()).mean()
+                mean = as_dtype(values[t.name], torch.float32).mean()
                 mean = mean if t.weight == 1 else t.weight * mean
                 objective = mean if objective is None else objective + mean
         objective = 0 if objective is None else objective
