@@ -165,6 +165,7 @@ def _fit(session: Session, stop: StopFlag, echo: Echo) -> RunResult:
         session.log.close(session.status)
         if session.lock is not None:
             session.lock.release()
+        session.trainer.flow.unwrap()  # the process group ends with its last holder
         distributed.shutdown()
 
 

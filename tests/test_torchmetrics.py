@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -176,9 +178,18 @@ def test_metric_state_survives_a_stop_mid_epoch(name: str, init_args: dict) -> N
     buffer = io.BytesIO()
     torch.save(before.metrics_state_dict(), buffer)
     buffer.seek(0)
-    after.load_metrics_state_dict(torch.load(buffer, weights_only=True))
-    after.metrics[0].metric.update(preds[25:], target[25:])
-    assert after.compute_metrics() == pytest.approx(whole.compute_metrics(), abs=1e-6)
-    after.reset_metrics()
-    after.metrics[0].metric.update(preds[:3], target[:3])
-    assert after.metrics[0].metric._update_count == 1
+    gc.disable()  # from here, only reference counts free the flow
+    try:
+        after.load_metrics_state_dict(torch.load(buffer, weights_only=True))
+        after.metrics[0].metric.update(preds[25:], target[25:])
+        assert after.compute_metrics() == pytest.approx(whole.compute_metrics(), abs=1e-6)
+        after.reset_metrics()
+        after.metrics[0].metric.update(preds[:3], target[:3])
+        assert after.metrics[0].metric._update_count == 1
+        # No reference cycle keeps the flow (in a run: its models, and through a data-parallel
+        # wrapper the process group's threads) alive once the run lets go of it.
+        kept = weakref.ref(after)
+        del after
+        assert kept() is None
+    finally:
+        gc.enable()

@@ -215,6 +215,12 @@ class Flow:
         sync; under data-parallel training torchmetrics gathers the other processes' state)."""
         return {name: value for t in self.metrics for name, value in t.values().items()}
 
+    def unwrap(self) -> None:
+        """Drop the training wrappers once training is over: a DistributedDataParallel wrapper holds
+        the process group, whose threads must end before the process does (one that outlives the
+        run can abort the process as it exits)."""
+        self.wrapped.clear()
+
     def reset_metrics(self) -> None:
         """Forget the torchmetrics evals' state: call it before each pass over the data."""
         for t in self.metrics:
@@ -223,13 +229,9 @@ class Flow:
     def metrics_state_dict(self) -> dict[str, dict[str, Any]]:
         """The torchmetrics evals' accumulated state, on the CPU (tensors and lists of tensors, so a
         ``weights_only`` load reads it): what a run stopped mid-epoch saves with its position."""
-
-        def cpu(value: Any) -> Any:
-            return [cpu(v) for v in value] if isinstance(value, list) else value.detach().cpu().clone()
-
         return {
             t.name: {
-                **{k: cpu(getattr(t.metric, k)) for k in t.metric._defaults},
+                **{k: _on_cpu(getattr(t.metric, k)) for k in t.metric._defaults},
                 "_update_count": t.metric._update_count,
             }
             for t in self.metrics
@@ -237,18 +239,12 @@ class Flow:
 
     def load_metrics_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
         """Put back what :meth:`metrics_state_dict` saved (metrics it does not name are reset)."""
-
-        def moved(value: Any) -> Any:
-            if isinstance(value, list):
-                return [moved(v) for v in value]
-            return value if self.device is None else value.to(self.device)
-
         for t in self.metrics:
             t.metric.reset()
             saved = dict(state.get(t.name) or {})
             t.metric._update_count = int(saved.pop("_update_count", 0))
             for key, value in saved.items():
-                setattr(t.metric, key, moved(value))
+                setattr(t.metric, key, _moved(value, self.device))
 
     def term_args(self, term: Term | MetricTerm, batch: dict[str, Any], outputs: dict) -> list[Any]:
         """A term's input tensors, in the order its function takes them (:func:`bound_routes`)."""
@@ -286,6 +282,18 @@ class Flow:
                 f"{who} needs tensor '{tensor}' from {source}, but {origin} hold only: {', '.join(pool) or 'nothing'}"
                 + (f"; did you mean '{source}.{close}'?" if close else "")
             ) from None
+
+
+def _on_cpu(value: Any) -> Any:
+    """A metric state (a tensor or a list of them) copied to the CPU."""
+    return [_on_cpu(v) for v in value] if isinstance(value, list) else value.detach().cpu().clone()
+
+
+def _moved(value: Any, device: torch.device | None) -> Any:
+    """A saved metric state (a tensor or a list of them) on ``device`` (None: where it is)."""
+    if isinstance(value, list):
+        return [_moved(v, device) for v in value]
+    return value if device is None else value.to(device)
 
 
 def _reraise_blamed(where: str) -> NoReturn:
