@@ -319,13 +319,15 @@ def setup(
         check_logging_dir(prepared.config.logging_params.logging_dir)
     distributed.check_sync_batchnorm(world, tp.sync_batchnorm, tp.use_GPU)
     options.device = distributed.init(world, tp.use_GPU, tp.backend) or options.device  # cuda:LOCAL_RANK or cpu
-    # one writer per run folder: taken before anything of the run is read or written
-    lock = RunLock(resume).acquire() if resume is not None and world.main else None
+    lock = None
     try:
+        # one writer per run folder: taken before anything of the run is read or written
+        lock = RunLock(resume).acquire() if resume is not None and world.main else None
         session = _build_session(prepared, overrides, resume, options, echo, world)
     except BaseException:
         if lock is not None:
             lock.release()
+        distributed.shutdown()  # a run that fails to start leaves the process group, as a run that ends does
         raise
     session.lock = session.lock or lock
     return session

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_GUARD_S, SIGNALLING_MODELS, only_run
+from conftest import HANG_GUARD_S, SIGNALLING_MODELS, only_run, threads_left_at_exit
 
 from dlscaffold.cli import main
 from dlscaffold.data import EpochSampler
@@ -217,8 +217,15 @@ def test_a_per_process_batch_resumed_on_another_number_of_processes_is_one_line(
         mp.setenv("RESUMED", "1")
         assert main(["train", str(project / "per_process.yml"), f"logging_params.logging_dir={logs}"]) == 0
     run = only_run(logs)
-    result = train(project, logs, None, "--resume", str(run), "training_params.max_training_epochs=2", nproc=2)
+    threads = tmp_path / "threads"
+    threads.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THREADS_AT_EXIT", str(threads))
+        result = train(project, logs, None, "--resume", str(run), "training_params.max_training_epochs=2", nproc=2)
     assert result.returncode == 2, result.stderr
+    if sys.platform.startswith("linux"):  # a run that fails to start leaves the process group too
+        left = threads_left_at_exit(threads)
+        assert list(left) == ["rank0", "rank1"] and not any("gloo" in n for names in left.values() for n in names)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]  # torchrun's lines aside
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert errors[0] == (

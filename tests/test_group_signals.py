@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_GUARD_S, copy_project, only_run, run_cli, signalling_config
+from conftest import HANG_GUARD_S, copy_project, only_run, run_cli, signalling_config, threads_left_at_exit
 
 from dlscaffold.data import WORKER_STOP_SIGNALS, make_loader, quiet_worker
 from dlscaffold.records.rundir import read_metrics
@@ -24,8 +24,7 @@ from dlscaffold.run.stops import STOP_SIGNALS
 # Appended to the toy project's models.py after conftest's SignalAt: on rank 0 at global step ``at``,
 # it signals nothing itself but writes the file $SIGNAL_ME, waits for the test to signal the process
 # group and write $SIGNAL_ME.sent, then gives the signal a second to arrive, so the stop comes mid-epoch
-# at a known step (12 steps an epoch). With $THREADS_AT_EXIT set, each process writes the names of
-# its threads as Python exits to $THREADS_AT_EXIT.<rank>.
+# at a known step (12 steps an epoch).
 MARK_AT = """
 
 class MarkAt(SignalAt):
@@ -46,30 +45,6 @@ class MarkAt(SignalAt):
 
 
 _with_signal_at = get_ref_model_dict
-
-
-def _threads_at_exit():
-    # The process's threads as Python exits (Linux): the process group's must have ended with the
-    # run. One that outlives it can abort the process ("terminate called without an active exception").
-    import glob
-    import os
-
-    names = []
-    for path in glob.glob("/proc/self/task/*/comm"):
-        try:
-            with open(path) as fh:
-                names.append(fh.read().strip())
-        except OSError:  # a thread that ended meanwhile
-            pass
-    with open(os.environ["THREADS_AT_EXIT"] + "." + os.environ["RANK"], "w") as fh:
-        fh.write(" ".join(sorted(names)))
-
-
-import atexit as _atexit  # noqa: E402
-import os as _os  # noqa: E402
-
-if _os.environ.get("THREADS_AT_EXIT") and "RANK" in _os.environ:  # a process torchrun started
-    _atexit.register(_threads_at_exit)
 
 
 def get_ref_model_dict():
@@ -172,12 +147,14 @@ def test_a_stop_to_the_process_group_of_nproc_2_saves_once_and_resumes_exactly(
     assert saved.name == "trainer_000000_000006.pt"
 
     monkeypatch.setenv("RESUMED", "1")
-    monkeypatch.setenv("THREADS_AT_EXIT", str(tmp_path / "threads"))
+    threads = tmp_path / "threads"
+    threads.mkdir()
+    monkeypatch.setenv("THREADS_AT_EXIT", str(threads))
     resumed = run_cli("train", "--resume", str(run), "--nproc", "2", "--project", str(ddp), cwd=ddp)
     assert resumed.returncode == 0, resumed.stderr
     if sys.platform.startswith("linux"):  # no process keeps the process group's threads past its run
-        for rank in (0, 1):
-            assert "gloo" not in (tmp_path / f"threads.{rank}").read_text()
+        left = threads_left_at_exit(threads)
+        assert list(left) == ["rank0", "rank1"] and not any("gloo" in n for names in left.values() for n in names)
     assert read_metrics(run) == read_metrics(straight)
     files = sorted(p.name for p in (straight / "checkpoints").glob("*.pt"))
     assert files == sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
